@@ -1,0 +1,151 @@
+//! Calls to the product service (`http://product/...`, dispatched in-process by the
+//! host), and the pure interpretation of its answers. Payment is in [`crate::pay`].
+
+use panal_sdk::client;
+use panal_sdk::wasi::http::types::Method;
+use panal_sdk::ApiError;
+use serde_json::{json, Value};
+
+use crate::model::{Line, OrderItem};
+
+const RESERVE_URL: &str = "http://product/internal/reserve";
+const RELEASE_URL: &str = "http://product/internal/release";
+
+/// Reserves every line at once. Err is what the order request should answer.
+pub fn reserve(lines: &[Line]) -> Result<Vec<OrderItem>, ApiError> {
+    let body = json!({ "items": lines });
+    let (status, answer) = client::send_json(Method::Post, RESERVE_URL, &[], &body)
+        .map_err(|e| ApiError::upstream("product service unavailable").with("detail", e))?;
+    let result = interpret_reserve(status, &answer, lines);
+    if status == 200 && result.is_err() {
+        // Reserved but unreadable: put the units back rather than strand them.
+        let requested: Vec<OrderItem> = lines
+            .iter()
+            .map(|l| OrderItem {
+                product_id: l.product_id.clone(),
+                quantity: l.quantity,
+                price_cents: 0,
+            })
+            .collect();
+        release(&requested);
+    }
+    result
+}
+
+/// 200 → the reserved items with their prices; 404/409 (unknown product, not enough
+/// stock) → the same status and body, which name the product; anything else → 502.
+pub fn interpret_reserve(
+    status: u16,
+    answer: &Value,
+    lines: &[Line],
+) -> Result<Vec<OrderItem>, ApiError> {
+    match status {
+        200 => {
+            let items: Vec<OrderItem> = answer
+                .get("items")
+                .cloned()
+                .and_then(|v| serde_json::from_value::<Vec<ReservedItem>>(v).ok())
+                .ok_or_else(|| {
+                    ApiError::upstream("product service gave an unreadable reservation")
+                })?
+                .into_iter()
+                .map(|r| OrderItem {
+                    product_id: r.product_id,
+                    quantity: r.quantity,
+                    price_cents: r.price_cents,
+                })
+                .collect();
+            let matches = items.len() == lines.len()
+                && items
+                    .iter()
+                    .zip(lines)
+                    .all(|(i, l)| i.product_id == l.product_id && i.quantity == l.quantity);
+            if matches {
+                Ok(items)
+            } else {
+                Err(ApiError::upstream(
+                    "product service reserved something else",
+                ))
+            }
+        }
+        404 | 409 => match answer {
+            Value::Object(map) if map.contains_key("error") => Err(ApiError {
+                status,
+                body: map.clone(),
+            }),
+            _ => Err(ApiError::new(
+                status,
+                if status == 404 {
+                    "product not found"
+                } else {
+                    "insufficient stock"
+                },
+            )),
+        },
+        other => Err(ApiError::upstream("product service failed").with("status", other)),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ReservedItem {
+    product_id: String,
+    quantity: u64,
+    price_cents: u64,
+}
+
+/// Gives reserved units back. Failures are logged, not raised: the order is already
+/// failing, and unreleased units err on the side of not overselling.
+pub fn release(items: &[OrderItem]) {
+    let lines: Vec<Value> = items
+        .iter()
+        .map(|i| json!({ "product_id": i.product_id, "quantity": i.quantity }))
+        .collect();
+    match client::send_json(Method::Post, RELEASE_URL, &[], &json!({ "items": lines })) {
+        Ok((200, _)) => {}
+        Ok((status, body)) => eprintln!("order: stock release answered {status}: {body}"),
+        Err(e) => eprintln!("order: stock release failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines() -> Vec<Line> {
+        vec![Line {
+            product_id: "a".into(),
+            quantity: 2,
+        }]
+    }
+
+    #[test]
+    fn reserve_answers() {
+        let ok = json!({"items":[{"product_id":"a","quantity":2,"price_cents":150,"name":"A"}]});
+        assert_eq!(
+            interpret_reserve(200, &ok, &lines()).expect("ok"),
+            [OrderItem {
+                product_id: "a".into(),
+                quantity: 2,
+                price_cents: 150
+            }]
+        );
+        let conflict = json!({"error":"insufficient stock","product_id":"a"});
+        let e = interpret_reserve(409, &conflict, &lines()).expect_err("409");
+        assert_eq!((e.status, e.to_value()), (409, conflict));
+        let e = interpret_reserve(404, &Value::Null, &lines()).expect_err("404");
+        assert_eq!((e.status, e.message()), (404, "product not found"));
+        assert_eq!(
+            interpret_reserve(500, &Value::Null, &lines())
+                .expect_err("500")
+                .status,
+            502
+        );
+        let wrong = json!({"items":[{"product_id":"b","quantity":2,"price_cents":1}]});
+        assert_eq!(
+            interpret_reserve(200, &wrong, &lines())
+                .expect_err("mismatch")
+                .status,
+            502
+        );
+    }
+}

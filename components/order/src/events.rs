@@ -1,0 +1,108 @@
+//! Shop events over `wasi:messaging`: one message per stored state change of an order.
+//!
+//! - `orders.created`: the order is stored as `pending` (stock reserved, not yet paid).
+//! - `orders.paid` / `orders.payment_failed`: the final status is stored.
+//!
+//! The subject is the event type. The body (content-type `application/json`):
+//!
+//! ```json
+//! {"event_id": "<random id>", "type": "orders.paid", "order_id": "...", "user_id": "...",
+//!  "status": "paid", "total_cents": 600,
+//!  "items": [{"product_id": "...", "quantity": 2, "price_cents": 300}],
+//!  "at": "2024-01-01T00:00:00Z"}
+//! ```
+//!
+//! `event_id` is new per event (a redelivery of the same message keeps it), so consumers
+//! de-duplicate by it. Publishing is best effort: a failure is one line on stderr (the
+//! host logs it) and never fails or changes the order. The manifest must grant
+//! `messaging = { publish = ["orders.>"] }` (or the three subjects).
+
+use panal_sdk::messaging::{producer, types};
+use serde_json::{json, Value};
+
+use crate::model::Order;
+
+pub const CREATED: &str = "orders.created";
+pub const PAID: &str = "orders.paid";
+pub const PAYMENT_FAILED: &str = "orders.payment_failed";
+
+/// The messaging client name (the host has one broker; the name is not interpreted).
+const CLIENT: &str = "default";
+
+/// The event body for `order` as it is now (pure).
+pub fn body(kind: &str, order: &Order, event_id: &str, at: &str) -> Value {
+    json!({
+        "event_id": event_id,
+        "type": kind,
+        "order_id": order.id,
+        "user_id": order.user_id,
+        "status": order.status,
+        "total_cents": order.total_cents,
+        "items": order.items,
+        "at": at,
+    })
+}
+
+/// Publishes event `kind` (also the subject) for `order`; failures are only logged.
+pub fn publish(kind: &str, order: &Order) {
+    let event = body(
+        kind,
+        order,
+        &panal_sdk::random_id(),
+        &panal_sdk::time::now_rfc3339(),
+    );
+    let sent = serde_json::to_vec(&event)
+        .map_err(|e| types::Error::Other(e.to_string()))
+        .and_then(|bytes| {
+            let client = types::Client::connect(CLIENT)?;
+            let message = types::Message::new(&bytes);
+            message.set_content_type("application/json");
+            producer::send(&client, kind, message)
+        });
+    if let Err(e) = sent {
+        eprintln!(
+            "order: publishing {kind} for order {} failed: {e:?}",
+            order.id
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::OrderItem;
+
+    #[test]
+    fn event_body() {
+        let order = Order {
+            id: "o1".into(),
+            user_id: "u1".into(),
+            status: "paid".into(),
+            total_cents: 600,
+            items: vec![OrderItem {
+                product_id: "p1".into(),
+                quantity: 2,
+                price_cents: 300,
+            }],
+            payment_id: Some("pay1".into()),
+            created_at: "2024-01-01T00:00:00Z".into(),
+        };
+        assert_eq!(
+            body(PAID, &order, "e1", "2024-01-01T00:00:05Z"),
+            json!({
+                "event_id": "e1",
+                "type": "orders.paid",
+                "order_id": "o1",
+                "user_id": "u1",
+                "status": "paid",
+                "total_cents": 600,
+                "items": [{"product_id": "p1", "quantity": 2, "price_cents": 300}],
+                "at": "2024-01-01T00:00:05Z",
+            })
+        );
+        // The subjects are valid NATS subjects with no wildcard.
+        for subject in [CREATED, PAID, PAYMENT_FAILED] {
+            assert!(subject.starts_with("orders.") && !subject.contains(['*', '>', ' ']));
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! `order`: the Panal order service. Every route needs the gateway's `x-panal-user-id`.
+//!
+//! - `POST /orders {items:[{product_id, quantity}], card_number}` → reserves stock at the
+//!   product service (all items at once), stores the order as `pending`, asks the payment
+//!   service to charge it (Idempotency-Key `order-<id>`; over HTTP or, with config
+//!   `payment_via = "messaging"`, as a request on `payments.charge`, see [`pay`]), and answers 201 with the order
+//!   `paid`, or `payment_failed` after giving the stock back when payment declined or
+//!   refused the request. When payment's outcome stays unknown (no usable answer after a
+//!   retry and a re-check, see [`pay`]), the charge may have been captured: the order
+//!   stays `pending` with its stock reserved (and retrievable), and the answer is 502
+//!   `{"error":"payment outcome unknown","order_id":...}`. A 404/409 from the product
+//!   service is passed on (naming the product) and nothing is stored.
+//! - `GET /orders/{id}` → the caller's order; another user's order is a 404 like an
+//!   unknown one, so ids cannot be probed.
+//! - `GET /orders` → `{items:[...]}`, the caller's orders, oldest first.
+//!
+//! Storage: bucket `orders`, key layout in [`model`]. The card number is never stored.
+//!
+//! Events ([`events`], best effort over wasi:messaging): `orders.created` once the order
+//! is stored as `pending`, then `orders.paid` or `orders.payment_failed` once the final
+//! status is stored. An order left `pending` by an unknown payment outcome gets no second
+//! event here.
+
+mod calls;
+mod events;
+mod model;
+mod pay;
+
+use panal_sdk::keyvalue::batch;
+use panal_sdk::keyvalue::store::{self, Bucket};
+use panal_sdk::kv::{self, Step};
+use panal_sdk::wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
+use panal_sdk::{ApiError, ApiResult};
+use serde_json::{json, Value};
+
+use model::Order;
+use pay::Payment;
+
+const BUCKET: &str = "orders";
+
+struct OrderService;
+
+panal_sdk::wasi::http::proxy::export!(OrderService);
+
+impl panal_sdk::wasi::exports::http::incoming_handler::Guest for OrderService {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        panal_sdk::reply(out, route(&request));
+    }
+}
+
+fn route(req: &IncomingRequest) -> ApiResult {
+    let (path, _) = panal_sdk::path_and_query(req);
+    let segments = panal_sdk::path_segments(&path);
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let method = req.method();
+    match segments.as_slice() {
+        ["orders"] | ["orders", _] => {}
+        _ => return Err(ApiError::no_route()),
+    }
+    let user_id = panal_sdk::require_caller(req)?;
+    match (method, segments.as_slice()) {
+        (Method::Post, ["orders"]) => create(req, &user_id),
+        (Method::Get, ["orders"]) => list(&user_id),
+        (Method::Get, ["orders", id]) => get(&user_id, id),
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+fn open() -> Result<Bucket, ApiError> {
+    Ok(store::open(BUCKET)?)
+}
+
+fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
+    let body = panal_sdk::read_body(req)
+        .map_err(|e| ApiError::bad_request("could not read request body").with("detail", e))?;
+    let new = model::new_order(&body)?;
+    let route = pay::route()?;
+    let bucket = open()?;
+    let items = calls::reserve(&new.lines)?;
+    let Some(total_cents) = model::total_cents(&items) else {
+        calls::release(&items);
+        return Err(ApiError::bad_request("order total is too large"));
+    };
+    let mut order = Order {
+        id: panal_sdk::random_id(),
+        user_id: user_id.to_string(),
+        status: model::PENDING.to_string(),
+        total_cents,
+        items,
+        payment_id: None,
+        created_at: panal_sdk::time::now_rfc3339(),
+    };
+    if let Err(e) = store_new(&bucket, &order) {
+        calls::release(&order.items);
+        return Err(e);
+    }
+    events::publish(events::CREATED, &order);
+
+    let event = match pay::pay(
+        route,
+        user_id,
+        &order.id,
+        order.total_cents,
+        &new.card_number,
+    ) {
+        Payment::Captured { payment_id } => {
+            order.status = model::PAID.to_string();
+            order.payment_id = Some(payment_id);
+            events::PAID
+        }
+        Payment::Declined { payment_id } => {
+            calls::release(&order.items);
+            order.status = model::PAYMENT_FAILED.to_string();
+            order.payment_id = Some(payment_id);
+            events::PAYMENT_FAILED
+        }
+        Payment::Refused => {
+            // Payment turned the request down before charging: as final as a decline.
+            calls::release(&order.items);
+            order.status = model::PAYMENT_FAILED.to_string();
+            events::PAYMENT_FAILED
+        }
+        Payment::Unknown => {
+            // The charge may have been captured: releasing the stock could sell paid-for
+            // goods to someone else. The stored `pending` order keeps its stock until
+            // the payment under key `order-<id>` is known.
+            return Err(ApiError::upstream("payment outcome unknown").with("order_id", order.id));
+        }
+    };
+    let record = order.to_bytes()?;
+    // One retry: by now money may have moved, so losing this write is worth avoiding.
+    if bucket.set(&model::order_key(&order.id), &record).is_err() {
+        bucket.set(&model::order_key(&order.id), &record)?;
+    }
+    events::publish(event, &order);
+    Ok((201, order.view()))
+}
+
+/// Writes the pending order, then appends its id to the owner's index.
+fn store_new(bucket: &Bucket, order: &Order) -> Result<(), ApiError> {
+    let key = model::order_key(&order.id);
+    bucket.set(&key, &order.to_bytes()?)?;
+    let appended = kv::update(bucket, &model::user_key(&order.user_id), |current| {
+        let mut ids = model::parse_index(current)?;
+        ids.push(order.id.clone());
+        let bytes = serde_json::to_vec(&ids).map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(Step::Write(bytes, ()))
+    });
+    if let Err(e) = appended {
+        let _ = bucket.delete(&key);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("order not found")
+}
+
+fn get(user_id: &str, id: &str) -> ApiResult {
+    if !panal_sdk::is_id(id) {
+        return Err(not_found());
+    }
+    let bytes = open()?.get(&model::order_key(id))?.ok_or_else(not_found)?;
+    let order = Order::from_bytes(&bytes)?;
+    if order.user_id != user_id {
+        return Err(not_found());
+    }
+    Ok((200, order.view()))
+}
+
+fn list(user_id: &str) -> ApiResult {
+    let bucket = open()?;
+    let ids = model::parse_index(bucket.get(&model::user_key(user_id))?.as_deref())?;
+    let mut items: Vec<Value> = Vec::with_capacity(ids.len());
+    // Matched by key, so the order in which get-many answers does not matter.
+    for chunk in ids.chunks(500) {
+        let keys: Vec<String> = chunk.iter().map(|id| model::order_key(id)).collect();
+        let mut found = std::collections::BTreeMap::new();
+        for (key, bytes) in batch::get_many(&bucket, &keys)?.into_iter().flatten() {
+            found.insert(key, bytes);
+        }
+        for key in &keys {
+            if let Some(bytes) = found.get(key) {
+                let order = Order::from_bytes(bytes)?;
+                if order.user_id == user_id {
+                    items.push(order.view());
+                }
+            }
+        }
+    }
+    Ok((200, json!({ "items": items })))
+}

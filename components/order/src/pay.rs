@@ -1,0 +1,339 @@
+//! The call to the payment service and the pure reading of its answers. Two routes, by
+//! wasi:config key `payment_via` ([`Route`]):
+//!
+//! - `http` (the default): `POST http://payment/payments`, dispatched in-process by the
+//!   host.
+//! - `messaging`: a request on `payments.charge` (timeout 5 s, one reply) with body
+//!   `{"user_id", "idempotency_key", "order_id", "amount_cents", "card_number"}`; the
+//!   reply `{"status": <HTTP status>, "body": <JSON>}` is read exactly like the HTTP
+//!   answer. A timeout, a connection error or an unreadable reply is an unclear answer;
+//!   a `permission-denied` (the manifest does not grant publish on `payments.charge`)
+//!   sent nothing, so it reads as a 403 refusal. Needs
+//!   `messaging = { publish = ["orders.>", "payments.charge"] }`.
+//!
+//! Over HTTP no `x-panal-user-id` is sent: the host sets it on in-process calls to the user of the
+//! order request (and drops any a guest sets), so the payment belongs to that user and
+//! the Idempotency-Key is scoped to them.
+//!
+//! A lost answer is not a failed payment: the charge may have been captured before the
+//! reply went missing. So an unclear answer is retried, then re-checked with the same
+//! key (payment answers an existing payment with 200), and if it is still unclear the
+//! outcome is [`Payment::Unknown`], which must not give the stock back.
+
+use panal_sdk::client;
+use panal_sdk::config::store as config;
+use panal_sdk::messaging::{request_reply, types};
+use panal_sdk::wasi::http::types::Method;
+use panal_sdk::ApiError;
+use serde_json::{json, Value};
+
+const PAYMENT_URL: &str = "http://payment/payments";
+const CHARGE_SUBJECT: &str = "payments.charge";
+const CHARGE_TIMEOUT_MS: u32 = 5000;
+/// The config key that picks the [`Route`].
+const ROUTE_KEY: &str = "payment_via";
+/// The first try, its retry, and the re-check: all the same request with the same key,
+/// so none of them can charge twice.
+const ATTEMPTS: [&str; 3] = ["payment", "payment retry", "payment re-check"];
+
+/// What came of asking for payment.
+#[derive(Debug, PartialEq)]
+pub enum Payment {
+    Captured {
+        payment_id: String,
+    },
+    Declined {
+        payment_id: String,
+    },
+    /// Payment refused the request itself (a 4xx such as 400, 401 or 422): that request
+    /// charged nothing, so this is as definite as a decline.
+    Refused,
+    /// No readable answer after the retry and the re-check: it may have been charged.
+    Unknown,
+}
+
+/// The Idempotency-Key of an order's payment: one per order, so every attempt is one.
+pub fn idempotency_key(order_id: &str) -> String {
+    format!("order-{order_id}")
+}
+
+/// How the order service reaches payment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Route {
+    Http,
+    Messaging,
+}
+
+/// The route named by config value `payment_via` (pure): absent or blank → HTTP.
+pub fn parse_route(value: Option<&str>) -> Result<Route, String> {
+    match value.map(str::trim).unwrap_or("") {
+        "" | "http" => Ok(Route::Http),
+        "messaging" => Ok(Route::Messaging),
+        other => Err(format!(
+            "config key {ROUTE_KEY} must be \"http\" or \"messaging\", not {other:?}"
+        )),
+    }
+}
+
+/// The configured route; a config failure or an unknown value is a 500, asked before
+/// anything is reserved.
+pub fn route() -> Result<Route, ApiError> {
+    let value = config::get(ROUTE_KEY).map_err(|e| {
+        let detail = match e {
+            config::Error::Upstream(s) | config::Error::Io(s) => s,
+        };
+        ApiError::internal("config unavailable").with("detail", detail)
+    })?;
+    parse_route(value.as_deref())
+        .map_err(|e| ApiError::internal("server misconfigured").with("detail", e))
+}
+
+/// Asks payment, by `route`, to charge `amount_cents` for the order of `user_id`, see
+/// [`settle`].
+pub fn pay(
+    route: Route,
+    user_id: &str,
+    order_id: &str,
+    amount_cents: u64,
+    card_number: &str,
+) -> Payment {
+    let key = idempotency_key(order_id);
+    match route {
+        Route::Http => {
+            let body = json!({ "order_id": order_id, "amount_cents": amount_cents,
+                               "card_number": card_number });
+            settle(order_id, || {
+                client::send_json(
+                    Method::Post,
+                    PAYMENT_URL,
+                    &[("idempotency-key", &key)],
+                    &body,
+                )
+            })
+        }
+        Route::Messaging => {
+            let body = charge_message(user_id, &key, order_id, amount_cents, card_number);
+            let bytes = body.to_string().into_bytes();
+            settle(order_id, || request_charge(&bytes))
+        }
+    }
+}
+
+/// The `payments.charge` body (pure).
+pub fn charge_message(
+    user_id: &str,
+    key: &str,
+    order_id: &str,
+    amount_cents: u64,
+    card_number: &str,
+) -> Value {
+    json!({
+        "user_id": user_id,
+        "idempotency_key": key,
+        "order_id": order_id,
+        "amount_cents": amount_cents,
+        "card_number": card_number,
+    })
+}
+
+/// One request on `payments.charge`: `Ok` with the reply's status and body, `Err` when
+/// the outcome is unclear.
+fn request_charge(body: &[u8]) -> Result<(u16, Value), String> {
+    let sent = types::Client::connect("default").and_then(|client| {
+        let options = request_reply::RequestOptions::new();
+        options.set_timeout_ms(CHARGE_TIMEOUT_MS);
+        options.set_expected_replies(1);
+        let message = types::Message::new(body);
+        message.set_content_type("application/json");
+        request_reply::request(&client, CHARGE_SUBJECT, &message, Some(options))
+    });
+    match sent {
+        Ok(replies) => match replies.first() {
+            Some(reply) => parse_reply(&reply.data()),
+            None => Err("no reply".to_string()),
+        },
+        // Refused before anything was sent: nothing can have been charged.
+        Err(types::Error::PermissionDenied(s)) => Ok((
+            403,
+            json!({ "error": format!("publish on {CHARGE_SUBJECT} denied: {s}") }),
+        )),
+        Err(types::Error::Timeout) => Err("timeout".to_string()),
+        Err(types::Error::Connection(s)) => Err(format!("connection: {s}")),
+        Err(types::Error::Other(s)) => Err(s),
+    }
+}
+
+/// Reads a `payments.charge` reply `{"status": <u16>, "body": <JSON>}` (pure); anything
+/// else is an unclear answer.
+pub fn parse_reply(data: &[u8]) -> Result<(u16, Value), String> {
+    let value: Value =
+        serde_json::from_slice(data).map_err(|e| format!("unreadable reply: {e}"))?;
+    let status = value
+        .get("status")
+        .and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok())
+        .ok_or_else(|| format!("reply without a status: {value}"))?;
+    let body = value.get("body").cloned().unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+/// Sends (with `send`) until an answer is definite, at most [`ATTEMPTS`] times; still
+/// unclear after that → [`Payment::Unknown`].
+pub fn settle(order_id: &str, mut send: impl FnMut() -> Result<(u16, Value), String>) -> Payment {
+    for attempt in ATTEMPTS {
+        match send() {
+            Ok((status, answer)) => match interpret_payment(status, &answer) {
+                Some(outcome) => return outcome,
+                None => eprintln!("order: {attempt} for {order_id} answered {status}: {answer}"),
+            },
+            Err(e) => eprintln!("order: {attempt} for {order_id} failed: {e}"),
+        }
+    }
+    Payment::Unknown
+}
+
+/// One answer's meaning: `Some` when definite, `None` when it leaves the charge unknown
+/// (5xx, 408/429, a success without a readable payment, anything unexpected).
+pub fn interpret_payment(status: u16, answer: &Value) -> Option<Payment> {
+    match status {
+        200 | 201 => {
+            let id = answer.get("id").and_then(Value::as_str).map(str::to_string);
+            match (answer.get("status").and_then(Value::as_str), id) {
+                (Some("captured"), Some(payment_id)) => Some(Payment::Captured { payment_id }),
+                (Some("declined"), Some(payment_id)) => Some(Payment::Declined { payment_id }),
+                // A success we cannot read may still be a capture: ask again.
+                _ => None,
+            }
+        }
+        // "Try again later": the request may not have been looked at, or may have been.
+        408 | 429 => None,
+        400..=499 => {
+            eprintln!("order: payment refused with {status}: {answer}");
+            Some(Payment::Refused)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn captured() -> Payment {
+        Payment::Captured {
+            payment_id: "p1".into(),
+        }
+    }
+
+    #[test]
+    fn answers() {
+        assert_eq!(
+            interpret_payment(201, &json!({"id":"p1","status":"captured"})),
+            Some(captured())
+        );
+        assert_eq!(
+            interpret_payment(200, &json!({"id":"p1","status":"declined"})),
+            Some(Payment::Declined {
+                payment_id: "p1".into()
+            })
+        );
+        for status in [400, 401, 404, 422] {
+            assert_eq!(
+                interpret_payment(status, &json!({"error":"x"})),
+                Some(Payment::Refused)
+            );
+        }
+        for status in [500, 502, 503, 504, 408, 429, 204, 302] {
+            assert_eq!(interpret_payment(status, &Value::Null), None, "{status}");
+        }
+        assert_eq!(interpret_payment(201, &json!({"status":"captured"})), None);
+        assert_eq!(
+            interpret_payment(200, &json!({"id":"p1","status":"?"})),
+            None
+        );
+    }
+
+    /// `settle` over canned answers; also returns how many were sent.
+    fn settle_with(answers: Vec<Result<(u16, Value), String>>) -> (Payment, usize) {
+        let mut answers = answers.into_iter();
+        let mut sent = 0;
+        let outcome = settle("o1", || {
+            sent += 1;
+            answers.next().expect("no more answers than attempts")
+        });
+        (outcome, sent)
+    }
+
+    #[test]
+    fn definite_answers_stop_at_once() {
+        let ok = Ok((201, json!({"id":"p1","status":"captured"})));
+        assert_eq!(settle_with(vec![ok]), (captured(), 1));
+        let refused = Ok((422, json!({"error":"x"})));
+        assert_eq!(settle_with(vec![refused]), (Payment::Refused, 1));
+    }
+
+    #[test]
+    fn a_lost_reply_is_retried_then_rechecked() {
+        let lost = || Err::<(u16, Value), _>("ErrorCode::ConnectionTimeout".to_string());
+        let replayed = Ok((200, json!({"id":"p1","status":"captured"})));
+        assert_eq!(
+            settle_with(vec![Ok((503, Value::Null)), replayed.clone()]),
+            (captured(), 2)
+        );
+        // The re-check finds the payment the lost replies were about.
+        assert_eq!(
+            settle_with(vec![lost(), Ok((500, Value::Null)), replayed]),
+            (captured(), 3)
+        );
+        // Still nothing: unknown, never a failure.
+        assert_eq!(
+            settle_with(vec![lost(), lost(), Ok((502, Value::Null))]),
+            (Payment::Unknown, 3)
+        );
+    }
+
+    #[test]
+    fn keys() {
+        assert_eq!(idempotency_key("abc"), "order-abc");
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(parse_route(None), Ok(Route::Http));
+        assert_eq!(parse_route(Some("")), Ok(Route::Http));
+        assert_eq!(parse_route(Some("http")), Ok(Route::Http));
+        assert_eq!(parse_route(Some(" messaging ")), Ok(Route::Messaging));
+        assert!(parse_route(Some("nats")).is_err());
+        assert!(parse_route(Some("HTTP")).is_err());
+    }
+
+    #[test]
+    fn charge_messages_and_replies() {
+        assert_eq!(
+            charge_message("u1", "order-o1", "o1", 500, "4242424242424242"),
+            json!({"user_id":"u1","idempotency_key":"order-o1","order_id":"o1",
+                   "amount_cents":500,"card_number":"4242424242424242"})
+        );
+        let reply = br#"{"status":201,"body":{"id":"p1","status":"captured"}}"#;
+        let (status, body) = parse_reply(reply).expect("reply");
+        assert_eq!(interpret_payment(status, &body), Some(captured()));
+        let refused = parse_reply(br#"{"status":422,"body":{"error":"x"}}"#).expect("reply");
+        assert_eq!(
+            interpret_payment(refused.0, &refused.1),
+            Some(Payment::Refused)
+        );
+        assert_eq!(parse_reply(br#"{"status":503}"#), Ok((503, Value::Null)));
+        for bad in [
+            &b"nope"[..],
+            br#"{"body":{}}"#,
+            br#"{"status":"201"}"#,
+            br#"{"status":70000}"#,
+        ] {
+            assert!(
+                parse_reply(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

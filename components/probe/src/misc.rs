@@ -1,0 +1,86 @@
+//! The probe's other endpoints: wasi:config reads, an outgoing call, and misbehaviour
+//! (trap, endless loop, big allocation) for the host's limit tests.
+
+use panal_sdk::config::store::{self as config, Error as ConfigError};
+use panal_sdk::wasi::http::types::ResponseOutparam;
+use serde_json::{json, Map, Value};
+
+/// `GET config/{key}` → `{"key":k,"value":v|null}`.
+pub fn config_get(out: ResponseOutparam, key: &str) {
+    match config::get(key) {
+        Ok(value) => panal_sdk::json(out, 200, &json!({ "key": key, "value": value })),
+        Err(e) => panal_sdk::error(out, 500, &config_error_text(e)),
+    }
+}
+
+/// `GET config` → an object of every key and value.
+pub fn config_all(out: ResponseOutparam) {
+    match config::get_all() {
+        Ok(pairs) => {
+            let object: Map<String, Value> = pairs
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            panal_sdk::json(out, 200, &Value::Object(object));
+        }
+        Err(e) => panal_sdk::error(out, 500, &config_error_text(e)),
+    }
+}
+
+fn config_error_text(e: ConfigError) -> String {
+    match e {
+        ConfigError::Upstream(s) => format!("upstream: {s}"),
+        ConfigError::Io(s) => format!("io: {s}"),
+    }
+}
+
+/// `GET call?url=URL` → outgoing GET; 200 `{"status","body"}` or 502 `{"error"}`.
+pub fn call(out: ResponseOutparam, query: Option<&str>) {
+    let Some(url) = panal_sdk::query_param(query, "url") else {
+        return panal_sdk::error(out, 400, "missing ?url=");
+    };
+    match panal_sdk::client::get(&url) {
+        Ok((status, body)) => {
+            let body = String::from_utf8_lossy(&body);
+            panal_sdk::json(out, 200, &json!({ "status": status, "body": body }));
+        }
+        Err(e) => panal_sdk::error(out, 502, &e),
+    }
+}
+
+/// `GET spin`: loops forever; only the host's interruption ends it.
+pub fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+/// `GET alloc?mb=N` (default 1): allocates N MiB, writes every 4096th byte, answers
+/// `{"allocated_mb":N}`. An allocation beyond the host's memory limit traps.
+pub fn alloc(out: ResponseOutparam, query: Option<&str>) {
+    let mb = match panal_sdk::query_param(query, "mb").map(|t| t.parse::<usize>()) {
+        None => 1,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return panal_sdk::error(out, 400, "bad mb="),
+    };
+    let len = mb.saturating_mul(1024 * 1024);
+    let mut block = vec![0u8; len];
+    for i in (0..len).step_by(4096) {
+        block[i] = 1;
+    }
+    std::hint::black_box(&block);
+    panal_sdk::json(out, 200, &json!({ "allocated_mb": mb }));
+}
+
+/// `GET sleep?ms=N`: waits on a wasi clock (no CPU burnt), then answers; lets tests keep a
+/// request in flight across a host shutdown.
+pub fn sleep(out: ResponseOutparam, query: Option<&str>) {
+    let ms = match panal_sdk::query_param(query, "ms").map(|t| t.parse::<u64>()) {
+        None => 100,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return panal_sdk::error(out, 400, "bad ms="),
+    };
+    panal_sdk::wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+    panal_sdk::json(out, 200, &json!({ "slept_ms": ms }));
+}

@@ -1,0 +1,82 @@
+//! Panal's HTTP front door.
+//!
+//! # Layout
+//! - [`routes`]: the route table (method + path prefix → component), longest prefix wins.
+//! - [`request_id`]: takes `x-request-id` from the client or makes one.
+//! - [`auth`]: HS256 bearer tokens for protected routes; the verified user id travels
+//!   in a header no client can set.
+//! - [`aggregate`]: composite routes answered by fanning out to several components.
+//! - [`server`]: the hyper 1 accept loops for the public and the admin listener, with
+//!   graceful shutdown.
+//!
+//! The gateway knows nothing of wasm: it hands each routed request to a [`Backend`]
+//! ("handle this request with component X"), which the host implements. That keeps this
+//! crate testable on its own.
+
+pub mod aggregate;
+pub mod auth;
+pub mod request_id;
+pub mod routes;
+pub mod server;
+
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+
+pub use routes::{Route, RouteError, RouteMatch, RouteTable};
+pub use server::{serve, serve_admin};
+
+/// Errors a streamed body can carry.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A streamed response body.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The request a backend receives: the client's body, still streaming, or a body the
+/// gateway made (aggregation).
+pub type Request = http::Request<Body>;
+
+/// What handles a routed request: the host, in production.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Handle `req` with `component`. Failures are answered as responses (e.g. 500, 503),
+    /// so the gateway only streams what it gets.
+    async fn handle(&self, component: &str, req: Request) -> http::Response<Body>;
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A full in-memory body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A JSON error response: `{"error": message, ...extra}`.
+pub fn json_error(
+    status: http::StatusCode,
+    message: &str,
+    extra: serde_json::Value,
+) -> http::Response<Body> {
+    let mut doc = serde_json::json!({ "error": message });
+    if let (Some(doc), serde_json::Value::Object(extra)) = (doc.as_object_mut(), extra) {
+        doc.extend(extra);
+    }
+    json_response(status, &doc)
+}
+
+/// A JSON response.
+pub fn json_response(status: http::StatusCode, doc: &serde_json::Value) -> http::Response<Body> {
+    let mut resp = http::Response::new(full(doc.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,272 @@
+//! Accept loops: the public listener (routes to components) and the admin listener
+//! (`/healthz`). Both stop accepting when `shutdown` resolves, then let in-flight
+//! requests finish (up to a grace period) before returning.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, StatusCode};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use http_body_util::BodyExt;
+
+use crate::aggregate::Aggregate;
+use crate::auth::{self, Verifier};
+use crate::routes::{self, RouteMatch, RouteTable};
+use crate::{json_error, json_response, request_id, Backend, Body, BoxError, Request};
+
+/// How long in-flight requests may run on after shutdown began.
+const GRACE: Duration = Duration::from_secs(30);
+
+/// The public side: route table, aggregates, auth, and the backend that runs components.
+pub struct Gateway {
+    table: RouteTable,
+    backend: Arc<dyn Backend>,
+    auth: Option<Verifier>,
+    aggregates: Vec<Aggregate>,
+}
+
+impl Gateway {
+    /// A gateway over `table` answering through `backend`. Protected routes and
+    /// aggregates need `auth`; without it they answer 401.
+    pub fn new(
+        table: RouteTable,
+        backend: Arc<dyn Backend>,
+        auth: Option<Verifier>,
+        aggregates: Vec<Aggregate>,
+    ) -> Self {
+        Self {
+            table,
+            backend,
+            auth,
+            aggregates,
+        }
+    }
+
+    /// Route and answer one request.
+    pub async fn handle(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
+        let started = Instant::now();
+        let mut req: Request = req.map(|b| b.map_err(box_error).boxed_unsync());
+        let id = request_id::take_or_make(req.headers());
+        req.headers_mut().insert(request_id::HEADER, id.clone());
+        // Only the gateway speaks for the caller's identity.
+        req.headers_mut().remove(auth::USER_ID_HEADER);
+        let span = tracing::info_span!(
+            "request",
+            id = %id.to_str().unwrap_or("-"),
+            method = %req.method(),
+            path = %req.uri().path(),
+            component = tracing::field::Empty,
+            route = tracing::field::Empty,
+        );
+        let mut resp = async {
+            let resp = self.dispatch(req).await;
+            tracing::info!(
+                status = resp.status().as_u16(),
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "answered"
+            );
+            resp
+        }
+        .instrument(span)
+        .await;
+        resp.headers_mut().insert(request_id::HEADER, id);
+        resp
+    }
+
+    async fn dispatch(&self, mut req: Request) -> http::Response<Body> {
+        let span = tracing::Span::current();
+        let path = req.uri().path().to_string();
+        if let Err(why) = routes::canonical(&path) {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "non-canonical path",
+                serde_json::json!({ "path": path, "reason": why }),
+            );
+        }
+        if let Some((agg, key)) = self
+            .aggregates
+            .iter()
+            .find_map(|a| a.matches(req.method(), &path).map(|k| (a, k)))
+        {
+            span.record("component", "(aggregate)");
+            span.record("route", agg.pattern());
+            let user = if agg.protected() {
+                match self.authenticate(req.headers()) {
+                    Ok(user) => Some(user),
+                    Err(why) => return unauthorized(&why),
+                }
+            } else {
+                None
+            };
+            let request_id = req.headers().get(request_id::HEADER).cloned();
+            drop(req);
+            return agg
+                .answer(self.backend.as_ref(), &key, user.as_deref(), request_id)
+                .await;
+        }
+        match self.table.lookup(req.method(), &path) {
+            RouteMatch::Found(route) => {
+                span.record("component", route.component.as_str());
+                span.record("route", route.prefix.as_str());
+                if route.protected {
+                    match self.authenticate(req.headers()) {
+                        Ok(user) => match HeaderValue::from_str(&user) {
+                            Ok(v) => {
+                                req.headers_mut().insert(auth::USER_ID_HEADER, v);
+                            }
+                            Err(_) => {
+                                return unauthorized("token subject is not a valid header value")
+                            }
+                        },
+                        Err(why) => return unauthorized(&why),
+                    }
+                }
+                self.backend.handle(&route.component, req).await
+            }
+            RouteMatch::MethodNotAllowed(allowed) => method_not_allowed(&req, &allowed),
+            RouteMatch::NotFound => json_error(
+                StatusCode::NOT_FOUND,
+                "no route for this path",
+                serde_json::json!({ "path": path }),
+            ),
+        }
+    }
+
+    /// The verified user id of a request to a protected route, or the 401 to answer.
+    fn authenticate(&self, headers: &http::HeaderMap) -> Result<String, String> {
+        let Some(verifier) = &self.auth else {
+            return Err("authentication is not configured".into());
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        verifier.verify_headers(headers, now).map_err(|err| {
+            tracing::info!(%err, "refused a bearer token");
+            err.to_string()
+        })
+    }
+}
+
+fn box_error(e: hyper::Error) -> BoxError {
+    Box::new(e)
+}
+
+fn unauthorized(reason: &str) -> http::Response<Body> {
+    let mut resp = json_error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        serde_json::json!({ "reason": reason }),
+    );
+    resp.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer"),
+    );
+    resp
+}
+
+fn method_not_allowed<B>(req: &http::Request<B>, allowed: &[http::Method]) -> http::Response<Body> {
+    let names: Vec<&str> = allowed.iter().map(http::Method::as_str).collect();
+    let mut resp = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this path",
+        serde_json::json!({ "method": req.method().as_str(), "allowed": names }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&names.join(", ")) {
+        resp.headers_mut().insert(http::header::ALLOW, v);
+    }
+    resp
+}
+
+/// Serve the public listener until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    accept_loop(listener, shutdown, move |req| {
+        let gateway = gateway.clone();
+        async move { gateway.handle(req).await }
+    })
+    .await
+}
+
+/// Serve the admin listener (`GET /healthz`) until `shutdown` resolves.
+pub async fn serve_admin(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    accept_loop(
+        listener,
+        shutdown,
+        |req: http::Request<hyper::body::Incoming>| async move {
+            match (req.method(), req.uri().path()) {
+                (&http::Method::GET, "/healthz") => {
+                    json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+                }
+                _ => json_error(
+                    StatusCode::NOT_FOUND,
+                    "no such admin endpoint",
+                    serde_json::json!({ "path": req.uri().path() }),
+                ),
+            }
+        },
+    )
+    .await
+}
+
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    handler: F,
+) -> std::io::Result<()>
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = http::Response<Body>> + Send + 'static,
+{
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // Running out of file descriptors must not end the server.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(req).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(%peer, %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(GRACE) => {
+            tracing::warn!("in-flight requests still running after the grace period; closing");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! The one wasmtime [`Engine`]: pooling allocator, epoch interruption driven by a single
+//! ticker thread, and compiled components cached on disk keyed by content hash and
+//! engine settings, so a second start does not recompile.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; timeouts are measured in these ticks.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Most instances alive at once across all components; more fail to instantiate and are
+/// answered 503.
+const MAX_INSTANCES: u32 = 1000;
+
+/// The largest linear memory any one instance may have (the manifest caps lower).
+const MAX_MEMORY: usize = 4 << 30;
+
+/// Build the engine.
+pub fn new_engine() -> anyhow::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_INSTANCES)
+        // A Rust component is a handful of core instances (main module, adapters, shims).
+        .total_core_instances(MAX_INSTANCES * 8)
+        .total_memories(MAX_INSTANCES * 2)
+        .total_tables(MAX_INSTANCES * 8)
+        .total_stacks(MAX_INSTANCES)
+        .max_memories_per_component(4)
+        .max_memory_size(MAX_MEMORY);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot configure the wasm engine: {e}"))
+}
+
+/// Advances the engine's epoch every [`TICK`] until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    /// Start the single ticker thread for `engine`.
+    pub fn start(engine: &Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = engine.clone();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("panal-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Where a compiled component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compiled {
+    /// Compiled now, and written to the cache.
+    Fresh,
+    /// Loaded from the on-disk cache.
+    Cached,
+}
+
+/// Compiles components, caching the machine code under a folder.
+pub struct Compiler {
+    engine: Engine,
+    dir: PathBuf,
+    engine_key: String,
+}
+
+impl Compiler {
+    /// A compiler for `engine` caching in `dir` (created if missing).
+    pub fn new(engine: &Engine, dir: PathBuf) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the compile cache {}", dir.display()))?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        Ok(Self {
+            engine: engine.clone(),
+            dir,
+            engine_key: format!("{:016x}", h.finish()),
+        })
+    }
+
+    /// Compile `bytes` (already checked to be a component), or load it from the cache.
+    pub fn compile(&self, bytes: &[u8], sha256: &str) -> anyhow::Result<(Component, Compiled)> {
+        let path = self.dir.join(format!("{sha256}-{}.cwasm", self.engine_key));
+        if path.is_file() {
+            match self.load(&path) {
+                Ok(c) => return Ok((c, Compiled::Cached)),
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), %err, "ignoring unreadable cache entry")
+                }
+            }
+        }
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        if let Err(err) = self.store(&path, &component) {
+            // A read-only data dir costs speed on the next start, not correctness.
+            tracing::warn!(path = %path.display(), %err, "cannot write the compile cache");
+        }
+        Ok((component, Compiled::Fresh))
+    }
+
+    #[allow(unsafe_code)]
+    fn load(&self, path: &Path) -> anyhow::Result<Component> {
+        // SAFETY: the file was written by `store` below from `Component::serialize` of
+        // this same engine configuration (the name carries the engine's compatibility
+        // hash); wasmtime still checks the header and refuses a mismatched artefact.
+        unsafe { Component::deserialize_file(&self.engine, path) }
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+    }
+
+    fn store(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
+        let bytes = component
+            .serialize()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        // Write then rename, so a crash never leaves a torn file under the final name.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}
+
+/// Hex sha256 of `bytes`: a deployed version's identity.
+pub fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Why `bytes` cannot be a component, if it cannot.
+pub fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
+    match bytes {
+        // The header is `\0asm`, a 16-bit version, then a 16-bit layer: 1 for components.
+        [0, b'a', b's', b'm', _, _, 0x01, 0x00, ..] => None,
+        [0, b'a', b's', b'm', _, _, 0x00, 0x00, ..] => Some(
+            "is a core WebAssembly module, not a component: build it with \
+             `--target wasm32-wasip2` (or wrap it with `wasm-tools component new`)",
+        ),
+        [0, b'a', b's', b'm', ..] => Some("is WebAssembly of an unknown version or layer"),
+        _ => Some("is not a WebAssembly file (it does not start with `\\0asm`)"),
+    }
+}

@@ -1,0 +1,29 @@
+//! Panal: runs microservices as sandboxed WebAssembly components behind one gateway.
+//!
+//! # Layout
+//! - [`manifest`]: `panal.toml`, strict, with errors that name the field and line.
+//! - [`engine`]: the one wasmtime engine (pooling allocator, epoch ticker) and the
+//!   on-disk cache of compiled components.
+//! - [`registry`]: components compiled, linked, checked against their grants and
+//!   pre-instantiated, each behind an `ArcSwap`.
+//! - [`invoke`]: the request path: a fresh instance per request, limits, failures as
+//!   JSON errors; also the gateway's backend.
+//! - [`state`]: per-instance store state and the capability views over it.
+//! - capabilities: [`outbound`] (wasi:http out, in-process calls), [`kv`]
+//!   (wasi:keyvalue over a backend trait), [`config`] (wasi:config).
+//! - [`logging`]: tracing setup and component stdout/stderr as log lines.
+//! - [`server`]: `panal run` / `panal check`; [`secret`]: the generated JWT secret.
+
+mod bindings;
+pub mod config;
+pub mod engine;
+pub mod invoke;
+pub mod kv;
+pub mod logging;
+pub mod manifest;
+pub mod messaging;
+pub mod outbound;
+pub mod registry;
+pub mod secret;
+pub mod server;
+pub mod state;

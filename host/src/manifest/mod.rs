@@ -1,0 +1,228 @@
+//! The manifest (`panal.toml`): what runs, where it is routed and what it may touch.
+//!
+//! Parsing is strict: unknown fields, bad values and dangling references are errors that
+//! name the field and its line. Paths are relative to the manifest's folder, and
+//! `${ENV_VAR}` in config values is replaced at load time so secrets stay out of the file.
+//! [`raw`] holds the serde shapes; [`validate`] turns them into the types below.
+
+mod gateway;
+mod messaging;
+mod raw;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use validate::substitute_env;
+
+/// The only manifest version this build understands.
+pub const VERSION: i64 = 1;
+
+/// A validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Keyed storage backend.
+    pub storage: Storage,
+    /// Messaging backend.
+    pub messaging: MessagingBackend,
+    /// Bearer-token settings for protected routes.
+    pub auth: Auth,
+    /// Composite routes the gateway answers itself.
+    pub aggregates: Vec<AggregateSpec>,
+    /// The components, sorted by name.
+    pub components: Vec<ComponentSpec>,
+}
+
+/// Which broker serves `wasi:messaging`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum MessagingBackend {
+    /// Routed inside the host (the embedded default).
+    #[default]
+    InProcess,
+    /// A NATS server (or cluster) at this URL.
+    Nats(String),
+}
+
+/// One subscription of a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Subject, wildcards allowed.
+    pub subject: String,
+    /// Queue group: one delivery per group.
+    pub queue: Option<String>,
+}
+
+/// Bearer tokens: the HS256 secret and who may mint tokens with it.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// The secret, env vars substituted; `None` means generate one and keep it in the
+    /// data dir, so tokens outlive restarts.
+    pub jwt_secret: Option<String>,
+    /// Components that receive the secret as their config key `jwt_secret`.
+    pub issuers: Vec<String>,
+}
+
+/// A composite route (`[aggregates.NAME]`).
+#[derive(Debug, Clone)]
+pub struct AggregateSpec {
+    /// Its name in the manifest.
+    pub name: String,
+    /// Path pattern with one `{id}`.
+    pub path: String,
+    /// Whether a bearer token is required.
+    pub protected: bool,
+    /// What it fans out to.
+    pub kind: panal_gateway::aggregate::Kind,
+}
+
+/// Which keyed-storage backend serves `wasi:keyvalue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// One SQLite file per component under the data dir (WAL).
+    Sqlite,
+}
+
+/// One component as the manifest declares it.
+#[derive(Debug, Clone)]
+pub struct ComponentSpec {
+    /// Its name: a DNS label, also the host name other components call it by.
+    pub name: String,
+    /// The `.wasm` file, resolved against the manifest's folder.
+    pub source: PathBuf,
+    /// Where `source` was written, for errors found later (compile, link, grants).
+    pub source_at: Location,
+    /// Gateway routes answered by this component.
+    pub routes: Vec<panal_gateway::Route>,
+    /// Buckets it may open through `wasi:keyvalue`.
+    pub buckets: Vec<String>,
+    /// Whom it may call through `wasi:http/outgoing-handler`.
+    pub outbound: Outbound,
+    /// `wasi:config/store` values, env vars already substituted.
+    pub config: Vec<(String, String)>,
+    /// Subjects it may publish and request on (wildcards allowed).
+    pub publish: Vec<String>,
+    /// What is delivered to its `wasi:messaging/incoming-handler`.
+    pub subscribe: Vec<Subscription>,
+    /// Hard limits.
+    pub limits: Limits,
+}
+
+/// Outbound grants: other components by name (in-process) and external hosts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outbound {
+    /// Components of this manifest it may call as `http://NAME/...`.
+    pub components: Vec<String>,
+    /// External hosts, each with an optional port (`None`: any port).
+    pub hosts: Vec<(String, Option<u16>)>,
+}
+
+impl Outbound {
+    /// Whether an external `host` on `port` is granted.
+    pub fn allows_host(&self, host: &str, port: u16) -> bool {
+        self.hosts
+            .iter()
+            .any(|(h, p)| h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port))
+    }
+}
+
+/// Per-component limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most linear memory one instance may grow to.
+    pub memory_mb: u64,
+    /// Wall-clock budget for one request, guest execution included.
+    pub timeout_ms: u64,
+    /// Most instances of this component running at once; more are answered 503.
+    pub max_concurrency: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mb: 128,
+            timeout_ms: 30_000,
+            max_concurrency: 256,
+        }
+    }
+}
+
+/// Where something was written in the manifest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Location {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+}
+
+/// One problem in a manifest, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// Where, when known.
+    pub at: Option<Location>,
+    /// The dotted field path, e.g. `components.user.routes[1]`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(at) = self.at {
+            write!(f, ":{}:{}", at.line, at.col)?;
+        }
+        if self.field.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Why a manifest was refused: every problem found, in file order.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", render(.0))]
+pub struct ManifestError(pub Vec<Problem>);
+
+fn render(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+impl Manifest {
+    /// Read, parse and validate the manifest at `path`. Component files must exist;
+    /// whether they are valid components is checked when they are compiled.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            ManifestError(vec![Problem {
+                path: path.to_path_buf(),
+                at: None,
+                field: String::new(),
+                message: format!("cannot read the manifest: {err}"),
+            }])
+        })?;
+        Self::parse(path, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parse and validate manifest `text`, as if read from `path`; `env` looks up
+    /// environment variables for `${VAR}` substitution.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ManifestError> {
+        validate::parse(path, text, env)
+    }
+
+    /// The component called `name`.
+    pub fn component(&self, name: &str) -> Option<&ComponentSpec> {
+        self.components.iter().find(|c| c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+//! The manifest exactly as written: serde structs with `deny_unknown_fields` and spans,
+//! so every later error can name the field and its line.
+
+use std::collections::BTreeMap;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawManifest {
+    pub version: Spanned<i64>,
+    #[serde(default)]
+    pub storage: Option<RawStorage>,
+    #[serde(default)]
+    pub messaging: Option<RawMessagingBackend>,
+    #[serde(default)]
+    pub auth: Option<RawAuth>,
+    #[serde(default)]
+    pub components: BTreeMap<String, Spanned<RawComponent>>,
+    #[serde(default)]
+    pub aggregates: BTreeMap<String, Spanned<RawAggregate>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMessagingBackend {
+    pub backend: Spanned<String>,
+    pub url: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMessaging {
+    #[serde(default)]
+    pub publish: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub subscribe: Vec<Spanned<RawSubscription>>,
+}
+
+/// A subscription is a subject string or `{ subject = "...", queue = "..." }`.
+#[derive(Debug)]
+pub(super) struct RawSubscription {
+    pub subject: String,
+    pub queue: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionTable {
+    subject: String,
+    queue: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawSubscription {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t: SubscriptionTable = string_or_table(
+            d,
+            r#"a subject like "orders.*" or { subject = "orders.*", queue = "workers" }"#,
+        )?;
+        Ok(RawSubscription {
+            subject: t.subject,
+            queue: t.queue,
+        })
+    }
+}
+
+impl From<String> for SubscriptionTable {
+    fn from(subject: String) -> Self {
+        Self {
+            subject,
+            queue: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub jwt_secret: Option<Spanned<String>>,
+    #[serde(default)]
+    pub issuers: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAggregate {
+    pub kind: Spanned<String>,
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub protected: bool,
+    pub order: Spanned<String>,
+    pub product: Spanned<String>,
+    pub payment: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStorage {
+    pub backend: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawComponent {
+    pub source: Spanned<String>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub keyvalue: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub outbound: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub config: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub messaging: RawMessaging,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub memory_mb: Option<Spanned<i64>>,
+    pub timeout_ms: Option<Spanned<i64>>,
+    pub max_concurrency: Option<Spanned<i64>>,
+}
+
+/// A route is either a bare prefix string or `{ prefix = "...", methods = [...] }`.
+#[derive(Debug)]
+pub(super) struct RawRoute {
+    pub prefix: String,
+    pub methods: Option<Vec<String>>,
+    pub protected: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteTable {
+    prefix: String,
+    methods: Option<Vec<String>>,
+    #[serde(default)]
+    protected: bool,
+}
+
+impl<'de> Deserialize<'de> for RawRoute {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t: RouteTable = string_or_table(
+            d,
+            r#"a path prefix like "/products" or { prefix = "/products", methods = ["GET"], protected = true }"#,
+        )?;
+        Ok(RawRoute {
+            prefix: t.prefix,
+            methods: t.methods,
+            protected: t.protected,
+        })
+    }
+}
+
+impl From<String> for RouteTable {
+    fn from(prefix: String) -> Self {
+        Self {
+            prefix,
+            methods: None,
+            protected: false,
+        }
+    }
+}
+
+/// A value written either as a bare string (the common case) or as a strict table.
+fn string_or_table<'de, D, T>(d: D, expecting: &'static str) -> Result<T, D::Error>
+where
+    D: de::Deserializer<'de>,
+    T: Deserialize<'de> + From<String>,
+{
+    struct V<T>(&'static str, std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de> + From<String>> Visitor<'de> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            Ok(T::from(v.to_string()))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_any(V(expecting, std::marker::PhantomData))
+}

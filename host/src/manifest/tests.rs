@@ -1,0 +1,91 @@
+//! Unit tests of parsing and validation; the user-facing error texts are snapshot-tested
+//! end to end in `tests/ui`.
+
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    (name == "SECRET").then(|| "s3cret".to_string())
+}
+
+fn parse(text: &str) -> Result<Manifest, ManifestError> {
+    // Sources point at this very file so the existence check passes.
+    let text = text.replace("SRC", "tests.rs");
+    Manifest::parse(Path::new("src/manifest/panal.toml"), &text, &env)
+}
+
+#[test]
+fn a_full_component_parses() {
+    let m = parse(
+        r#"
+version = 1
+[components.product]
+source = "SRC"
+routes = ["/products", { prefix = "/stock", methods = ["get", "POST"] }]
+keyvalue = ["default", "cache"]
+outbound = ["product", "api.example.com", "127.0.0.1:9000"]
+config = { key = "${SECRET}-x", literal = "$$HOME" }
+limits = { memory_mb = 64, timeout_ms = 2000, max_concurrency = 8 }
+"#,
+    )
+    .expect("valid");
+    let p = m.component("product").expect("product");
+    assert_eq!(p.routes.len(), 2);
+    assert_eq!(p.routes[1].methods, Some(vec![Method::GET, Method::POST]));
+    assert_eq!(p.buckets, ["default", "cache"]);
+    assert_eq!(p.outbound.components, ["product"]);
+    assert!(p.outbound.allows_host("api.example.com", 443));
+    assert!(p.outbound.allows_host("127.0.0.1", 9000));
+    assert!(!p.outbound.allows_host("127.0.0.1", 9001));
+    assert_eq!(
+        p.config,
+        [
+            ("key".to_string(), "s3cret-x".to_string()),
+            ("literal".to_string(), "$HOME".to_string())
+        ]
+    );
+    assert_eq!(p.limits.memory_mb, 64);
+    assert_eq!(p.source_at.line, 4);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_line() {
+    let err = parse(
+        r#"version = 1
+[components.a]
+source = "SRC"
+keyvalue = ["ok", "bad bucket"]
+outbound = ["typo"]
+limits = { memory_mb = 0 }
+"#,
+    )
+    .expect_err("invalid");
+    let text = err.to_string();
+    assert!(text.contains(":4:19: components.a.keyvalue[1]"), "{text}");
+    assert!(text.contains(":5:13: components.a.outbound[0]"), "{text}");
+    assert!(
+        text.contains(":6:24: components.a.limits.memory_mb"),
+        "{text}"
+    );
+}
+
+use http::Method;
+use std::path::Path;
+
+#[test]
+fn substitution_handles_escapes_and_unknown_vars() {
+    assert_eq!(
+        substitute_env("a${SECRET}b", &env).as_deref(),
+        Ok("as3cretb")
+    );
+    assert_eq!(substitute_env("$5 and $$", &env).as_deref(), Ok("$5 and $"));
+    assert!(substitute_env("${NOPE}", &env)
+        .expect_err("unset")
+        .contains("`NOPE` is not set"));
+    assert!(substitute_env("${OPEN", &env).is_err());
+    assert_eq!(substitute_env("${NOPE:-dflt}", &env).as_deref(), Ok("dflt"));
+    assert_eq!(
+        substitute_env("${SECRET:-dflt}", &env).as_deref(),
+        Ok("s3cret")
+    );
+    assert_eq!(substitute_env("${NOPE:-}", &env).as_deref(), Ok(""));
+}

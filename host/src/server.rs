@@ -1,0 +1,202 @@
+//! `panal run` and `panal check`: wiring the manifest, engine, storage, registry and
+//! gateway together, and the clean shutdown (stop accepting, finish in-flight requests,
+//! flush storage).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::engine::{new_engine, Compiler, EpochTicker};
+use crate::invoke::GatewayBackend;
+use crate::kv::sqlite::SqliteBackend;
+use crate::kv::KvBackend;
+use crate::manifest::{Manifest, MessagingBackend, Storage};
+use crate::messaging::inprocess::InProcessBroker;
+use crate::messaging::nats::NatsBroker;
+use crate::messaging::Broker;
+use crate::registry::Registry;
+
+/// What `panal run` needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The manifest file.
+    pub manifest: PathBuf,
+    /// Public listener address.
+    pub listen: SocketAddr,
+    /// Admin listener address.
+    pub admin_listen: SocketAddr,
+    /// Data folder: storage and the compile cache.
+    pub data_dir: PathBuf,
+    /// Messaging over NATS at this URL, overriding the manifest's `[messaging]`.
+    pub nats: Option<String>,
+}
+
+/// A failure that has already been explained to the user in full.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
+    Manifest::load(path).map_err(|e| Refused(e.to_string()).into())
+}
+
+async fn load_registry(
+    manifest: &Manifest,
+    data_dir: &Path,
+    kv: Option<&dyn KvBackend>,
+    broker: Option<Arc<dyn Broker>>,
+) -> anyhow::Result<(Arc<Registry>, EpochTicker)> {
+    let engine = new_engine()?;
+    let ticker = EpochTicker::start(&engine);
+    let compiler = Compiler::new(&engine, data_dir.join("cache"))?;
+    let (registry, stats) = Registry::load(manifest, &engine, &compiler, kv, broker)
+        .await
+        .map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            Refused(lines.join("\n"))
+        })?;
+    tracing::info!(
+        compiled = stats.compiled,
+        from_cache = stats.cached,
+        "components loaded"
+    );
+    Ok((registry, ticker))
+}
+
+/// Validate the manifest and compile and link every component, serving nothing.
+pub async fn check(manifest: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let manifest = load_manifest(manifest)?;
+    let (registry, _ticker) = load_registry(&manifest, data_dir, None, None).await?;
+    println!(
+        "{}: ok ({} components: {})",
+        manifest.path.display(),
+        registry.names().len(),
+        registry.names().join(", ")
+    );
+    Ok(())
+}
+
+/// Serve until SIGINT or SIGTERM.
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let mut manifest = load_manifest(&opts.manifest)?;
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", opts.data_dir.display()))?;
+    let secret = match &manifest.auth.jwt_secret {
+        Some(secret) => secret.clone(),
+        None => crate::secret::load_or_create(&opts.data_dir.join("jwt-secret"))?,
+    };
+    for issuer in &manifest.auth.issuers {
+        if let Some(spec) = manifest.components.iter_mut().find(|c| c.name == *issuer) {
+            spec.config.push(("jwt_secret".into(), secret.clone()));
+        }
+    }
+    let kv: Arc<dyn KvBackend> = match manifest.storage {
+        Storage::Sqlite => Arc::new(SqliteBackend::new(opts.data_dir.join("kv"))?),
+    };
+    let backend = match &opts.nats {
+        Some(url) => MessagingBackend::Nats(url.clone()),
+        None => manifest.messaging.clone(),
+    };
+    let broker: Arc<dyn Broker> = match &backend {
+        MessagingBackend::InProcess => Arc::new(InProcessBroker::new()),
+        MessagingBackend::Nats(url) => {
+            tracing::info!(%url, "messaging over NATS");
+            Arc::new(NatsBroker(panal_nats::Nats::connect(url).await.map_err(
+                |e| Refused(format!("messaging: cannot connect to NATS: {e}")),
+            )?))
+        }
+    };
+    let (registry, _ticker) = load_registry(
+        &manifest,
+        &opts.data_dir,
+        Some(kv.as_ref()),
+        Some(broker.clone()),
+    )
+    .await?;
+    let subscriptions = crate::messaging::dispatch::start(&registry, &broker)
+        .await
+        .map_err(|e| Refused(format!("{e:#}")))?;
+    let routes = manifest
+        .components
+        .iter()
+        .flat_map(|c| c.routes.iter().cloned())
+        .collect();
+    let table = panal_gateway::RouteTable::new(routes).map_err(|e| Refused(e.to_string()))?;
+    let aggregates = manifest
+        .aggregates
+        .iter()
+        .map(|a| panal_gateway::aggregate::Aggregate::new(&a.path, a.protected, a.kind.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Refused)?;
+    let gateway = Arc::new(panal_gateway::server::Gateway::new(
+        table,
+        Arc::new(GatewayBackend(registry.clone())),
+        Some(panal_gateway::auth::Verifier::new(secret.into_bytes())),
+        aggregates,
+    ));
+
+    let shutdown = shutdown_signal()?;
+    let public = bind(opts.listen, "--listen").await?;
+    let admin = bind(opts.admin_listen, "--admin-listen").await?;
+    let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
+    tracing::info!(%public_addr, %admin_addr, "panal is serving");
+    // Scripts and tests read the bound ports from this line (with `--listen :0`).
+    println!("panal listening on http://{public_addr} (admin http://{admin_addr})");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let public_task = tokio::spawn(panal_gateway::serve(
+        public,
+        gateway,
+        stopped(stop_rx.clone()),
+    ));
+    let admin_task = tokio::spawn(panal_gateway::serve_admin(admin, stopped(stop_rx)));
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    let _ = public_task.await;
+    let _ = admin_task.await;
+    for task in subscriptions {
+        task.abort();
+    }
+    broker.flush().await;
+    kv.close().await;
+    tracing::info!("storage flushed; bye");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Refused(format!("{flag} {addr}: cannot listen: {e}")).into())
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not
+/// when first polled), so a signal right after start-up is never missed.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}

@@ -1,0 +1,39 @@
+# Panal's tasks. `scripts/setup.sh` installs what is missing (just, the wasm toolchain).
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Build everything and run the shop on embedded defaults (panal.toml).
+default: run
+
+# Host and every component.
+build: host components
+
+# The `panal` binary (release: `run` and `test` share one build).
+host:
+    cargo build --release -p panal
+
+# Every crate under components/ for wasm32-wasip2 (picks the toolchain route itself).
+components:
+    scripts/build-components.sh
+
+# Serve panal.toml on 127.0.0.1:8080 (admin 127.0.0.1:8081); extra args go to `panal run`.
+run *ARGS: build
+    ./target/release/panal run {{ARGS}}
+
+# Validate panal.toml and compile and link every component without serving.
+check: build
+    ./target/release/panal check
+
+# The whole test suite: host, gateway, end to end against the real binary, components.
+test: build
+    cargo test --release --workspace --no-fail-fast
+    cd components && cargo test --workspace --no-fail-fast
+
+# Throughput through the real binary, as ratios against a baseline of the same run.
+bench: build
+    cargo run --release -p panal-tests --bin bench
+
+# Formatting and lints, as CI wants them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --release --workspace --all-targets -- -D warnings
+    cd components && cargo fmt --all --check

@@ -1,0 +1,188 @@
+//! Everything NATS for Panal: one shared `async-nats` client per host, with the
+//! publish / request / (queue) subscribe operations the messaging capability needs, in
+//! plain types so the host adapts them to its broker trait.
+//!
+//! The client reconnects by itself; while NATS is unreachable, publishes are buffered by
+//! the client and requests fail at their timeout with a clear error.
+
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, HeaderMap};
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+
+/// A message in plain types.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    /// Subject.
+    pub subject: String,
+    /// Reply subject, for requests.
+    pub reply: Option<String>,
+    /// Headers; a header with several values appears once per value.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub payload: Bytes,
+}
+
+/// Why a NATS operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsError {
+    /// No reply in time.
+    Timeout,
+    /// Not connected, or the connection broke.
+    Connection(String),
+    /// Anything else (bad subject, ...).
+    Other(String),
+}
+
+impl std::fmt::Display for NatsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("timed out"),
+            Self::Connection(e) => write!(f, "connection: {e}"),
+            Self::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for NatsError {}
+
+/// The host's one NATS client.
+#[derive(Clone)]
+pub struct Nats {
+    client: Client,
+}
+
+impl Nats {
+    /// Connect to `url`. The first connection is retried in the background, so a host
+    /// may start before its NATS server does.
+    pub async fn connect(url: &str) -> Result<Self, NatsError> {
+        let client = ConnectOptions::new()
+            .name("panal")
+            .retry_on_initial_connect()
+            .event_callback(|event| async move {
+                tracing::info!(target: "panal::nats", %event, "nats connection event");
+            })
+            .connect(url)
+            .await
+            .map_err(|e| NatsError::Connection(format!("{url}: {e}")))?;
+        Ok(Self { client })
+    }
+
+    /// Whether the client is connected right now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Publish a message (with a reply subject when given).
+    pub async fn publish(&self, msg: Delivery) -> Result<(), NatsError> {
+        let headers = to_headers(&msg.headers);
+        let result = match msg.reply {
+            Some(reply) => {
+                self.client
+                    .publish_with_reply_and_headers(msg.subject, reply, headers, msg.payload)
+                    .await
+            }
+            None => {
+                self.client
+                    .publish_with_headers(msg.subject, headers, msg.payload)
+                    .await
+            }
+        };
+        result.map_err(|e| NatsError::Other(e.to_string()))
+    }
+
+    /// Publish with a fresh inbox as reply subject and collect up to `expected` replies
+    /// within `timeout`.
+    pub async fn request(
+        &self,
+        mut msg: Delivery,
+        timeout: Duration,
+        expected: usize,
+    ) -> Result<Vec<Delivery>, NatsError> {
+        if !self.connected() {
+            // Fail fast and clearly rather than waiting out the timeout for nothing.
+            return Err(NatsError::Connection("not connected to NATS".into()));
+        }
+        let subject = msg.subject.clone();
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| NatsError::Connection(e.to_string()))?;
+        msg.reply = Some(inbox);
+        self.publish(msg).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < expected.max(1) {
+            match tokio::time::timeout_at(deadline, replies.next()).await {
+                // A "no responders" status: nobody listens on the subject.
+                Ok(Some(m)) if m.status == Some(async_nats::StatusCode::NO_RESPONDERS) => {
+                    return Err(NatsError::Other(format!(
+                        "no responders on subject `{subject}`"
+                    )))
+                }
+                Ok(Some(m)) => out.push(from_message(m)),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if out.is_empty() {
+            Err(NatsError::Timeout)
+        } else {
+            Ok(out)
+        }
+    }
+
+    /// Messages on `subject`, optionally as a member of a queue group.
+    pub async fn subscribe(
+        &self,
+        subject: &str,
+        queue: Option<&str>,
+    ) -> Result<BoxStream<'static, Delivery>, NatsError> {
+        let sub = match queue {
+            Some(q) => {
+                self.client
+                    .queue_subscribe(subject.to_string(), q.to_string())
+                    .await
+            }
+            None => self.client.subscribe(subject.to_string()).await,
+        }
+        .map_err(|e| NatsError::Connection(e.to_string()))?;
+        Ok(sub.map(from_message).boxed())
+    }
+
+    /// Send what the client buffered.
+    pub async fn flush(&self) -> Result<(), NatsError> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| NatsError::Connection(e.to_string()))
+    }
+}
+
+fn to_headers(headers: &[(String, String)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.append(k.as_str(), v.as_str());
+    }
+    map
+}
+
+fn from_message(m: async_nats::Message) -> Delivery {
+    let headers = m
+        .headers
+        .as_ref()
+        .map(|h| {
+            h.iter()
+                .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Delivery {
+        subject: m.subject.to_string(),
+        reply: m.reply.map(|r| r.to_string()),
+        headers,
+        payload: m.payload,
+    }
+}

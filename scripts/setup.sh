@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what Panal's build and tests need and is missing: `just` (from PyPI's
+# prebuilt `rust-just`, else `cargo install`) and `nats-server` (Debian's package). The wasm toolchain is chosen and, if needed,
+# installed by scripts/build-components.sh on first build. Safe to run again.
+set -euo pipefail
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+if ! have cargo; then
+    echo "error: cargo is missing; install Rust from https://rustup.rs first" >&2
+    exit 1
+fi
+
+if ! have just; then
+    echo "setup: installing just"
+    if have pip3 && pip3 install --quiet --disable-pip-version-check rust-just 2>/dev/null && have just; then
+        :
+    else
+        cargo install --locked just
+    fi
+fi
+echo "setup: just $(just --version | cut -d' ' -f2) ready"
+
+# nats-server: the messaging tests start their own on a free port.
+if ! have nats-server && [ ! -x /usr/sbin/nats-server ]; then
+    echo "setup: installing nats-server"
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server
+fi
+echo "setup: nats-server ready"

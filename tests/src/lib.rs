@@ -1,0 +1,275 @@
+//! Test harness: starts the real `panal` binary on 127.0.0.1:0 with a manifest written
+//! for the test, reads the bound addresses from its first stdout line, keeps its log
+//! (stderr) in a file for assertions, and stops it with SIGTERM.
+//!
+//! The binary is the workspace's `target/<profile>/panal` (built by `just test` before
+//! `cargo test`), the fixture components come from `components/target/wasm32-wasip2`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The `panal` binary next to this test binary's profile folder.
+pub fn panal_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> (tests) or target/<profile>/<bin> (bench)
+    let mut profile = exe.parent().expect("binary has a folder");
+    if profile.ends_with("deps") {
+        profile = profile.parent().expect("deps has a parent");
+    }
+    let bin = profile.join("panal");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (`cargo build --release -p panal`, or `just test`)",
+        bin.display()
+    );
+    bin
+}
+
+/// A fixture or service component built by `just components`.
+pub fn component(name: &str) -> String {
+    let path = repo().join(format!(
+        "components/target/wasm32-wasip2/release/{name}.wasm"
+    ));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the components first (`just components`)",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+/// A running `panal run`.
+pub struct Panal {
+    child: Child,
+    /// Base URL of the gateway, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// Base URL of the admin listener.
+    pub admin: String,
+    log: PathBuf,
+    /// Owns the manifest folder; storage lives in `data_dir`, which the test owns.
+    _dir: tempfile::TempDir,
+}
+
+impl Panal {
+    /// Start panal with `manifest` (TOML text) and storage in `data_dir`.
+    pub fn start(manifest: &str, data_dir: &Path) -> Self {
+        Self::start_with_env(manifest, data_dir, &[])
+    }
+
+    /// Like [`Panal::start`], with extra environment variables.
+    pub fn start_with_env(manifest: &str, data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_full(manifest, data_dir, env, &[])
+    }
+
+    /// Like [`Panal::start`], with extra environment variables and `panal run` flags.
+    pub fn start_full(
+        manifest: &str,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manifest_path = dir.path().join("panal.toml");
+        std::fs::write(&manifest_path, manifest).expect("write manifest");
+        let log = dir.path().join("panal.log");
+        let mut child = Command::new(panal_bin())
+            .arg("run")
+            .arg("--manifest")
+            .arg(&manifest_path)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn panal");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line);
+        if read.is_err() || !line.starts_with("panal listening on ") {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "panal did not start: {line:?}\n--- log ---\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        // "panal listening on http://A (admin http://B)"
+        let mut urls = line
+            .split_whitespace()
+            .filter_map(|w| w.trim_end_matches(')').strip_prefix("http://"))
+            .map(|a| format!("http://{a}"));
+        let url = urls.next().expect("public url");
+        let admin = urls.next().expect("admin url");
+        Self {
+            child,
+            url,
+            admin,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `url` + `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Send SIGTERM and wait for a clean exit; returns the log.
+    pub fn stop(mut self) -> String {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(
+                    status.success(),
+                    "panal exited with {status}\n{}",
+                    self.log()
+                );
+                return self.log();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "panal did not stop\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Panal {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// An HTTP client for tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+/// A `nats-server` of the test's own on a free loopback port, stopped on drop.
+pub struct NatsServer {
+    child: Child,
+    /// `nats://127.0.0.1:PORT`.
+    pub url: String,
+    port: u16,
+    _store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Start one (with JetStream and its own store dir); panics if `nats-server` is
+    /// missing (`scripts/setup.sh` installs it).
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Self::start_on(port)
+    }
+
+    /// Start one on `port` (to restart a stopped server on the same address).
+    pub fn start_on(port: u16) -> Self {
+        let store = tempfile::tempdir().expect("tmp");
+        let bin = [
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "nats-server",
+        ]
+        .into_iter()
+        .find(|b| !b.starts_with('/') || Path::new(b).exists())
+        .unwrap_or("nats-server");
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server (install it with scripts/setup.sh)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            _store: store,
+        }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `check` until it returns `Some` or `within` passes (for effects that arrive
+/// asynchronously, such as a delivered message).
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// GET `url` and read its JSON body (panics with the url on failure).
+pub async fn get_json(c: &reqwest::Client, url: impl reqwest::IntoUrl) -> serde_json::Value {
+    let url = url.into_url().expect("url");
+    c.get(url.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
