@@ -20,6 +20,9 @@ use crate::messaging::nats::NatsBroker;
 use crate::messaging::Broker;
 use crate::registry::Registry;
 
+/// How long a start waits for NATS before serving anyway (and catching up later).
+const NATS_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What `panal run` needs.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -105,9 +108,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         MessagingBackend::InProcess => Arc::new(InProcessBroker::new()),
         MessagingBackend::Nats(url) => {
             tracing::info!(%url, "messaging over NATS");
-            Arc::new(NatsBroker(panal_nats::Nats::connect(url).await.map_err(
-                |e| Refused(format!("messaging: cannot connect to NATS: {e}")),
-            )?))
+            let nats = panal_nats::Nats::connect(url)
+                .await
+                .map_err(|e| Refused(format!("messaging: cannot connect to NATS: {e}")))?;
+            let broker = NatsBroker::start(nats, manifest.streams.clone(), &opts.data_dir).await?;
+            broker.ready(NATS_READY_WAIT).await;
+            broker
         }
     };
     let (registry, _ticker) = load_registry(
@@ -117,7 +123,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Some(broker.clone()),
     )
     .await?;
-    let subscriptions = crate::messaging::dispatch::start(&registry, &broker)
+    let subscriptions = crate::messaging::dispatch::start(&registry, &broker, &manifest.streams)
         .await
         .map_err(|e| Refused(format!("{e:#}")))?;
     let routes = manifest

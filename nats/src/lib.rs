@@ -2,8 +2,11 @@
 //! publish / request / (queue) subscribe operations the messaging capability needs, in
 //! plain types so the host adapts them to its broker trait.
 //!
-//! The client reconnects by itself; while NATS is unreachable, publishes are buffered by
-//! the client and requests fail at their timeout with a clear error.
+//! The client reconnects by itself; while NATS is unreachable, plain publishes are
+//! buffered by the client, requests fail at once with a clear error, and durable
+//! publishes ([`jetstream`]) report the failure so the host can keep them in its outbox.
+
+pub mod jetstream;
 
 use std::time::Duration;
 
@@ -67,6 +70,18 @@ impl Nats {
             .await
             .map_err(|e| NatsError::Connection(format!("{url}: {e}")))?;
         Ok(Self { client })
+    }
+
+    /// Wait up to `within` for the first connection; whether it is up.
+    pub async fn wait_connected(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.connected() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// Whether the client is connected right now.
@@ -161,7 +176,7 @@ impl Nats {
     }
 }
 
-fn to_headers(headers: &[(String, String)]) -> HeaderMap {
+pub(crate) fn to_headers(headers: &[(String, String)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (k, v) in headers {
         map.append(k.as_str(), v.as_str());
@@ -169,7 +184,7 @@ fn to_headers(headers: &[(String, String)]) -> HeaderMap {
     map
 }
 
-fn from_message(m: async_nats::Message) -> Delivery {
+pub(crate) fn from_message(m: async_nats::Message) -> Delivery {
     let headers = m
         .headers
         .as_ref()

@@ -5,6 +5,8 @@
 //! The binary is the workspace's `target/<profile>/panal` (built by `just test` before
 //! `cargo test`), the fixture components come from `components/target/wasm32-wasip2`.
 
+pub mod shop;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -181,11 +183,11 @@ pub fn client() -> reqwest::Client {
 
 /// A `nats-server` of the test's own on a free loopback port, stopped on drop.
 pub struct NatsServer {
-    child: Child,
+    child: Option<Child>,
     /// `nats://127.0.0.1:PORT`.
     pub url: String,
     port: u16,
-    _store: tempfile::TempDir,
+    store: tempfile::TempDir,
 }
 
 impl NatsServer {
@@ -199,35 +201,30 @@ impl NatsServer {
         Self::start_on(port)
     }
 
-    /// Start one on `port` (to restart a stopped server on the same address).
+    /// Start one on `port` with a fresh store.
     pub fn start_on(port: u16) -> Self {
         let store = tempfile::tempdir().expect("tmp");
-        let bin = [
-            "/usr/sbin/nats-server",
-            "/usr/bin/nats-server",
-            "nats-server",
-        ]
-        .into_iter()
-        .find(|b| !b.starts_with('/') || Path::new(b).exists())
-        .unwrap_or("nats-server");
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server (install it with scripts/setup.sh)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = spawn_nats(port, store.path());
         Self {
-            child,
+            child: Some(child),
             url: format!("nats://127.0.0.1:{port}"),
             port,
-            _store: store,
+            store,
         }
+    }
+
+    /// Stop it (its store stays for [`NatsServer::restart`]).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again on the same port with the same store (streams and consumers kept).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Some(spawn_nats(self.port, self.store.path()));
     }
 
     /// Its port.
@@ -236,11 +233,45 @@ impl NatsServer {
     }
 }
 
+fn spawn_nats(port: u16, store: &Path) -> Child {
+    let bin = [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "nats-server",
+    ]
+    .into_iter()
+    .find(|b| !b.starts_with('/') || Path::new(b).exists())
+    .unwrap_or("nats-server");
+    let child = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nats-server (install it with scripts/setup.sh)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
+}
+
+/// Make sure the server has seen everything `client` sent before (its subscriptions in
+/// particular): a request on the same connection gets its answer only afterwards.
+pub async fn synced(client: &async_nats::Client) {
+    // Nobody answers this subject: the "no responders" status is the round trip.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request("_panal.sync", "".into()),
+    )
+    .await;
 }
 
 /// Poll `check` until it returns `Some` or `within` passes (for effects that arrive

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use panal_tests::{client, component, eventually, NatsServer, Panal};
+use panal_tests::{client, component, eventually, synced, NatsServer, Panal};
 use serde_json::Value;
 
 fn manifest(messaging: &str) -> String {
@@ -182,7 +182,7 @@ async fn the_nats_backend_routes_messages_and_talks_to_any_nats_client() {
     let panal = Panal::start(&manifest(&backend), data.path());
     let outside = async_nats::connect(&nats.url).await.expect("connect");
     let mut watch = outside.subscribe("events.>").await.expect("subscribe");
-    outside.flush().await.expect("flush");
+    synced(&outside).await;
 
     behaves(&panal).await;
 
@@ -299,7 +299,7 @@ async fn run_nats_overrides_the_manifest_backend() {
     let panal = Panal::start_full(&manifest(""), data.path(), &[], &["--nats", &nats.url]);
     let outside = async_nats::connect(&nats.url).await.expect("connect");
     let mut watch = outside.subscribe("events.>").await.expect("subscribe");
-    outside.flush().await.expect("flush");
+    synced(&outside).await;
     let sent = client()
         .post(panal.at("/a/msg/publish/events.flagged"))
         .body("over nats")

@@ -2,168 +2,11 @@
 //! components on real SQLite files, behind the real binary.
 
 use futures::future::join_all;
-use panal_tests::{client, component, Panal};
-use reqwest::{Client, StatusCode};
+use panal_tests::{client, Panal};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-const SECRET: &str = "test-secret-0123456789abcdef-xyz";
-
-fn manifest() -> String {
-    manifest_paying_via("http")
-}
-
-fn manifest_paying_via(route: &str) -> String {
-    format!(
-        r#"version = 1
-[auth]
-jwt_secret = "${{PANAL_TEST_JWT_SECRET}}"
-issuers = ["user"]
-
-[components.user]
-source = "{user}"
-routes = ["/users", {{ prefix = "/users/me", protected = true }}]
-keyvalue = ["users"]
-
-[components.product]
-source = "{product}"
-routes = ["/products"]
-keyvalue = ["products"]
-
-[components.order]
-source = "{order}"
-routes = [{{ prefix = "/orders", protected = true }}]
-keyvalue = ["orders"]
-outbound = ["product", "payment"]
-messaging = {{ publish = ["orders.>", "payments.charge"] }}
-config = {{ payment_via = "{route}" }}
-
-[components.notification]
-source = "{notification}"
-routes = [{{ prefix = "/notifications", protected = true }}]
-keyvalue = ["notifications"]
-messaging = {{ subscribe = ["orders.*"] }}
-
-[components.payment]
-source = "{payment}"
-routes = [{{ prefix = "/payments", protected = true }}]
-keyvalue = ["payments"]
-messaging = {{ subscribe = [{{ subject = "payments.charge", queue = "payment" }}] }}
-
-[components.probe]
-source = "{probe}"
-keyvalue = ["default"]
-
-[aggregates.summary]
-kind = "order-summary"
-path = "/orders/{{id}}/summary"
-protected = true
-order = "order"
-product = "product"
-payment = "payment"
-
-# The same fan-out with a payment part that cannot answer.
-[aggregates.broken]
-kind = "order-summary"
-path = "/orders/{{id}}/broken-summary"
-protected = true
-order = "order"
-product = "product"
-payment = "probe"
-"#,
-        user = component("user"),
-        product = component("product"),
-        order = component("order"),
-        payment = component("payment"),
-        notification = component("notification"),
-        probe = component("probe"),
-    )
-}
-
-fn start(data: &std::path::Path) -> Panal {
-    Panal::start_with_env(&manifest(), data, &[("PANAL_TEST_JWT_SECRET", SECRET)])
-}
-
-struct Shop<'a> {
-    panal: &'a Panal,
-    c: Client,
-}
-
-impl Shop<'_> {
-    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let resp = req.send().await.expect("request");
-        let status = resp.status();
-        let body = resp.json().await.unwrap_or(Value::Null);
-        (status, body)
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-        let mut req = self.c.post(self.panal.at(path)).json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        self.send(req).await
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        let mut req = self.c.get(self.panal.at(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        self.send(req).await
-    }
-
-    async fn user(&self, email: &str) -> (String, String) {
-        let (s, u) = self
-            .post(
-                "/users",
-                None,
-                json!({"email": email, "name": "Test", "password": "long enough"}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{u}");
-        assert!(u.get("password").is_none() && !u.to_string().contains("long enough"));
-        let (s, login) = self
-            .post(
-                "/users/login",
-                None,
-                json!({"email": email, "password": "long enough"}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{login}");
-        assert!(login["expires_at"].is_number() || login["expires_at"].is_string());
-        (
-            u["id"].as_str().expect("id").to_string(),
-            login["token"].as_str().expect("token").to_string(),
-        )
-    }
-
-    async fn product(&self, name: &str, price: i64, stock: i64) -> String {
-        let (s, p) = self
-            .post(
-                "/products",
-                None,
-                json!({"name": name, "price_cents": price, "stock": stock}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{p}");
-        p["id"].as_str().expect("id").to_string()
-    }
-
-    async fn stock(&self, id: &str) -> i64 {
-        let (s, p) = self.get(&format!("/products/{id}"), None).await;
-        assert_eq!(s, StatusCode::OK, "{p}");
-        p["stock"].as_i64().expect("stock")
-    }
-
-    async fn order(&self, token: &str, items: Value, card: &str) -> (StatusCode, Value) {
-        self.post(
-            "/orders",
-            Some(token),
-            json!({"items": items, "card_number": card}),
-        )
-        .await
-    }
-}
+use panal_tests::shop::{manifest_with, start, Shop, SECRET};
 
 #[tokio::test]
 async fn the_whole_flow_through_the_gateway_survives_a_restart() {
@@ -390,7 +233,7 @@ async fn orders_can_pay_over_request_reply() {
     let data = tempfile::tempdir().expect("tmp");
     let manifest = format!(
         "{}\n[messaging]\nbackend = \"nats\"\nurl = \"{}\"\n",
-        manifest_paying_via("messaging"),
+        manifest_with("messaging", r#""orders.*""#),
         nats.url
     );
     let panal = Panal::start_with_env(&manifest, data.path(), &[("PANAL_TEST_JWT_SECRET", SECRET)]);

@@ -62,10 +62,19 @@ pub fn request(out: ResponseOutparam, subject: &str, body: Vec<u8>, query: Optio
 pub fn handle(message: types::Message) -> Result<(), types::Error> {
     let subject = message.topic().unwrap_or_default();
     let data = message.data();
-    if data == b"trap" {
+    let bucket = store::open("default").map_err(|e| types::Error::Other(format!("{e:?}")))?;
+    // Every delivery is counted, failed ones too, so tests can see redeliveries.
+    atomics::increment(&bucket, &format!("tries:{subject}"), 1)
+        .map_err(|e| types::Error::Other(format!("{e:?}")))?;
+    // The subject picks a failure, not the body, so a dead letter (same body, another
+    // subject) is handled normally.
+    let last = subject.rsplit('.').next().unwrap_or_default();
+    if last.starts_with("trap") {
         panic!("probe asked to trap on {subject}");
     }
-    let bucket = store::open("default").map_err(|e| types::Error::Other(format!("{e:?}")))?;
+    if last.starts_with("fail") {
+        return Err(types::Error::Other(format!("probe asked to fail on {subject}")));
+    }
     atomics::increment(&bucket, &format!("count:{subject}"), 1)
         .map_err(|e| types::Error::Other(format!("{e:?}")))?;
     bucket

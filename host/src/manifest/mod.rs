@@ -26,6 +26,9 @@ pub struct Manifest {
     pub storage: Storage,
     /// Messaging backend.
     pub messaging: MessagingBackend,
+    /// Streams the host keeps (`[messaging.streams.NAME]`): publishes to their subjects
+    /// are durable, and durable subscriptions read from them.
+    pub streams: Vec<StreamSpec>,
     /// Bearer-token settings for protected routes.
     pub auth: Auth,
     /// Composite routes the gateway answers itself.
@@ -44,6 +47,16 @@ pub enum MessagingBackend {
     Nats(String),
 }
 
+/// A stream of durable messages: a JetStream stream on NATS (created or updated at
+/// start), kept in memory by the in-process backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// Its name (letters, digits, `-`, `_`).
+    pub name: String,
+    /// The subjects it captures (wildcards allowed, no overlap with another stream).
+    pub subjects: Vec<String>,
+}
+
 /// One subscription of a component.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
@@ -51,6 +64,22 @@ pub struct Subscription {
     pub subject: String,
     /// Queue group: one delivery per group.
     pub queue: Option<String>,
+    /// Set for a durable subscription: acknowledged after the handler succeeds,
+    /// redelivered after a trap or error, dead-lettered after `max_attempts`.
+    pub durable: Option<Durable>,
+}
+
+/// How a durable subscription consumes its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durable {
+    /// The stream that captures the subject.
+    pub stream: String,
+    /// The durable consumer's name, shared by every host that runs the component.
+    pub consumer: String,
+    /// Deliveries before a failing message is dead-lettered.
+    pub max_attempts: u32,
+    /// Where a message goes after its last failed attempt.
+    pub dead_letter: String,
 }
 
 /// Bearer tokens: the HS256 secret and who may mint tokens with it.

@@ -26,8 +26,16 @@ pub(super) struct RawManifest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMessagingBackend {
-    pub backend: Spanned<String>,
+    pub backend: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub streams: BTreeMap<String, Spanned<RawStream>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStream {
+    pub subjects: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,11 +47,14 @@ pub(super) struct RawMessaging {
     pub subscribe: Vec<Spanned<RawSubscription>>,
 }
 
-/// A subscription is a subject string or `{ subject = "...", queue = "..." }`.
+/// A subscription is a subject string or `{ subject = "...", queue = "...", ... }`.
 #[derive(Debug)]
 pub(super) struct RawSubscription {
     pub subject: String,
     pub queue: Option<String>,
+    pub durable: bool,
+    pub max_attempts: Option<i64>,
+    pub dead_letter: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +62,10 @@ pub(super) struct RawSubscription {
 struct SubscriptionTable {
     subject: String,
     queue: Option<String>,
+    #[serde(default)]
+    durable: bool,
+    max_attempts: Option<i64>,
+    dead_letter: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for RawSubscription {
@@ -62,6 +77,9 @@ impl<'de> Deserialize<'de> for RawSubscription {
         Ok(RawSubscription {
             subject: t.subject,
             queue: t.queue,
+            durable: t.durable,
+            max_attempts: t.max_attempts,
+            dead_letter: t.dead_letter,
         })
     }
 }
@@ -71,6 +89,9 @@ impl From<String> for SubscriptionTable {
         Self {
             subject,
             queue: None,
+            durable: false,
+            max_attempts: None,
+            dead_letter: None,
         }
     }
 }

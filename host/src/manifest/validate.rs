@@ -87,7 +87,7 @@ pub(super) fn parse(
             }
         },
     };
-    let messaging = super::messaging::backend(&mut c, raw.messaging, env);
+    let (messaging, streams) = super::messaging::backend(&mut c, raw.messaging, env);
     let dir = path.parent().unwrap_or(Path::new("."));
     let names: Vec<String> = raw.components.keys().cloned().collect();
     let mut components = Vec::new();
@@ -102,7 +102,7 @@ pub(super) fn parse(
         for (i, r) in raw.routes.iter().enumerate() {
             route_spans.push((format!("components.{name}.routes[{i}]"), r.span()));
         }
-        components.push(component(&mut c, dir, &names, name, raw, env));
+        components.push(component(&mut c, dir, &names, name, raw, env, &streams));
     }
     let auth = super::gateway::auth(&mut c, raw.auth, &components, env);
     let aggregates = super::gateway::aggregates(&mut c, raw.aggregates, &names);
@@ -133,6 +133,7 @@ pub(super) fn parse(
             path: path.to_path_buf(),
             storage,
             messaging,
+            streams,
             auth,
             aggregates,
             components,
@@ -151,6 +152,7 @@ fn component(
     name: String,
     raw: RawComponent,
     env: &dyn Fn(&str) -> Option<String>,
+    streams: &[super::StreamSpec],
 ) -> ComponentSpec {
     let field = |f: &str| format!("components.{name}.{f}");
     let source = dir.join(raw.source.get_ref());
@@ -241,7 +243,7 @@ fn component(
         }
     }
 
-    let (publish, subscribe) = super::messaging::grants(c, &name, &raw.messaging);
+    let (publish, subscribe) = super::messaging::grants(c, &name, &raw.messaging, streams);
     let limits = limits(c, &name, &raw.limits);
     ComponentSpec {
         name,

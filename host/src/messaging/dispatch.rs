@@ -2,16 +2,22 @@
 //! component's `wasi:messaging/incoming-handler` in a fresh instance, with the same
 //! limits as an HTTP request. The current version is looked up per message, so a
 //! redeployed component takes over its subscriptions at once.
+//!
+//! Plain subscriptions are at most once. Durable ones are at least once: settled after
+//! the handler, retried with backoff after a trap, error or timeout, and after
+//! `max_attempts` published to the dead-letter subject (headers say from where, how
+//! often and why) with one error line in the log.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::host::Message;
-use super::{Broker, Msg};
+use super::{Broker, DurableSub, Incoming, Msg, Settle, StreamSpec};
 use crate::invoke::{trace_of, CallContext};
 use crate::registry::Registry;
 
@@ -20,57 +26,173 @@ use crate::registry::Registry;
 pub async fn start(
     registry: &Arc<Registry>,
     broker: &Arc<dyn Broker>,
+    streams: &[StreamSpec],
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut tasks = Vec::new();
     for deployed in registry.all() {
         for sub in &deployed.subscriptions {
-            let mut stream = broker
-                .subscribe(&sub.subject, sub.queue.as_deref())
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "component `{}` cannot subscribe to `{}`: {e}",
-                        deployed.name,
-                        sub.subject
-                    )
-                })?;
-            tracing::info!(component = %deployed.name, subject = %sub.subject, queue = ?sub.queue, "subscribed");
+            let cannot = |e: super::MsgError| {
+                anyhow::anyhow!(
+                    "component `{}` cannot subscribe to `{}`: {e}",
+                    deployed.name,
+                    sub.subject
+                )
+            };
             let registry = registry.clone();
             let name = deployed.name.to_string();
-            tasks.push(tokio::spawn(async move {
-                while let Some(msg) = stream.next().await {
-                    let Some(current) = registry.current(&name) else {
-                        break;
-                    };
-                    // Back-pressure instead of 503: a message waits for a free slot.
-                    let Ok(permit) = current.running.clone().acquire_owned().await else {
-                        break;
-                    };
-                    let registry = registry.clone();
-                    let name = name.clone();
-                    let span =
-                        tracing::info_span!("message", component = %name, subject = %msg.subject);
-                    tokio::spawn(
-                        async move {
-                            let _permit = permit;
-                            handle(&registry, &name, msg).await;
-                        }
-                        .instrument(span),
-                    );
+            let task = match &sub.durable {
+                None => {
+                    let stream = broker
+                        .subscribe(&sub.subject, sub.queue.as_deref())
+                        .await
+                        .map_err(cannot)?;
+                    tokio::spawn(plain(registry, name, stream))
                 }
-            }));
+                Some(durable) => {
+                    let stream = streams
+                        .iter()
+                        .find(|s| s.name == durable.stream)
+                        .cloned()
+                        .ok_or_else(|| anyhow::anyhow!("no stream `{}`", durable.stream))?;
+                    let limits = deployed.limits;
+                    let spec = DurableSub {
+                        subject: sub.subject.clone(),
+                        stream,
+                        consumer: durable.consumer.clone(),
+                        max_attempts: durable.max_attempts,
+                        // Room for the handler's own deadline, plus the wait for a slot.
+                        ack_wait: Duration::from_millis(limits.timeout_ms) + ACK_WAIT_SLACK,
+                        batch: (limits.max_concurrency as usize).clamp(1, 64),
+                    };
+                    let incoming = broker.subscribe_durable(&spec).await.map_err(cannot)?;
+                    let settings = Arc::new(DurableSettings {
+                        max_attempts: durable.max_attempts,
+                        dead_letter: durable.dead_letter.clone(),
+                        broker: broker.clone(),
+                    });
+                    tokio::spawn(durably(registry, name, incoming, settings))
+                }
+            };
+            tracing::info!(component = %deployed.name, subject = %sub.subject, queue = ?sub.queue,
+                durable = sub.durable.is_some(), "subscribed");
+            tasks.push(task);
         }
     }
     Ok(tasks)
 }
 
-/// Run one delivery; failures are logged (a broker with redelivery acts on them).
-async fn handle(registry: &Arc<Registry>, name: &str, msg: Msg) -> bool {
+/// Extra time a durable delivery may stay unacknowledged beyond the handler's deadline.
+const ACK_WAIT_SLACK: Duration = Duration::from_secs(30);
+
+/// At most once: each message handled once, failures logged.
+async fn plain(registry: Arc<Registry>, name: String, mut stream: BoxStream<'static, Msg>) {
+    while let Some(msg) = stream.next().await {
+        let Some(current) = registry.current(&name) else {
+            break;
+        };
+        // Back-pressure instead of 503: a message waits for a free slot.
+        let Ok(permit) = current.running.clone().acquire_owned().await else {
+            break;
+        };
+        let registry = registry.clone();
+        let name = name.clone();
+        let span = tracing::info_span!("message", component = %name, subject = %msg.subject);
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                // Logged in `handle`; a plain delivery is at most once.
+                let _ = handle(&registry, &name, msg).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+struct DurableSettings {
+    max_attempts: u32,
+    dead_letter: String,
+    broker: Arc<dyn Broker>,
+}
+
+/// At least once: acknowledged after success, retried after a failure, dead-lettered
+/// after the last attempt.
+async fn durably(
+    registry: Arc<Registry>,
+    name: String,
+    mut stream: BoxStream<'static, Incoming>,
+    settings: Arc<DurableSettings>,
+) {
+    while let Some(incoming) = stream.next().await {
+        let Some(current) = registry.current(&name) else {
+            break;
+        };
+        let Ok(permit) = current.running.clone().acquire_owned().await else {
+            break;
+        };
+        let registry = registry.clone();
+        let settings = settings.clone();
+        let name = name.clone();
+        let span = tracing::info_span!("message", component = %name,
+            subject = %incoming.msg.subject, attempt = incoming.attempt);
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let Incoming { msg, attempt, ack } = incoming;
+                let how = match handle(&registry, &name, msg.clone()).await {
+                    Ok(()) => Settle::Done,
+                    Err(_) if attempt < settings.max_attempts => Settle::Retry(backoff(attempt)),
+                    Err(why) => dead_letter(&settings, msg, attempt, &why).await,
+                };
+                if let Err(e) = ack.settle(how).await {
+                    tracing::warn!(%e, ?how, "cannot settle a delivery; the broker will redeliver it");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Wait before attempt `attempt + 1`: 100 ms, doubling, at most 5 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.saturating_sub(1).min(6)))
+        .min(Duration::from_secs(5))
+}
+
+/// Publish the message to its dead-letter subject with why it failed; retry later if
+/// even that fails.
+async fn dead_letter(settings: &DurableSettings, msg: Msg, attempts: u32, why: &str) -> Settle {
+    let subject = msg.subject.clone();
+    let mut headers = msg.headers;
+    headers.retain(|(k, _)| !k.eq_ignore_ascii_case("nats-msg-id"));
+    headers.push(("panal-dead-letter-subject".into(), subject.clone()));
+    headers.push(("panal-dead-letter-attempts".into(), attempts.to_string()));
+    headers.push(("panal-dead-letter-error".into(), why.to_string()));
+    let letter = Msg {
+        subject: settings.dead_letter.clone(),
+        reply: None,
+        headers,
+        payload: msg.payload,
+    };
+    match settings.broker.publish(letter).await {
+        Ok(()) => {
+            tracing::error!(%subject, attempts, dead_letter = %settings.dead_letter, error = %why,
+                "message dead-lettered after its last attempt");
+            Settle::GiveUp
+        }
+        Err(e) => {
+            tracing::error!(%subject, %e, "cannot dead-letter a message; retrying it later");
+            Settle::Retry(backoff(attempts))
+        }
+    }
+}
+
+/// Run one delivery; a failure is logged and returned as why.
+async fn handle(registry: &Arc<Registry>, name: &str, msg: Msg) -> Result<(), String> {
     let Some(deployed) = registry.current(name) else {
-        return false;
+        return Err(format!("component `{name}` is gone"));
     };
     let Some(pre) = deployed.handler.clone() else {
-        return false;
+        return Err(format!("component `{name}` has no message handler"));
     };
     let timeout = Duration::from_millis(deployed.limits.timeout_ms);
     let header = |name: &str| {
@@ -88,7 +210,7 @@ async fn handle(registry: &Arc<Registry>, name: &str, msg: Msg) -> bool {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(%e, "cannot hand the message to the component");
-            return false;
+            return Err(e.to_string());
         }
     };
     let run = async {
@@ -99,21 +221,21 @@ async fn handle(registry: &Arc<Registry>, name: &str, msg: Msg) -> bool {
             .await
     };
     match tokio::time::timeout(timeout, run).await {
-        Ok(Ok(Ok(()))) => true,
+        Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => {
             tracing::warn!(error = ?e, "message handler returned an error");
-            false
+            Err(format!("handler error: {e:?}"))
         }
         Ok(Err(trap)) => {
             tracing::error!(error = %format!("{trap:?}"), "message handler trapped");
-            false
+            Err(format!("trap: {}", trap.root_cause()))
         }
         Err(_) => {
             tracing::warn!(
                 timeout_ms = deployed.limits.timeout_ms,
                 "message handler timed out"
             );
-            false
+            Err(format!("timed out after {} ms", deployed.limits.timeout_ms))
         }
     }
 }

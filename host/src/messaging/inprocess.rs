@@ -1,6 +1,7 @@
 //! The embedded broker: subjects routed inside the host, NATS semantics (wildcards,
 //! queue groups with one delivery per group, request/reply through an inbox subject).
-//! Nothing survives a restart; use NATS (with JetStream) for that.
+//! Durable subscriptions retry in memory. Nothing survives a restart; use NATS (with
+//! JetStream) for that.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +13,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{subject_matches, Broker, Msg, MsgError};
+use super::{subject_matches, Ack, Broker, DurableSub, Incoming, Msg, MsgError, Settle};
 
 /// Buffer per subscription; a subscriber that falls this far behind loses messages,
 /// like a slow NATS core subscriber.
@@ -21,7 +22,30 @@ const BUFFER: usize = 4096;
 struct Sub {
     pattern: String,
     queue: Option<String>,
-    tx: mpsc::Sender<Msg>,
+    tx: Tx,
+}
+
+/// Plain subscriptions drop what overflows their buffer, like NATS core; durable ones
+/// keep everything.
+enum Tx {
+    Bounded(mpsc::Sender<Msg>),
+    Unbounded(mpsc::UnboundedSender<Msg>),
+}
+
+impl Tx {
+    fn try_send(&self, msg: Msg) -> bool {
+        match self {
+            Tx::Bounded(tx) => tx.try_send(msg).is_ok(),
+            Tx::Unbounded(tx) => tx.send(msg).is_ok(),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Tx::Bounded(tx) => tx.is_closed(),
+            Tx::Unbounded(tx) => tx.is_closed(),
+        }
+    }
 }
 
 /// The in-process broker.
@@ -49,7 +73,7 @@ impl InProcessBroker {
         {
             match &sub.queue {
                 None => {
-                    if sub.tx.try_send(msg.clone()).is_err() {
+                    if !sub.tx.try_send(msg.clone()) {
                         tracing::warn!(subject = %msg.subject, "in-process subscriber is full; message dropped");
                     }
                 }
@@ -64,7 +88,7 @@ impl InProcessBroker {
             let turn = turns.entry(key).or_insert(0);
             let member = members[*turn % members.len()];
             *turn = turn.wrapping_add(1);
-            if member.tx.try_send(msg.clone()).is_err() {
+            if !member.tx.try_send(msg.clone()) {
                 tracing::warn!(subject = %msg.subject, "in-process queue member is full; message dropped");
             }
         }
@@ -72,6 +96,11 @@ impl InProcessBroker {
 
     fn add(&self, pattern: &str, queue: Option<&str>) -> mpsc::Receiver<Msg> {
         let (tx, rx) = mpsc::channel(BUFFER);
+        self.push(pattern, queue, Tx::Bounded(tx));
+        rx
+    }
+
+    fn push(&self, pattern: &str, queue: Option<&str>, tx: Tx) {
         self.subs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -80,7 +109,6 @@ impl InProcessBroker {
                 queue: queue.map(str::to_string),
                 tx,
             });
-        rx
     }
 }
 
@@ -112,6 +140,63 @@ impl Broker for InProcessBroker {
         let rx = self.add(subject, queue);
         Ok(tokio_stream_from(rx))
     }
+
+    /// Redelivery lives in memory: a failed message comes back after its delay, and a
+    /// restart forgets it (NATS with JetStream keeps it instead).
+    async fn subscribe_durable(
+        &self,
+        sub: &DurableSub,
+    ) -> Result<BoxStream<'static, Incoming>, MsgError> {
+        let (tx, fresh) = mpsc::unbounded_channel();
+        self.push(&sub.subject, Some(&sub.consumer), Tx::Unbounded(tx));
+        let (again_tx, again) = mpsc::unbounded_channel::<(Msg, u32)>();
+        let first = futures::stream::unfold(fresh, |mut rx| async move {
+            rx.recv().await.map(|m| ((m, 1), rx))
+        });
+        let retried =
+            futures::stream::unfold(
+                again,
+                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+            );
+        let incoming = futures::stream::select(first, retried).map(move |(msg, attempt)| {
+            let ack = MemoryAck {
+                msg: msg.clone(),
+                attempt,
+                again: again_tx.clone(),
+            };
+            Incoming {
+                msg,
+                attempt,
+                ack: Box::new(ack),
+            }
+        });
+        Ok(incoming.boxed())
+    }
+}
+
+struct MemoryAck {
+    msg: Msg,
+    attempt: u32,
+    again: mpsc::UnboundedSender<(Msg, u32)>,
+}
+
+#[async_trait]
+impl Ack for MemoryAck {
+    async fn settle(self: Box<Self>, how: Settle) -> Result<(), MsgError> {
+        if let Settle::Retry(delay) = how {
+            let MemoryAck {
+                msg,
+                attempt,
+                again,
+            } = *self;
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                // The subscription may be gone (shutdown): nothing to redeliver to.
+                let _ = again.send((msg, attempt + 1));
+            });
+        }
+        Ok(())
+    }
 }
 
 fn tokio_stream_from(mut rx: mpsc::Receiver<Msg>) -> BoxStream<'static, Msg> {
@@ -142,6 +227,7 @@ pub(super) async fn collect_replies(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messaging::StreamSpec;
     use std::sync::Arc;
 
     fn msg(subject: &str, body: &str) -> Msg {
@@ -200,5 +286,38 @@ mod tests {
             .request(msg("nobody", "x"), Duration::from_millis(50), 1)
             .await;
         assert_eq!(err, Err(MsgError::Timeout));
+    }
+
+    #[tokio::test]
+    async fn durable_deliveries_come_back_until_settled() {
+        let b = InProcessBroker::new();
+        let sub = DurableSub {
+            subject: "work.*".into(),
+            stream: StreamSpec {
+                name: "WORK".into(),
+                subjects: vec!["work.>".into()],
+            },
+            consumer: "d-work_any".into(),
+            max_attempts: 3,
+            ack_wait: Duration::from_secs(30),
+            batch: 8,
+        };
+        let mut incoming = b.subscribe_durable(&sub).await.expect("sub");
+        b.publish(msg("work.x", "1")).await.expect("pub");
+        let first = incoming.next().await.expect("delivery");
+        assert_eq!(first.attempt, 1);
+        first
+            .ack
+            .settle(Settle::Retry(Duration::from_millis(10)))
+            .await
+            .expect("retry");
+        let second = incoming.next().await.expect("redelivery");
+        assert_eq!(
+            (second.attempt, second.msg.payload.as_ref()),
+            (2, &b"1"[..])
+        );
+        second.ack.settle(Settle::Done).await.expect("ack");
+        let none = tokio::time::timeout(Duration::from_millis(100), incoming.next()).await;
+        assert!(none.is_err(), "a settled message came back");
     }
 }

@@ -5,19 +5,24 @@
 //! - [`nats`]: NATS through the shared `async-nats` client of `panal-nats`.
 //! - [`host`]: the guest-facing `types`, `producer` and `request-reply` interfaces, with
 //!   publish grants checked on every send.
+//! - [`outbox`]: durable publishes that NATS could not take yet, kept on disk in order.
 //! - [`dispatch`]: each component's subscriptions, every delivery handled by the
-//!   component's `incoming-handler` in a fresh instance.
+//!   component's `incoming-handler` in a fresh instance; durable ones acknowledged after
+//!   success, retried after failure, dead-lettered after their last attempt.
 
 pub mod dispatch;
 pub mod host;
 pub mod inprocess;
 pub mod nats;
+pub mod outbox;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+
+pub use crate::manifest::StreamSpec;
 
 /// A message on the wire.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,8 +71,58 @@ pub trait Broker: Send + Sync {
         subject: &str,
         queue: Option<&str>,
     ) -> Result<BoxStream<'static, Msg>, MsgError>;
+    /// Deliveries of a durable subscription, each to be settled through its [`Ack`].
+    async fn subscribe_durable(
+        &self,
+        sub: &DurableSub,
+    ) -> Result<BoxStream<'static, Incoming>, MsgError>;
     /// Flush what is buffered (on shutdown).
     async fn flush(&self) {}
+}
+
+/// A durable subscription as the broker sees it.
+#[derive(Debug, Clone)]
+pub struct DurableSub {
+    /// Subject, wildcards allowed.
+    pub subject: String,
+    /// The stream that captures it.
+    pub stream: StreamSpec,
+    /// Consumer name, shared by every host that runs the component.
+    pub consumer: String,
+    /// Attempts before the host dead-letters (the broker may cap a little above).
+    pub max_attempts: u32,
+    /// How long one delivery may take before the broker assumes it was lost.
+    pub ack_wait: Duration,
+    /// Deliveries handed out ahead of the handler.
+    pub batch: usize,
+}
+
+/// One durable delivery.
+pub struct Incoming {
+    /// The message.
+    pub msg: Msg,
+    /// 1 on first delivery.
+    pub attempt: u32,
+    /// How it is settled.
+    pub ack: Box<dyn Ack>,
+}
+
+/// What became of a durable delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Handled: never again.
+    Done,
+    /// Failed: again after this delay.
+    Retry(Duration),
+    /// Dead-lettered: never again.
+    GiveUp,
+}
+
+/// Settles one durable delivery.
+#[async_trait]
+pub trait Ack: Send {
+    /// Settle it; failures (a broken connection) mean the broker redelivers later.
+    async fn settle(self: Box<Self>, how: Settle) -> Result<(), MsgError>;
 }
 
 /// Whether `subject` matches `pattern` (`*` one token, `>` one or more trailing tokens).
@@ -79,6 +134,35 @@ pub fn subject_matches(pattern: &str, subject: &str) -> bool {
             (Some(">"), Some(_)) => return true,
             (Some("*"), Some(_)) => {}
             (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether every subject `inner` matches is also matched by `outer`.
+pub fn pattern_covers(outer: &str, inner: &str) -> bool {
+    let mut o = outer.split('.');
+    let mut i = inner.split('.');
+    loop {
+        match (o.next(), i.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(t)) if t != ">" => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether some subject is matched by both `a` and `b`.
+pub fn patterns_overlap(a: &str, b: &str) -> bool {
+    let mut a = a.split('.');
+    let mut b = b.split('.');
+    loop {
+        match (a.next(), b.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == y || x == "*" || y == "*" => {}
             (None, None) => return true,
             _ => return false,
         }
@@ -116,6 +200,20 @@ mod tests {
         assert!(subject_matches("a.b", "a.b"));
         assert!(!subject_matches("a.b", "a.b.c"));
         assert!(subject_matches("*.b.>", "x.b.c.d"));
+    }
+
+    #[test]
+    fn patterns_cover_and_overlap() {
+        assert!(pattern_covers("orders.>", "orders.*"));
+        assert!(pattern_covers("orders.>", "orders.paid.late"));
+        assert!(pattern_covers("orders.*", "orders.paid"));
+        assert!(!pattern_covers("orders.*", "orders.>"));
+        assert!(!pattern_covers("orders.paid", "orders.*"));
+        assert!(!pattern_covers("orders.>", "orders"));
+        assert!(patterns_overlap("orders.*", "orders.paid"));
+        assert!(patterns_overlap("*.paid", "orders.>"));
+        assert!(!patterns_overlap("orders.*", "payments.*"));
+        assert!(!patterns_overlap("orders.*", "orders.a.b"));
     }
 
     #[test]

@@ -1,15 +1,188 @@
 //! The NATS backend of [`Broker`], over the host's one shared client from `panal-nats`.
+//!
+//! Subjects captured by a manifest stream are durable: a publish returns once JetStream
+//! stored it, or once the [`Outbox`] did while NATS is unreachable; a relay task then
+//! hands the outbox to JetStream in order as soon as NATS is back, also after a restart.
+//! Durable subscriptions are JetStream durable pull consumers.
 
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
+use panal_nats::jetstream::{self as js, JsAcker};
 use panal_nats::{Delivery, Nats, NatsError};
+use tokio::sync::Notify;
 
-use super::{Broker, Msg, MsgError};
+use super::outbox::Outbox;
+use super::{
+    subject_matches, Ack, Broker, DurableSub, Incoming, Msg, MsgError, Settle, StreamSpec,
+};
+
+/// How long a durable publish waits for JetStream before the outbox takes it.
+const STORE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Messaging over NATS.
-pub struct NatsBroker(pub Nats);
+pub struct NatsBroker {
+    nats: Nats,
+    streams: Vec<StreamSpec>,
+    outbox: Outbox,
+    /// Messages in the outbox; while any wait, new durable publishes queue behind them.
+    backlog: AtomicI64,
+    wake: Notify,
+}
+
+impl NatsBroker {
+    /// A broker over `nats` that keeps `streams`, with its outbox under `data_dir`; the
+    /// relay runs until the process ends.
+    pub async fn start(
+        nats: Nats,
+        streams: Vec<StreamSpec>,
+        data_dir: &Path,
+    ) -> anyhow::Result<Arc<Self>> {
+        let outbox = Outbox::open(&data_dir.join("outbox.db")).await?;
+        let backlog = outbox.len().await?;
+        if backlog > 0 {
+            tracing::info!(backlog, "outbox holds durable messages from an earlier run");
+        }
+        let broker = Arc::new(Self {
+            nats,
+            streams,
+            outbox,
+            backlog: AtomicI64::new(backlog),
+            wake: Notify::new(),
+        });
+        tokio::spawn(relay(broker.clone()));
+        Ok(broker)
+    }
+
+    /// Wait up to `within` for the first connection (and make the streams); a host whose
+    /// NATS is not up yet still starts and catches up when it is.
+    pub async fn ready(&self, within: Duration) {
+        if !self.nats.wait_connected(within).await {
+            tracing::warn!("NATS is not reachable yet; starting anyway and retrying");
+            return;
+        }
+        for stream in &self.streams {
+            if let Err(e) = self.nats.ensure_stream(&to_js(stream)).await {
+                tracing::warn!(%e, "cannot create stream yet");
+            }
+        }
+    }
+
+    fn stream_for(&self, subject: &str) -> Option<&StreamSpec> {
+        self.streams
+            .iter()
+            .find(|s| s.subjects.iter().any(|p| subject_matches(p, subject)))
+    }
+
+    async fn publish_durable(&self, stream: &StreamSpec, msg: Msg) -> Result<(), MsgError> {
+        let msg_id = uuid::Uuid::new_v4().to_string();
+        if self.backlog.load(Ordering::Acquire) == 0 {
+            let sent = self
+                .nats
+                .publish_durable(
+                    &to_js(stream),
+                    to_delivery(msg.clone()),
+                    &msg_id,
+                    STORE_TIMEOUT,
+                )
+                .await;
+            match sent {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(subject = %msg.subject, %e,
+                        "JetStream did not store a durable message; keeping it in the outbox");
+                }
+            }
+        }
+        self.outbox
+            .push(&msg_id, &msg)
+            .await
+            .map_err(|e| MsgError::Other(format!("outbox: {e:#}")))?;
+        self.backlog.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// Hands the outbox to JetStream, oldest first, whenever there is something in it.
+async fn relay(broker: Arc<NatsBroker>) {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        tokio::select! {
+            () = broker.wake.notified() => {}
+            () = tokio::time::sleep(pause) => {}
+        }
+        if broker.backlog.load(Ordering::Acquire) <= 0 {
+            continue;
+        }
+        let batch = match broker.outbox.peek(100).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot read the outbox");
+                continue;
+            }
+        };
+        let mut sent = 0;
+        let mut stuck = false;
+        for pending in batch {
+            let Some(stream) = broker.stream_for(&pending.msg.subject).cloned() else {
+                // The manifest no longer captures it: publish it plainly rather than hold
+                // the queue forever.
+                if broker.nats.publish(to_delivery(pending.msg)).await.is_err() {
+                    stuck = true;
+                    break;
+                }
+                let _ = broker.outbox.remove(pending.id).await;
+                broker.backlog.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            };
+            let published = broker
+                .nats
+                .publish_durable(
+                    &to_js(&stream),
+                    to_delivery(pending.msg),
+                    &pending.msg_id,
+                    STORE_TIMEOUT,
+                )
+                .await;
+            if let Err(e) = published {
+                tracing::debug!(%e, "outbox relay waits for NATS");
+                stuck = true;
+                break;
+            }
+            if let Err(e) = broker.outbox.remove(pending.id).await {
+                tracing::error!(error = %format!("{e:#}"), "cannot remove a relayed message");
+                stuck = true;
+                break;
+            }
+            broker.backlog.fetch_sub(1, Ordering::AcqRel);
+            sent += 1;
+        }
+        if sent > 0 {
+            let left = broker.backlog.load(Ordering::Acquire);
+            tracing::info!(sent, left, "outbox relayed durable messages to JetStream");
+        }
+        pause = if stuck {
+            (pause * 2).min(Duration::from_secs(2))
+        } else {
+            Duration::from_millis(200)
+        };
+        if !stuck && broker.backlog.load(Ordering::Acquire) > 0 {
+            broker.wake.notify_one();
+        }
+    }
+}
+
+fn to_js(s: &StreamSpec) -> js::StreamSpec {
+    js::StreamSpec {
+        name: s.name.clone(),
+        subjects: s.subjects.clone(),
+    }
+}
 
 fn to_delivery(m: Msg) -> Delivery {
     Delivery {
@@ -37,10 +210,31 @@ fn err(e: NatsError) -> MsgError {
     }
 }
 
+struct JsAck(JsAcker);
+
+#[async_trait]
+impl Ack for JsAck {
+    async fn settle(self: Box<Self>, how: Settle) -> Result<(), MsgError> {
+        match how {
+            Settle::Done => self.0.ack().await,
+            Settle::Retry(delay) => self.0.retry(delay).await,
+            Settle::GiveUp => self.0.term().await,
+        }
+        .map_err(err)
+    }
+}
+
 #[async_trait]
 impl Broker for NatsBroker {
     async fn publish(&self, msg: Msg) -> Result<(), MsgError> {
-        self.0.publish(to_delivery(msg)).await.map_err(err)
+        // Replies and plain subjects go out directly; captured subjects are durable.
+        match self.stream_for(&msg.subject) {
+            Some(stream) if msg.reply.is_none() => {
+                let stream = stream.clone();
+                self.publish_durable(&stream, msg).await
+            }
+            _ => self.nats.publish(to_delivery(msg)).await.map_err(err),
+        }
     }
 
     async fn request(
@@ -50,7 +244,7 @@ impl Broker for NatsBroker {
         expected: usize,
     ) -> Result<Vec<Msg>, MsgError> {
         let replies = self
-            .0
+            .nats
             .request(to_delivery(msg), timeout, expected)
             .await
             .map_err(err)?;
@@ -63,7 +257,7 @@ impl Broker for NatsBroker {
         queue: Option<&str>,
     ) -> Result<BoxStream<'static, Msg>, MsgError> {
         Ok(self
-            .0
+            .nats
             .subscribe(subject, queue)
             .await
             .map_err(err)?
@@ -71,9 +265,39 @@ impl Broker for NatsBroker {
             .boxed())
     }
 
+    async fn subscribe_durable(
+        &self,
+        sub: &DurableSub,
+    ) -> Result<BoxStream<'static, Incoming>, MsgError> {
+        let spec = js::ConsumerSpec {
+            stream: to_js(&sub.stream),
+            name: sub.consumer.clone(),
+            filter: sub.subject.clone(),
+            ack_wait: sub.ack_wait,
+            // A backstop above the host's own limit, for a host that dies mid-handler
+            // every time.
+            max_deliver: i64::from(sub.max_attempts) + 2,
+            batch: sub.batch,
+        };
+        Ok(self
+            .nats
+            .durable(spec)
+            .map(|d| Incoming {
+                msg: to_msg(d.delivery),
+                attempt: d.attempt,
+                ack: Box::new(JsAck(d.acker)),
+            })
+            .boxed())
+    }
+
     async fn flush(&self) {
-        if let Err(e) = self.0.flush().await {
-            tracing::warn!(%e, "flushing NATS on shutdown failed");
+        // While NATS is down a flush would wait for the reconnect; the outbox keeps what
+        // matters, so give up after a moment.
+        match tokio::time::timeout(Duration::from_secs(2), self.nats.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(%e, "flushing NATS on shutdown failed"),
+            Err(_) => tracing::warn!("NATS did not take buffered messages before shutdown"),
         }
+        self.outbox.close().await;
     }
 }

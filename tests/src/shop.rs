@@ -1,0 +1,181 @@
+//! The shop's manifest and a small client of its API, shared by the shop and durable
+//! messaging tests.
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+use crate::{component, Panal};
+
+/// The shop's HS256 secret in tests.
+pub const SECRET: &str = "test-secret-0123456789abcdef-xyz";
+
+/// The shop paying over HTTP, its notification service on plain `orders.*`.
+pub fn manifest() -> String {
+    manifest_with("http", r#""orders.*""#)
+}
+
+/// The shop paying via `route` (`http` or `messaging`), the notification service
+/// subscribed with `notification_sub` (a TOML subscription entry).
+pub fn manifest_with(route: &str, notification_sub: &str) -> String {
+    format!(
+        r#"version = 1
+[auth]
+jwt_secret = "${{PANAL_TEST_JWT_SECRET}}"
+issuers = ["user"]
+
+[components.user]
+source = "{user}"
+routes = ["/users", {{ prefix = "/users/me", protected = true }}]
+keyvalue = ["users"]
+
+[components.product]
+source = "{product}"
+routes = ["/products"]
+keyvalue = ["products"]
+
+[components.order]
+source = "{order}"
+routes = [{{ prefix = "/orders", protected = true }}]
+keyvalue = ["orders"]
+outbound = ["product", "payment"]
+messaging = {{ publish = ["orders.>", "payments.charge"] }}
+config = {{ payment_via = "{route}" }}
+
+[components.notification]
+source = "{notification}"
+routes = [{{ prefix = "/notifications", protected = true }}]
+keyvalue = ["notifications"]
+messaging = {{ subscribe = [{notification_sub}] }}
+
+[components.payment]
+source = "{payment}"
+routes = [{{ prefix = "/payments", protected = true }}]
+keyvalue = ["payments"]
+messaging = {{ subscribe = [{{ subject = "payments.charge", queue = "payment" }}] }}
+
+[components.probe]
+source = "{probe}"
+keyvalue = ["default"]
+
+[aggregates.summary]
+kind = "order-summary"
+path = "/orders/{{id}}/summary"
+protected = true
+order = "order"
+product = "product"
+payment = "payment"
+
+# The same fan-out with a payment part that cannot answer.
+[aggregates.broken]
+kind = "order-summary"
+path = "/orders/{{id}}/broken-summary"
+protected = true
+order = "order"
+product = "product"
+payment = "probe"
+"#,
+        user = component("user"),
+        product = component("product"),
+        order = component("order"),
+        payment = component("payment"),
+        notification = component("notification"),
+        probe = component("probe"),
+    )
+}
+
+/// Start the shop manifest with the test secret.
+pub fn start(data: &std::path::Path) -> Panal {
+    Panal::start_with_env(&manifest(), data, &[("PANAL_TEST_JWT_SECRET", SECRET)])
+}
+
+/// A client of the shop's API.
+pub struct Shop<'a> {
+    /// The host.
+    pub panal: &'a Panal,
+    /// The HTTP client.
+    pub c: Client,
+}
+
+impl Shop<'_> {
+    /// Send `req`; the status and the JSON body (null when none).
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// POST JSON to `path`, with a bearer token when given.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        let mut req = self.c.post(self.panal.at(path)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req).await
+    }
+
+    /// GET `path`, with a bearer token when given.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.c.get(self.panal.at(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req).await
+    }
+
+    /// Register `email` and log in: (user id, token).
+    pub async fn user(&self, email: &str) -> (String, String) {
+        let (s, u) = self
+            .post(
+                "/users",
+                None,
+                json!({"email": email, "name": "Test", "password": "long enough"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{u}");
+        assert!(u.get("password").is_none() && !u.to_string().contains("long enough"));
+        let (s, login) = self
+            .post(
+                "/users/login",
+                None,
+                json!({"email": email, "password": "long enough"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{login}");
+        assert!(login["expires_at"].is_number() || login["expires_at"].is_string());
+        (
+            u["id"].as_str().expect("id").to_string(),
+            login["token"].as_str().expect("token").to_string(),
+        )
+    }
+
+    /// Create a product: its id.
+    pub async fn product(&self, name: &str, price: i64, stock: i64) -> String {
+        let (s, p) = self
+            .post(
+                "/products",
+                None,
+                json!({"name": name, "price_cents": price, "stock": stock}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        p["id"].as_str().expect("id").to_string()
+    }
+
+    /// The stock of product `id`.
+    pub async fn stock(&self, id: &str) -> i64 {
+        let (s, p) = self.get(&format!("/products/{id}"), None).await;
+        assert_eq!(s, StatusCode::OK, "{p}");
+        p["stock"].as_i64().expect("stock")
+    }
+
+    /// Place an order for `items` paid with `card`.
+    pub async fn order(&self, token: &str, items: Value, card: &str) -> (StatusCode, Value) {
+        self.post(
+            "/orders",
+            Some(token),
+            json!({"items": items, "card_number": card}),
+        )
+        .await
+    }
+}
