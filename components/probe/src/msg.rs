@@ -73,7 +73,9 @@ pub fn handle(message: types::Message) -> Result<(), types::Error> {
         panic!("probe asked to trap on {subject}");
     }
     if last.starts_with("fail") {
-        return Err(types::Error::Other(format!("probe asked to fail on {subject}")));
+        return Err(types::Error::Other(format!(
+            "probe asked to fail on {subject}"
+        )));
     }
     atomics::increment(&bucket, &format!("count:{subject}"), 1)
         .map_err(|e| types::Error::Other(format!("{e:?}")))?;
