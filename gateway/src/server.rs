@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http::{HeaderValue, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -27,7 +28,8 @@ const GRACE: Duration = Duration::from_secs(30);
 
 /// The public side: route table, aggregates, auth, and the backend that runs components.
 pub struct Gateway {
-    table: RouteTable,
+    /// Swapped whole when a deploy adds, changes or removes routes.
+    table: ArcSwap<RouteTable>,
     backend: Arc<dyn Backend>,
     auth: Option<Verifier>,
     aggregates: Vec<Aggregate>,
@@ -43,11 +45,16 @@ impl Gateway {
         aggregates: Vec<Aggregate>,
     ) -> Self {
         Self {
-            table,
+            table: ArcSwap::from_pointee(table),
             backend,
             auth,
             aggregates,
         }
+    }
+
+    /// Replace the route table; requests already routed are not affected.
+    pub fn set_routes(&self, table: RouteTable) {
+        self.table.store(Arc::new(table));
     }
 
     /// Route and answer one request.
@@ -112,7 +119,8 @@ impl Gateway {
                 .answer(self.backend.as_ref(), &key, user.as_deref(), request_id)
                 .await;
         }
-        match self.table.lookup(req.method(), &path) {
+        let table = self.table.load();
+        match table.lookup(req.method(), &path) {
             RouteMatch::Found(route) => {
                 span.record("component", route.component.as_str());
                 span.record("route", route.prefix.as_str());
@@ -129,7 +137,9 @@ impl Gateway {
                         Err(why) => return unauthorized(&why),
                     }
                 }
-                self.backend.handle(&route.component, req).await
+                let component = route.component.clone();
+                drop(table);
+                self.backend.handle(&component, req).await
             }
             RouteMatch::MethodNotAllowed(allowed) => method_not_allowed(&req, &allowed),
             RouteMatch::NotFound => json_error(
@@ -198,7 +208,7 @@ pub async fn serve(
     .await
 }
 
-/// Serve the admin listener (`GET /healthz`) until `shutdown` resolves.
+/// Serve the admin listener (`GET /healthz` only) until `shutdown` resolves.
 pub async fn serve_admin(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
@@ -222,7 +232,9 @@ pub async fn serve_admin(
     .await
 }
 
-async fn accept_loop<F, Fut>(
+/// Serve `listener` with `handler` until `shutdown` resolves, then let in-flight
+/// requests finish (the host's admin API uses this).
+pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     handler: F,

@@ -3,6 +3,7 @@
 //! can stream after the head is sent. Failures become JSON error responses that name
 //! the component; they never take the host down.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,32 @@ use crate::registry::{Deployed, Registry};
 use crate::state::State;
 use panal_gateway::auth::USER_ID_HEADER;
 
+/// Every response names the version that answered it (the sha256 prefix).
+pub const VERSION_HEADER: &str = "x-panal-version";
+
+/// Counts a request in flight until it is answered or dropped.
+struct InFlight(Arc<crate::registry::Stats>);
+
+impl InFlight {
+    fn enter(stats: Arc<crate::registry::Stats>) -> Self {
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+
+    fn answered(self, status: StatusCode) {
+        self.0.requests.fetch_add(1, Ordering::Relaxed);
+        if status.is_server_error() {
+            self.0.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Registry {
     /// Answer `req` with a fresh instance of component `name`. `depth` counts in-process
     /// hops (0 from the gateway).
@@ -34,6 +61,24 @@ impl Registry {
         let Some(deployed) = self.current(name) else {
             return error(StatusCode::BAD_GATEWAY, name, "no such component");
         };
+        let counting = InFlight::enter(deployed.stats.clone());
+        let mut resp = self.call_version(&deployed, name, req, depth).await;
+        counting.answered(resp.status());
+        if let Ok(v) = http::HeaderValue::from_str(deployed.version()) {
+            resp.headers_mut().insert(VERSION_HEADER, v);
+        }
+        resp
+    }
+
+    /// [`Registry::call`] on one version, which the request keeps to its end even when a
+    /// deploy swaps in another meanwhile.
+    async fn call_version(
+        self: &Arc<Self>,
+        deployed: &Arc<Deployed>,
+        name: &str,
+        req: http::Request<WasiBody>,
+        depth: u32,
+    ) -> http::Response<WasiBody> {
         let Ok(permit) = deployed.running.clone().try_acquire_owned() else {
             tracing::warn!(component = name, "max_concurrency reached; answering 503");
             return error(
@@ -59,7 +104,7 @@ impl Registry {
                 trace: trace_of(header),
             }
         };
-        let mut store = self.new_store(&deployed, ctx);
+        let mut store = self.new_store(deployed, ctx);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = store
             .data_mut()
@@ -113,7 +158,7 @@ impl Registry {
                 )
             }
             // The guest ended without setting a response: it trapped or returned early.
-            Ok(Err(_)) => failure(name, task.await, &deployed),
+            Ok(Err(_)) => failure(name, task.await, deployed),
             Err(_) => {
                 task.abort();
                 tracing::warn!(

@@ -14,8 +14,11 @@
 //! - [`logging`]: tracing setup and component stdout/stderr as log lines.
 //! - [`server`]: `panal run` / `panal check`; [`secret`]: the generated JWT secret.
 
+pub mod admin;
 mod bindings;
+pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod engine;
 pub mod invoke;
 pub mod kv;

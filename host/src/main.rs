@@ -37,6 +37,59 @@ enum Command {
         /// Use NATS at this URL for messaging (overrides the manifest's [messaging]).
         #[arg(long, value_name = "URL")]
         nats: Option<String>,
+        /// Forget every deployment (DATA_DIR/deployments) and serve the manifest's files.
+        #[arg(long)]
+        reset_deployments: bool,
+    },
+    /// Replace a running component with FILE, or add a new one with its routes.
+    ///
+    /// The new version is compiled, linked, checked against the component's grants and
+    /// instantiated once before one atomic swap makes it current; on any failure the old
+    /// version keeps serving. Deployments survive restarts.
+    Deploy {
+        /// The component's name.
+        name: String,
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// A route prefix (repeatable; replaces the routes of an existing component).
+        #[arg(long = "route", value_name = "PREFIX")]
+        routes: Vec<String>,
+        /// A route prefix that needs a bearer token (repeatable).
+        #[arg(long = "protected-route", value_name = "PREFIX")]
+        protected_routes: Vec<String>,
+        /// A bucket a new component may open (repeatable).
+        #[arg(long = "keyvalue", value_name = "BUCKET")]
+        keyvalue: Vec<String>,
+        /// A component a new component may call (repeatable).
+        #[arg(long = "outbound", value_name = "NAME")]
+        outbound: Vec<String>,
+        /// A subject a new component may publish to (repeatable).
+        #[arg(long = "publish", value_name = "SUBJECT")]
+        publish: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArg,
+    },
+    /// Go back to the component's previous version.
+    Rollback {
+        /// The component's name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminArg,
+    },
+    /// Stop serving a component (also after restarts, until it is deployed again).
+    Undeploy {
+        /// The component's name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminArg,
+    },
+    /// Every component: version, deployed at, routes, requests, errors, in flight.
+    Status {
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArg,
     },
     /// Validate a manifest and compile and link every component, without serving.
     ///
@@ -50,6 +103,18 @@ enum Command {
         #[arg(long, default_value = ".panal")]
         data_dir: PathBuf,
     },
+}
+
+/// Where the admin API is (`PANAL_ADMIN_TOKEN` is sent as bearer token when set).
+#[derive(clap::Args)]
+struct AdminArg {
+    /// The admin API's URL.
+    #[arg(
+        long = "admin",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    url: String,
 }
 
 fn main() -> ExitCode {
@@ -70,6 +135,7 @@ fn main() -> ExitCode {
                 admin_listen,
                 data_dir,
                 nats,
+                reset_deployments,
             } => {
                 panal::server::run(panal::server::RunOptions {
                     manifest,
@@ -77,9 +143,32 @@ fn main() -> ExitCode {
                     admin_listen,
                     data_dir,
                     nats,
+                    reset_deployments,
                 })
                 .await
             }
+            Command::Deploy {
+                name,
+                file,
+                routes,
+                protected_routes,
+                keyvalue,
+                outbound,
+                publish,
+                admin,
+            } => {
+                let args = panal::cli::DeployArgs {
+                    routes,
+                    protected_routes,
+                    keyvalue,
+                    outbound,
+                    publish,
+                };
+                panal::cli::deploy(&admin.url, &name, &file, &args).await
+            }
+            Command::Rollback { name, admin } => panal::cli::rollback(&admin.url, &name).await,
+            Command::Undeploy { name, admin } => panal::cli::undeploy(&admin.url, &name).await,
+            Command::Status { json, admin } => panal::cli::status(&admin.url, json).await,
             Command::Check { manifest, data_dir } => {
                 panal::server::check(&manifest, &data_dir).await
             }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -28,6 +29,12 @@ pub struct Deployed {
     pub name: Arc<str>,
     /// sha256 of the `.wasm` it was built from.
     pub sha256: String,
+    /// What it was deployed with (routes and grants).
+    pub spec: Arc<ComponentSpec>,
+    /// When this version became current.
+    pub deployed_at: std::time::SystemTime,
+    /// Counters shared by every version of the component.
+    pub stats: Arc<Stats>,
     pub(crate) pre: ProxyPre<State>,
     pub(crate) kv: KvGrant,
     pub(crate) config: Arc<[(String, String)]>,
@@ -57,10 +64,42 @@ pub struct LoadError {
     pub message: String,
 }
 
+impl Deployed {
+    /// The version clients see in `x-panal-version`: the sha256 prefix.
+    pub fn version(&self) -> &str {
+        &self.sha256[..12]
+    }
+}
+
+/// Request counters of one component, across its versions.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Of those, answered with a 5xx (traps, timeouts, overload included).
+    pub errors: AtomicU64,
+    /// Running right now.
+    pub in_flight: AtomicI64,
+}
+
+/// What loading and deploying need besides the component itself.
+pub(crate) struct Env {
+    pub compiler: Compiler,
+    pub linker: Linker<State>,
+    pub kv: Option<Arc<dyn KvBackend>>,
+    pub broker: Option<Arc<dyn Broker>>,
+}
+
 /// All loaded components.
 pub struct Registry {
     pub(crate) engine: Engine,
-    components: HashMap<String, ArcSwap<Deployed>>,
+    /// Copied on write: a deploy that adds or removes a component swaps the whole map,
+    /// a deploy that replaces one swaps only its slot.
+    components: ArcSwap<HashMap<String, Arc<ArcSwap<Deployed>>>>,
+    pub(crate) env: Env,
+    pub(crate) deployments: Option<crate::deploy::store::DeployStore>,
+    /// One deploy, rollback or undeploy at a time.
+    pub(crate) deploy_lock: tokio::sync::Mutex<()>,
 }
 
 /// Counts of how components were obtained, for the start-up log.
@@ -78,9 +117,10 @@ impl Registry {
     pub async fn load(
         manifest: &Manifest,
         engine: &Engine,
-        compiler: &Compiler,
-        kv: Option<&dyn KvBackend>,
+        compiler: Compiler,
+        kv: Option<Arc<dyn KvBackend>>,
         broker: Option<Arc<dyn Broker>>,
+        deployments: Option<crate::deploy::store::DeployStore>,
     ) -> Result<(Arc<Self>, LoadStats), Vec<LoadError>> {
         let linker = linker(engine).map_err(|e| {
             vec![LoadError {
@@ -91,23 +131,61 @@ impl Registry {
                 message: format!("host linker setup failed: {e:#}"),
             }]
         })?;
+        let env = Env {
+            compiler,
+            linker,
+            kv,
+            broker,
+        };
         let mut components = HashMap::new();
         let mut errors = Vec::new();
         let mut stats = LoadStats::default();
-        for spec in &manifest.components {
-            match prepare(spec, engine, compiler, &linker, kv, broker.clone()).await {
-                Ok((deployed, how)) => {
+        let specs = match &deployments {
+            Some(d) => d.effective(&manifest.components),
+            None => manifest
+                .components
+                .iter()
+                .map(|s| (s.clone(), None))
+                .collect(),
+        };
+        for (spec, deployed_sha) in specs {
+            let bytes = match &deployed_sha {
+                Some(sha) => deployments
+                    .as_ref()
+                    .map_or_else(|| Err("no deployment store".to_string()), |d| d.blob(sha)),
+                None => read(&spec.source),
+            };
+            let prepared = match bytes {
+                Ok(bytes) => {
+                    let prepared = prepare(Arc::new(spec.clone()), &bytes, engine, &env, None)
+                        .await
+                        .map(|(d, how)| (d, how, bytes_note(&deployed_sha)));
+                    // Keep the manifest's version too, so a rollback can always reach it.
+                    if let (Some(store), Ok((d, _, _)), None) =
+                        (&deployments, &prepared, &deployed_sha)
+                    {
+                        if let Err(e) = store.put_blob(&d.sha256, &bytes) {
+                            tracing::warn!(component = %spec.name, %e, "cannot keep a copy for rollback");
+                        }
+                    }
+                    prepared
+                }
+                Err(e) => Err(e),
+            };
+            match prepared {
+                Ok((deployed, how, note)) => {
                     match how {
                         Compiled::Fresh => stats.compiled += 1,
                         Compiled::Cached => stats.cached += 1,
                     }
                     tracing::info!(
                         component = %spec.name,
-                        sha256 = %&deployed.sha256[..12],
+                        sha256 = %deployed.version(),
                         compiled = matches!(how, Compiled::Fresh),
+                        from = note,
                         "component ready"
                     );
-                    components.insert(spec.name.clone(), ArcSwap::from_pointee(deployed));
+                    components.insert(spec.name.clone(), Arc::new(ArcSwap::from_pointee(deployed)));
                 }
                 Err(message) => errors.push(LoadError {
                     manifest: manifest.path.display().to_string(),
@@ -123,7 +201,10 @@ impl Registry {
         }
         let registry = Arc::new(Self {
             engine: engine.clone(),
-            components,
+            components: ArcSwap::from_pointee(components),
+            env,
+            deployments,
+            deploy_lock: tokio::sync::Mutex::new(()),
         });
         Ok((registry, stats))
     }
@@ -132,20 +213,52 @@ impl Registry {
     pub fn all(&self) -> Vec<Arc<Deployed>> {
         self.names()
             .into_iter()
-            .filter_map(|n| self.current(n))
+            .filter_map(|n| self.current(&n))
             .collect()
     }
 
     /// The current version of `name`.
     pub fn current(&self, name: &str) -> Option<Arc<Deployed>> {
-        self.components.get(name).map(ArcSwap::load_full)
+        self.components
+            .load()
+            .get(name)
+            .map(|slot| slot.load_full())
     }
 
     /// Names of all components, sorted.
-    pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.components.keys().map(String::as_str).collect();
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.components.load().keys().cloned().collect();
         names.sort_unstable();
         names
+    }
+
+    /// Every route of every component, for the gateway's table.
+    pub fn routes(&self) -> Vec<panal_gateway::Route> {
+        self.all()
+            .iter()
+            .flat_map(|d| d.spec.routes.iter().cloned())
+            .collect()
+    }
+
+    /// Make `deployed` the current version of its component (adding the component when
+    /// it is new). Requests that already hold the old version finish on it.
+    pub(crate) fn install(&self, deployed: Deployed) {
+        let name = deployed.name.to_string();
+        if let Some(slot) = self.components.load().get(&name) {
+            slot.store(Arc::new(deployed));
+            return;
+        }
+        let mut map = HashMap::clone(&self.components.load());
+        map.insert(name, Arc::new(ArcSwap::from_pointee(deployed)));
+        self.components.store(Arc::new(map));
+    }
+
+    /// Remove `name`; whether it was there.
+    pub(crate) fn remove(&self, name: &str) -> bool {
+        let mut map = HashMap::clone(&self.components.load());
+        let was = map.remove(name).is_some();
+        self.components.store(Arc::new(map));
+        was
     }
 }
 
@@ -161,24 +274,37 @@ fn linker(engine: &Engine) -> anyhow::Result<Linker<State>> {
     Ok(linker)
 }
 
-/// Read, compile, link and check one component. The error says which phase failed.
-async fn prepare(
-    spec: &ComponentSpec,
-    engine: &Engine,
-    compiler: &Compiler,
-    linker: &Linker<State>,
-    kv: Option<&dyn KvBackend>,
-    broker: Option<Arc<dyn Broker>>,
-) -> Result<(Deployed, Compiled), String> {
-    let bytes = read(&spec.source)?;
-    if let Some(why) = engine::not_a_component(&bytes) {
-        return Err(format!("`{}` {why}", spec.source.display()));
+fn bytes_note(deployed: &Option<String>) -> &'static str {
+    if deployed.is_some() {
+        "deployments"
+    } else {
+        "manifest"
     }
-    let sha256 = engine::sha256(&bytes);
-    let (component, how) = compiler
-        .compile(&bytes, &sha256)
-        .map_err(|e| format!("cannot compile `{}`: {e}", spec.source.display()))?;
-    check_grants(spec, &component, engine)?;
+}
+
+/// Compile, link and check one component from its bytes. The error says which phase
+/// failed. `previous` hands over the concurrency slots and counters of the version it
+/// replaces.
+pub(crate) async fn prepare(
+    spec: Arc<ComponentSpec>,
+    bytes: &[u8],
+    engine: &Engine,
+    env: &Env,
+    previous: Option<&Deployed>,
+) -> Result<(Deployed, Compiled), String> {
+    let source = spec.source.display();
+    if let Some(why) = engine::not_a_component(bytes) {
+        return Err(format!("`{source}` {why}"));
+    }
+    let sha256 = engine::sha256(bytes);
+    let (component, how) = env
+        .compiler
+        .compile(bytes, &sha256)
+        .map_err(|e| format!("cannot compile `{source}`: {e}"))?;
+    let linker = &env.linker;
+    let kv = env.kv.as_deref();
+    let broker = env.broker.clone();
+    check_grants(&spec, &component, engine)?;
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| format!("cannot link: {e:#}"))?;
@@ -207,6 +333,9 @@ async fn prepare(
     let deployed = Deployed {
         name: spec.name.as_str().into(),
         sha256,
+        spec: spec.clone(),
+        deployed_at: std::time::SystemTime::now(),
+        stats: previous.map_or_else(Arc::default, |p| p.stats.clone()),
         pre,
         kv: KvGrant {
             store,
@@ -222,7 +351,10 @@ async fn prepare(
         handler,
         outbound: Arc::new(spec.outbound.clone()),
         limits: spec.limits,
-        running: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
+        running: previous.map_or_else(
+            || Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
+            |p| p.running.clone(),
+        ),
     };
     Ok((deployed, how))
 }

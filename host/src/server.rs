@@ -10,6 +10,8 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::Admin;
+use crate::deploy::store::DeployStore;
 use crate::engine::{new_engine, Compiler, EpochTicker};
 use crate::invoke::GatewayBackend;
 use crate::kv::sqlite::SqliteBackend;
@@ -36,6 +38,8 @@ pub struct RunOptions {
     pub data_dir: PathBuf,
     /// Messaging over NATS at this URL, overriding the manifest's `[messaging]`.
     pub nats: Option<String>,
+    /// Forget every deployment and serve the manifest's files again.
+    pub reset_deployments: bool,
 }
 
 /// A failure that has already been explained to the user in full.
@@ -50,13 +54,14 @@ fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
 async fn load_registry(
     manifest: &Manifest,
     data_dir: &Path,
-    kv: Option<&dyn KvBackend>,
+    kv: Option<Arc<dyn KvBackend>>,
     broker: Option<Arc<dyn Broker>>,
+    deployments: Option<DeployStore>,
 ) -> anyhow::Result<(Arc<Registry>, EpochTicker)> {
     let engine = new_engine()?;
     let ticker = EpochTicker::start(&engine);
     let compiler = Compiler::new(&engine, data_dir.join("cache"))?;
-    let (registry, stats) = Registry::load(manifest, &engine, &compiler, kv, broker)
+    let (registry, stats) = Registry::load(manifest, &engine, compiler, kv, broker, deployments)
         .await
         .map_err(|errors| {
             let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -73,7 +78,7 @@ async fn load_registry(
 /// Validate the manifest and compile and link every component, serving nothing.
 pub async fn check(manifest: &Path, data_dir: &Path) -> anyhow::Result<()> {
     let manifest = load_manifest(manifest)?;
-    let (registry, _ticker) = load_registry(&manifest, data_dir, None, None).await?;
+    let (registry, _ticker) = load_registry(&manifest, data_dir, None, None, None).await?;
     println!(
         "{}: ok ({} components: {})",
         manifest.path.display(),
@@ -116,22 +121,27 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             broker
         }
     };
+    let deployments_dir = opts.data_dir.join("deployments");
+    if opts.reset_deployments && deployments_dir.exists() {
+        std::fs::remove_dir_all(&deployments_dir)
+            .with_context(|| format!("cannot reset {}", deployments_dir.display()))?;
+        tracing::info!("deployments reset: serving the manifest's files");
+    }
+    let deployments = DeployStore::open(deployments_dir)?;
     let (registry, _ticker) = load_registry(
         &manifest,
         &opts.data_dir,
-        Some(kv.as_ref()),
+        Some(kv.clone()),
         Some(broker.clone()),
+        Some(deployments),
     )
     .await?;
     let subscriptions = crate::messaging::dispatch::start(&registry, &broker, &manifest.streams)
         .await
         .map_err(|e| Refused(format!("{e:#}")))?;
-    let routes = manifest
-        .components
-        .iter()
-        .flat_map(|c| c.routes.iter().cloned())
-        .collect();
-    let table = panal_gateway::RouteTable::new(routes).map_err(|e| Refused(e.to_string()))?;
+    // From the registry, not the manifest: deployed versions may have other routes.
+    let table =
+        panal_gateway::RouteTable::new(registry.routes()).map_err(|e| Refused(e.to_string()))?;
     let aggregates = manifest
         .aggregates
         .iter()
@@ -144,6 +154,23 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Some(panal_gateway::auth::Verifier::new(secret.into_bytes())),
         aggregates,
     ));
+
+    let admin_token = std::env::var("PANAL_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if admin_token.is_none() && !opts.admin_listen.ip().is_loopback() {
+        return Err(Refused(format!(
+            "--admin-listen {} is not a loopback address: set PANAL_ADMIN_TOKEN so the \
+             admin API (deploy, rollback, undeploy) needs a bearer token",
+            opts.admin_listen
+        ))
+        .into());
+    }
+    let admin_api = Arc::new(Admin {
+        registry: registry.clone(),
+        gateway: gateway.clone(),
+        token: admin_token,
+    });
 
     let shutdown = shutdown_signal()?;
     let public = bind(opts.listen, "--listen").await?;
@@ -162,7 +189,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         gateway,
         stopped(stop_rx.clone()),
     ));
-    let admin_task = tokio::spawn(panal_gateway::serve_admin(admin, stopped(stop_rx)));
+    let admin_task = tokio::spawn(panal_gateway::server::accept_loop(
+        admin,
+        stopped(stop_rx),
+        move |req| {
+            let admin_api = admin_api.clone();
+            async move { admin_api.handle(req).await }
+        },
+    ));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; finishing in-flight requests");

@@ -12,6 +12,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub(crate) use validate::bad_name;
 pub use validate::substitute_env;
 
 /// The only manifest version this build understands.

@@ -293,7 +293,7 @@ fn limits(c: &mut Checker, name: &str, raw: &RawLimits) -> Limits {
 }
 
 /// Component names double as host names for in-process calls: a lowercase DNS label.
-fn bad_name(name: &str) -> Option<String> {
+pub(crate) fn bad_name(name: &str) -> Option<String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())

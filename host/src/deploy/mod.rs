@@ -1,0 +1,285 @@
+//! Deploy, roll back and undeploy one component while the others keep serving.
+//!
+//! A new version is compiled, linked against its grants, pre-instantiated and
+//! instantiated once as a trial beside the old one; only when all of that worked is it
+//! recorded on disk ([`store`]) and made current with one atomic swap. Requests that
+//! already took the old version finish on it. Any failure leaves everything as it was.
+
+pub mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::invoke::CallContext;
+use crate::manifest::ComponentSpec;
+use crate::registry::{prepare, Deployed, Registry};
+use store::{added_spec, Grants, RouteRecord, VersionRecord};
+
+/// How long the trial instantiation of a new version may take.
+const TRIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a deploy asks for besides the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct DeployRequest {
+    /// New routes (required for a new component; replaces the routes of an existing
+    /// one when given).
+    pub routes: Option<Vec<panal_gateway::Route>>,
+    /// Grants of a new component (ignored for one that exists: its grants stay).
+    pub grants: Grants,
+}
+
+/// What a successful change did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The component.
+    pub name: String,
+    /// Version now serving (`None` after undeploy).
+    pub version: Option<String>,
+    /// Version it replaced.
+    pub previous: Option<String>,
+    /// Whether the route table changed (the gateway must take the new one).
+    pub routes_changed: bool,
+    /// From the call to the new version serving.
+    pub took: Duration,
+}
+
+impl Outcome {
+    /// As the admin API answers it.
+    pub fn json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "version": self.version,
+            "previous": self.previous,
+            "took_ms": self.took.as_secs_f64() * 1000.0,
+        })
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Registry {
+    /// Replace component `name` with `bytes`, or add it. The error says why nothing
+    /// changed.
+    pub async fn deploy(
+        self: &Arc<Self>,
+        name: &str,
+        bytes: &[u8],
+        req: DeployRequest,
+    ) -> Result<Outcome, String> {
+        let started = Instant::now();
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let store = self.store()?;
+        let existing = self.current(name);
+        let mut record = store.record(name)?.unwrap_or_default();
+        let spec = match &existing {
+            Some(old) => {
+                let mut spec = ComponentSpec::clone(&old.spec);
+                if let Some(routes) = &req.routes {
+                    spec.routes.clone_from(routes);
+                }
+                spec
+            }
+            None => {
+                if let Some(why) = crate::manifest::bad_name(name) {
+                    return Err(why);
+                }
+                let Some(routes) = &req.routes else {
+                    return Err(format!(
+                        "`{name}` is not deployed: a new component needs at least one --route"
+                    ));
+                };
+                let routes: Vec<RouteRecord> = routes.iter().map(RouteRecord::of).collect();
+                record.added = Some(req.grants.clone());
+                added_spec(
+                    name,
+                    &store.blob_path(&crate::engine::sha256(bytes)),
+                    &req.grants,
+                    &routes,
+                )
+            }
+        };
+        let routes_changed = existing
+            .as_ref()
+            .is_none_or(|old| old.spec.routes != spec.routes);
+        if routes_changed {
+            self.check_routes(name, &spec.routes)?;
+        }
+        let deployed = self.trial(spec, bytes, existing.as_deref()).await?;
+        // Keep the version it replaces in the history, so a rollback reaches it.
+        if record.versions.is_empty() || record.removed {
+            if let Some(old) = &existing {
+                record.versions.push(version_record(old, "manifest"));
+            }
+        }
+        record.removed = false;
+        record.versions.push(version_record(&deployed, "deploy"));
+        store.put_blob(&deployed.sha256, bytes)?;
+        store.save(name, &record)?;
+        let version = deployed.version().to_string();
+        self.install(deployed);
+        tracing::info!(component = name, version = %version,
+            previous = ?existing.as_ref().map(|d| d.version()), "deployed");
+        Ok(Outcome {
+            name: name.to_string(),
+            version: Some(version),
+            previous: existing.map(|d| d.version().to_string()),
+            routes_changed,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Go back to the version before the current one.
+    pub async fn rollback(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
+        let started = Instant::now();
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let store = self.store()?;
+        let Some(current) = self.current(name) else {
+            return Err(format!("`{name}` is not deployed"));
+        };
+        let mut record = store.record(name)?.unwrap_or_default();
+        if record.versions.len() < 2 {
+            return Err(format!(
+                "`{name}` has no earlier version to roll back to (it was never redeployed)"
+            ));
+        }
+        let back = record.versions[record.versions.len() - 2].clone();
+        let bytes = store.blob(&back.sha256)?;
+        let mut spec = ComponentSpec::clone(&current.spec);
+        spec.routes = back.routes.iter().map(|r| r.route(name)).collect();
+        let routes_changed = spec.routes != current.spec.routes;
+        if routes_changed {
+            self.check_routes(name, &spec.routes)?;
+        }
+        let deployed = self.trial(spec, &bytes, Some(&current)).await?;
+        record.versions.pop();
+        store.save(name, &record)?;
+        let version = deployed.version().to_string();
+        self.install(deployed);
+        tracing::info!(component = name, version = %version, previous = current.version(), "rolled back");
+        Ok(Outcome {
+            name: name.to_string(),
+            version: Some(version),
+            previous: Some(current.version().to_string()),
+            routes_changed,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Stop serving `name` (also after a restart, until it is deployed again).
+    pub async fn undeploy(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
+        let started = Instant::now();
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let store = self.store()?;
+        let Some(current) = self.current(name) else {
+            return Err(format!("`{name}` is not deployed"));
+        };
+        let mut record = store.record(name)?.unwrap_or_default();
+        if record.versions.is_empty() {
+            record.versions.push(version_record(&current, "manifest"));
+        }
+        record.removed = true;
+        store.save(name, &record)?;
+        self.remove(name);
+        tracing::info!(component = name, version = current.version(), "undeployed");
+        Ok(Outcome {
+            name: name.to_string(),
+            version: None,
+            previous: Some(current.version().to_string()),
+            routes_changed: true,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Every component: version, when, routes, counters, history length.
+    pub fn status(&self) -> Value {
+        let components: Vec<Value> = self
+            .all()
+            .iter()
+            .map(|d| {
+                let history = self
+                    .deployments
+                    .as_ref()
+                    .and_then(|s| s.record(&d.name).ok().flatten())
+                    .map_or(1, |r| r.versions.len().max(1));
+                let at = d
+                    .deployed_at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |t| t.as_secs());
+                let routes: Vec<&str> = d.spec.routes.iter().map(|r| r.prefix.as_str()).collect();
+                let stats = &d.stats;
+                let load = std::sync::atomic::Ordering::Relaxed;
+                json!({
+                    "name": &*d.name,
+                    "version": d.version(),
+                    "sha256": d.sha256,
+                    "deployed_at": at,
+                    "routes": routes,
+                    "requests": stats.requests.load(load),
+                    "errors": stats.errors.load(load),
+                    "in_flight": stats.in_flight.load(load),
+                    "versions": history,
+                })
+            })
+            .collect();
+        json!({ "components": components })
+    }
+
+    fn store(&self) -> Result<&store::DeployStore, String> {
+        self.deployments
+            .as_ref()
+            .ok_or_else(|| "this host keeps no deployments".to_string())
+    }
+
+    /// The route table with `name` on `routes` must still be unambiguous.
+    fn check_routes(&self, name: &str, routes: &[panal_gateway::Route]) -> Result<(), String> {
+        let mut all: Vec<panal_gateway::Route> = self
+            .routes()
+            .into_iter()
+            .filter(|r| r.component != name)
+            .collect();
+        all.extend(routes.iter().cloned());
+        panal_gateway::RouteTable::new(all)
+            .map(drop)
+            .map_err(|e| format!("routes: {e}"))
+    }
+
+    /// Compile, link and check `bytes` as `spec`, then instantiate it once: a version
+    /// that traps while starting never serves.
+    async fn trial(
+        self: &Arc<Self>,
+        spec: ComponentSpec,
+        bytes: &[u8],
+        previous: Option<&Deployed>,
+    ) -> Result<Deployed, String> {
+        let (deployed, _) =
+            prepare(Arc::new(spec), bytes, &self.engine, &self.env, previous).await?;
+        let mut store = self.new_store(&deployed, CallContext::default());
+        let instance = deployed.pre.instance_pre().instantiate_async(&mut store);
+        match tokio::time::timeout(TRIAL_TIMEOUT, instance).await {
+            Ok(Ok(_)) => Ok(deployed),
+            Ok(Err(e)) => Err(format!("trapped while instantiating: {}", e.root_cause())),
+            Err(_) => Err(format!(
+                "instantiation took longer than {} s",
+                TRIAL_TIMEOUT.as_secs()
+            )),
+        }
+    }
+}
+
+fn version_record(d: &Deployed, origin: &str) -> VersionRecord {
+    VersionRecord {
+        sha256: d.sha256.clone(),
+        deployed_at_ms: d
+            .deployed_at
+            .duration_since(UNIX_EPOCH)
+            .map_or_else(|_| now_ms(), |t| u64::try_from(t.as_millis()).unwrap_or(0)),
+        origin: origin.to_string(),
+        routes: d.spec.routes.iter().map(RouteRecord::of).collect(),
+    }
+}

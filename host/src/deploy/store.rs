@@ -1,0 +1,242 @@
+//! Deployments on disk, under `DATA_DIR/deployments/`: every version's `.wasm` by sha256
+//! (`blobs/`) and one record per component (`records/NAME.json`) with its history, the
+//! routes of each version, and the grants of a component added by `deploy`. After a
+//! restart the host serves what the records say, not the manifest's file;
+//! `panal run --reset-deployments` deletes the folder and goes back to the manifest.
+//!
+//! Records are written to a temporary file and renamed, so a crash leaves the old or the
+//! new record, never half of one.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{ComponentSpec, Limits, Location, Outbound};
+
+/// One component's deployment history.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Oldest first; the last one is current.
+    pub versions: Vec<VersionRecord>,
+    /// Undeployed: not served until deployed again.
+    #[serde(default)]
+    pub removed: bool,
+    /// Grants of a component that is not in the manifest.
+    #[serde(default)]
+    pub added: Option<Grants>,
+}
+
+/// One version in the history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VersionRecord {
+    /// sha256 of its `.wasm` (the blob's name).
+    pub sha256: String,
+    /// Milliseconds since the Unix epoch.
+    pub deployed_at_ms: u64,
+    /// `manifest`, `deploy` or `rollback`.
+    pub origin: String,
+    /// The routes it was served under.
+    pub routes: Vec<RouteRecord>,
+}
+
+/// A route as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRecord {
+    /// Path prefix.
+    pub prefix: String,
+    /// Methods, when limited.
+    pub methods: Option<Vec<String>>,
+    /// Whether a bearer token is required.
+    pub protected: bool,
+}
+
+/// What a component added by `deploy` may touch.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Buckets.
+    pub keyvalue: Vec<String>,
+    /// Components it may call by name.
+    pub outbound: Vec<String>,
+    /// Subjects it may publish to.
+    pub publish: Vec<String>,
+}
+
+impl RouteRecord {
+    /// From a gateway route.
+    pub fn of(r: &panal_gateway::Route) -> Self {
+        Self {
+            prefix: r.prefix.clone(),
+            methods: r
+                .methods
+                .as_ref()
+                .map(|m| m.iter().map(ToString::to_string).collect()),
+            protected: r.protected,
+        }
+    }
+
+    /// Back to a gateway route of `component`.
+    pub fn route(&self, component: &str) -> panal_gateway::Route {
+        panal_gateway::Route {
+            prefix: self.prefix.clone(),
+            methods: self.methods.as_ref().map(|m| {
+                m.iter()
+                    .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                    .collect()
+            }),
+            component: component.to_string(),
+            protected: self.protected,
+        }
+    }
+}
+
+/// The folder.
+#[derive(Debug, Clone)]
+pub struct DeployStore {
+    dir: PathBuf,
+}
+
+impl DeployStore {
+    /// Open (creating) `dir`.
+    pub fn open(dir: PathBuf) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir.join("blobs"))?;
+        std::fs::create_dir_all(dir.join("records"))?;
+        Ok(Self { dir })
+    }
+
+    /// The record of `name`, if it was ever deployed.
+    pub fn record(&self, name: &str) -> Result<Option<Record>, String> {
+        let path = self.record_path(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Replace the record of `name`.
+    pub fn save(&self, name: &str, record: &Record) -> Result<(), String> {
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| e.to_string())?;
+        write_atomically(&self.record_path(name), &bytes)
+    }
+
+    /// Keep `bytes` as the blob `sha256` (once).
+    pub fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), String> {
+        let path = self.blob_path(sha256);
+        if path.exists() {
+            return Ok(());
+        }
+        write_atomically(&path, bytes)
+    }
+
+    /// The blob `sha256`.
+    pub fn blob(&self, sha256: &str) -> Result<Vec<u8>, String> {
+        let path = self.blob_path(sha256);
+        std::fs::read(&path).map_err(|e| format!("cannot read deployed `{}`: {e}", path.display()))
+    }
+
+    /// What to load: each manifest component (with the routes and bytes of its last
+    /// deployed version when it has one, left out when undeployed), then the components
+    /// only `deploy` added. The sha is `None` for the manifest's own file.
+    pub fn effective(&self, manifest: &[ComponentSpec]) -> Vec<(ComponentSpec, Option<String>)> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for spec in manifest {
+            seen.insert(spec.name.clone());
+            match self.record(&spec.name) {
+                Ok(Some(record)) if record.removed => {
+                    tracing::info!(component = %spec.name, "undeployed earlier; not served");
+                }
+                Ok(Some(record)) => match record.versions.last() {
+                    Some(v) => {
+                        let mut spec = spec.clone();
+                        spec.routes = v.routes.iter().map(|r| r.route(&spec.name)).collect();
+                        out.push((spec, Some(v.sha256.clone())));
+                    }
+                    None => out.push((spec.clone(), None)),
+                },
+                Ok(None) => out.push((spec.clone(), None)),
+                Err(e) => {
+                    tracing::error!(component = %spec.name, %e, "unreadable deployment record; serving the manifest's file");
+                    out.push((spec.clone(), None));
+                }
+            }
+        }
+        for name in self.names() {
+            if seen.contains(&name) {
+                continue;
+            }
+            let Ok(Some(record)) = self.record(&name) else {
+                continue;
+            };
+            if record.removed {
+                continue;
+            }
+            if let (Some(grants), Some(v)) = (&record.added, record.versions.last()) {
+                let spec = added_spec(&name, &self.blob_path(&v.sha256), grants, &v.routes);
+                out.push((spec, Some(v.sha256.clone())));
+            }
+        }
+        out
+    }
+
+    fn names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("records")) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".json").map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn record_path(&self, name: &str) -> PathBuf {
+        self.dir.join("records").join(format!("{name}.json"))
+    }
+
+    /// Where the blob `sha256` lives.
+    pub fn blob_path(&self, sha256: &str) -> PathBuf {
+        self.dir.join("blobs").join(format!("{sha256}.wasm"))
+    }
+}
+
+/// The spec of a component that `deploy` added (not in the manifest): default limits.
+pub fn added_spec(
+    name: &str,
+    source: &Path,
+    grants: &Grants,
+    routes: &[RouteRecord],
+) -> ComponentSpec {
+    ComponentSpec {
+        name: name.to_string(),
+        source: source.to_path_buf(),
+        source_at: Location::default(),
+        routes: routes.iter().map(|r| r.route(name)).collect(),
+        buckets: grants.keyvalue.clone(),
+        outbound: Outbound {
+            components: grants.outbound.clone(),
+            hosts: Vec::new(),
+        },
+        config: Vec::new(),
+        publish: grants.publish.clone(),
+        subscribe: Vec::new(),
+        limits: Limits::default(),
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
