@@ -193,6 +193,19 @@ async fn inbox_has_every_event(shop: &Shop<'_>, token: &str, orders: &[String]) 
     }
 }
 
+/// Order one `jar` with a card that pays; the accepted order.
+async fn one_jar(shop: &Shop<'_>, token: &str, jar: &str) -> Value {
+    let (s, order) = shop
+        .order(
+            token,
+            json!([{"product_id": jar, "quantity": 1}]),
+            "4242424242424242",
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{order}");
+    order
+}
+
 #[tokio::test]
 async fn no_order_event_is_lost_when_nats_restarts_mid_stream() {
     let mut nats = NatsServer::start();
@@ -212,14 +225,7 @@ async fn no_order_event_is_lost_when_nats_restarts_mid_stream() {
         if i == 20 {
             nats.restart();
         }
-        let (s, order) = shop
-            .order(
-                &token,
-                json!([{"product_id": jar, "quantity": 1}]),
-                "4242424242424242",
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "order {i}: {order}");
+        let order = one_jar(&shop, &token, &jar).await;
         assert_eq!(order["status"], "paid", "order {i}: {order}");
         orders.push(order["id"].as_str().expect("id").to_string());
     }
@@ -244,14 +250,7 @@ async fn events_kept_while_nats_is_down_survive_a_host_restart() {
     nats.stop();
     let mut orders = Vec::new();
     for _ in 0..5 {
-        let (s, order) = shop
-            .order(
-                &token,
-                json!([{"product_id": jar, "quantity": 1}]),
-                "4242424242424242",
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{order}");
+        let order = one_jar(&shop, &token, &jar).await;
         orders.push(order["id"].as_str().expect("id").to_string());
     }
     drop(shop);

@@ -121,17 +121,13 @@ impl Registry {
         record.versions.push(version_record(&deployed, "deploy"));
         store.put_blob(&deployed.sha256, bytes)?;
         store.save(name, &record)?;
-        let version = deployed.version().to_string();
-        self.install(deployed);
-        tracing::info!(component = name, version = %version,
-            previous = ?existing.as_ref().map(|d| d.version()), "deployed");
-        Ok(Outcome {
-            name: name.to_string(),
-            version: Some(version),
-            previous: existing.map(|d| d.version().to_string()),
+        Ok(self.swap_in(
+            deployed,
+            existing.as_deref(),
             routes_changed,
-            took: started.elapsed(),
-        })
+            started,
+            "deployed",
+        ))
     }
 
     /// Go back to the version before the current one.
@@ -159,16 +155,36 @@ impl Registry {
         let deployed = self.trial(spec, &bytes, Some(&current)).await?;
         record.versions.pop();
         store.save(name, &record)?;
+        Ok(self.swap_in(
+            deployed,
+            Some(&current),
+            routes_changed,
+            started,
+            "rolled back",
+        ))
+    }
+
+    /// Make `deployed` current (the one swap), log it and say what changed.
+    fn swap_in(
+        &self,
+        deployed: Deployed,
+        previous: Option<&Deployed>,
+        routes_changed: bool,
+        started: Instant,
+        what: &str,
+    ) -> Outcome {
+        let name = deployed.name.to_string();
         let version = deployed.version().to_string();
+        let previous = previous.map(|d| d.version().to_string());
         self.install(deployed);
-        tracing::info!(component = name, version = %version, previous = current.version(), "rolled back");
-        Ok(Outcome {
-            name: name.to_string(),
+        tracing::info!(component = %name, version = %version, previous = ?previous, "{what}");
+        Outcome {
+            name,
             version: Some(version),
-            previous: Some(current.version().to_string()),
+            previous,
             routes_changed,
             took: started.elapsed(),
-        })
+        }
     }
 
     /// Stop serving `name` (also after a restart, until it is deployed again).
