@@ -19,6 +19,10 @@ components:
 run *ARGS: build
     ./target/release/panal run {{ARGS}}
 
+# Serve with `--watch` and rebuild components on source change; each rebuilt one is redeployed.
+dev *ARGS: build
+    scripts/dev.sh {{ARGS}}
+
 # Validate panal.toml and compile and link every component without serving.
 check: build
     ./target/release/panal check

@@ -2,6 +2,7 @@
 //! undeploy|status` commands call:
 //!
 //! - `GET /healthz`
+//! - `GET /metrics`: Prometheus text format
 //! - `GET /components`: every component with version, routes and counters
 //! - `PUT /components/NAME?route=/p&protected_route=/q&keyvalue=b&outbound=c&publish=s`
 //!   with the `.wasm` as body: deploy (replace, or add with those routes and grants)
@@ -56,6 +57,7 @@ impl Admin {
             (Method::GET, ["components"]) => {
                 return json_response(StatusCode::OK, &self.registry.status())
             }
+            (Method::GET, ["metrics"]) => return metrics(self.registry.metrics()),
             (Method::PUT, ["components", name]) => {
                 let name = (*name).to_string();
                 let deploy = match deploy_request(req.uri().query().unwrap_or(""), &name) {
@@ -104,6 +106,15 @@ impl Admin {
             Err(e) => tracing::error!(%e, "route table rejected after a deploy"),
         }
     }
+}
+
+fn metrics(text: String) -> http::Response<Body> {
+    let mut resp = http::Response::new(panal_gateway::full(text));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
 }
 
 fn bad_request(why: &str) -> http::Response<Body> {

@@ -61,9 +61,13 @@ impl Registry {
         let Some(deployed) = self.current(name) else {
             return error(StatusCode::BAD_GATEWAY, name, "no such component");
         };
+        let started = Instant::now();
         let counting = InFlight::enter(deployed.stats.clone());
         let mut resp = self.call_version(&deployed, name, req, depth).await;
         counting.answered(resp.status());
+        deployed
+            .metrics
+            .answered(resp.status().as_u16(), started.elapsed());
         if let Ok(v) = http::HeaderValue::from_str(deployed.version()) {
             resp.headers_mut().insert(VERSION_HEADER, v);
         }
@@ -211,6 +215,7 @@ impl Registry {
                 trace: ctx.trace,
             },
         };
+        deployed.metrics.instances.fetch_add(1, Ordering::Relaxed);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         // Every tick the guest yields to the executor, so a CPU-bound guest cannot hold a

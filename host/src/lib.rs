@@ -11,7 +11,9 @@
 //! - [`state`]: per-instance store state and the capability views over it.
 //! - capabilities: [`outbound`] (wasi:http out, in-process calls), [`kv`]
 //!   (wasi:keyvalue over a backend trait), [`config`] (wasi:config).
+//! - [`metrics`]: counters and `GET /metrics` (Prometheus text).
 //! - [`logging`]: tracing setup and component stdout/stderr as log lines.
+//! - [`deploy`]: deploy, rollback, undeploy; [`watch`]: `panal run --watch`.
 //! - [`server`]: `panal run` / `panal check`; [`secret`]: the generated JWT secret.
 
 pub mod admin;
@@ -25,8 +27,10 @@ pub mod kv;
 pub mod logging;
 pub mod manifest;
 pub mod messaging;
+pub mod metrics;
 pub mod outbound;
 pub mod registry;
 pub mod secret;
 pub mod server;
 pub mod state;
+pub mod watch;

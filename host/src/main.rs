@@ -40,6 +40,10 @@ enum Command {
         /// Forget every deployment (DATA_DIR/deployments) and serve the manifest's files.
         #[arg(long)]
         reset_deployments: bool,
+        /// Redeploy a component when its manifest `source` file changes (after a
+        /// rebuild); the outcome is logged.
+        #[arg(long)]
+        watch: bool,
     },
     /// Replace a running component with FILE, or add a new one with its routes.
     ///
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
                 data_dir,
                 nats,
                 reset_deployments,
+                watch,
             } => {
                 panal::server::run(panal::server::RunOptions {
                     manifest,
@@ -144,6 +149,7 @@ fn main() -> ExitCode {
                     data_dir,
                     nats,
                     reset_deployments,
+                    watch,
                 })
                 .await
             }

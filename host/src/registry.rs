@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -21,6 +20,8 @@ use crate::kv::KvBackend;
 use crate::manifest::{ComponentSpec, Limits, Manifest, Subscription};
 use crate::messaging::host::MsgGrant;
 use crate::messaging::Broker;
+pub use crate::metrics::Stats;
+use crate::metrics::{Metrics, VersionStats};
 use crate::state::State;
 
 /// One ready version of a component.
@@ -35,6 +36,8 @@ pub struct Deployed {
     pub deployed_at: std::time::SystemTime,
     /// Counters shared by every version of the component.
     pub stats: Arc<Stats>,
+    /// Counters of this version.
+    pub metrics: Arc<VersionStats>,
     pub(crate) pre: ProxyPre<State>,
     pub(crate) kv: KvGrant,
     pub(crate) config: Arc<[(String, String)]>,
@@ -71,23 +74,13 @@ impl Deployed {
     }
 }
 
-/// Request counters of one component, across its versions.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Requests answered.
-    pub requests: AtomicU64,
-    /// Of those, answered with a 5xx (traps, timeouts, overload included).
-    pub errors: AtomicU64,
-    /// Running right now.
-    pub in_flight: AtomicI64,
-}
-
 /// What loading and deploying need besides the component itself.
 pub(crate) struct Env {
     pub compiler: Compiler,
     pub linker: Linker<State>,
     pub kv: Option<Arc<dyn KvBackend>>,
     pub broker: Option<Arc<dyn Broker>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// All loaded components.
@@ -136,6 +129,7 @@ impl Registry {
             linker,
             kv,
             broker,
+            metrics: Arc::default(),
         };
         let mut components = HashMap::new();
         let mut errors = Vec::new();
@@ -283,8 +277,7 @@ fn bytes_note(deployed: &Option<String>) -> &'static str {
 }
 
 /// Compile, link and check one component from its bytes. The error says which phase
-/// failed. `previous` hands over the concurrency slots and counters of the version it
-/// replaces.
+/// failed. `previous` hands over the concurrency slots of the version it replaces.
 pub(crate) async fn prepare(
     spec: Arc<ComponentSpec>,
     bytes: &[u8],
@@ -330,22 +323,27 @@ pub(crate) async fn prepare(
         ),
         _ => None,
     };
+    let stats = env.metrics.component(&spec.name);
+    let metrics = env.metrics.version(&spec.name, &sha256[..12]);
     let deployed = Deployed {
         name: spec.name.as_str().into(),
         sha256,
         spec: spec.clone(),
         deployed_at: std::time::SystemTime::now(),
-        stats: previous.map_or_else(Arc::default, |p| p.stats.clone()),
+        stats: stats.clone(),
+        metrics,
         pre,
         kv: KvGrant {
             store,
             buckets: spec.buckets.clone().into(),
+            stats: stats.clone(),
         },
         config: spec.config.clone().into(),
         msg: MsgGrant {
             component: spec.name.as_str().into(),
             broker,
             publish: spec.publish.clone().into(),
+            stats,
         },
         subscriptions: spec.subscribe.clone(),
         handler,

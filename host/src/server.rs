@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub nats: Option<String>,
     /// Forget every deployment and serve the manifest's files again.
     pub reset_deployments: bool,
+    /// Redeploy components whose manifest files change.
+    pub watch: bool,
 }
 
 /// A failure that has already been explained to the user in full.
@@ -172,6 +174,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         token: admin_token,
     });
 
+    let watcher = opts.watch.then(|| {
+        let files = manifest
+            .components
+            .iter()
+            .map(|c| (c.name.clone(), c.source.clone()))
+            .collect();
+        crate::watch::start(registry.clone(), files)
+    });
+
     let shutdown = shutdown_signal()?;
     let public = bind(opts.listen, "--listen").await?;
     let admin = bind(opts.admin_listen, "--admin-listen").await?;
@@ -201,6 +212,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     shutdown.await;
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     let _ = stop_tx.send(true);
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     let _ = public_task.await;
     let _ = admin_task.await;
     for task in subscriptions {

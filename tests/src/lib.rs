@@ -50,6 +50,39 @@ pub fn component(name: &str) -> String {
     path.display().to_string()
 }
 
+/// `bytes` with a custom section appended: the same behaviour, another sha256.
+pub fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"panal-test";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section
+    let mut size = payload.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// The version `x-panal-version` reports for `bytes`: its sha256 prefix.
+pub fn sha_prefix(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    digest
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..12]
+        .to_string()
+}
+
 /// A running `panal run`.
 pub struct Panal {
     child: Child,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use panal_tests::{client, component, panal_bin, Panal};
+use panal_tests::{client, component, panal_bin, sha_prefix, variant, Panal};
 use serde_json::Value;
 
 fn manifest() -> String {
@@ -26,38 +26,6 @@ keyvalue = ["default"]
         hello = component("hello"),
         probe = component("probe"),
     )
-}
-
-/// `bytes` with a custom section appended: the same behaviour, another sha256.
-fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"panal-test";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = bytes.to_vec();
-    out.push(0); // custom section
-    let mut size = payload.len();
-    loop {
-        let byte = (size & 0x7f) as u8;
-        size >>= 7;
-        if size == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(&payload);
-    out
-}
-
-fn sha_prefix(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(bytes);
-    digest
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()[..12]
-        .to_string()
 }
 
 async fn deploy(panal: &Panal, name: &str, bytes: Vec<u8>) -> reqwest::Response {
@@ -95,8 +63,8 @@ async fn sixty_four_clients_see_no_failure_across_twenty_swaps() {
     let names = [sha_prefix(&versions[0]), sha_prefix(&versions[1])];
 
     let stop = Arc::new(AtomicBool::new(false));
-    // (started, version) per request; failures as text.
-    let seen = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
+    // (started, answered, version) per request; failures as text.
+    let seen = Arc::new(Mutex::new(Vec::<(Instant, Instant, String)>::new()));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut clients = Vec::new();
     for _ in 0..64 {
@@ -114,7 +82,8 @@ async fn sixty_four_clients_see_no_failure_across_twenty_swaps() {
                             .to_string();
                         let ok = resp.bytes().await.is_ok();
                         if ok {
-                            seen.lock().expect("lock").push((started, v));
+                            let answered = Instant::now();
+                            seen.lock().expect("lock").push((started, answered, v));
                         } else {
                             failures.lock().expect("lock").push("body cut".into());
                         }
@@ -156,18 +125,19 @@ async fn sixty_four_clients_see_no_failure_across_twenty_swaps() {
     let seen = seen.lock().expect("lock");
     assert!(seen.len() > 200, "only {} requests", seen.len());
     for name in &names {
-        assert!(seen.iter().any(|(_, v)| v == name), "never saw {name}");
+        assert!(seen.iter().any(|(_, _, v)| v == name), "never saw {name}");
     }
-    // A request that started after deploy k finished, and before deploy k+1 began, is
-    // served by deploy k's version: never by the one it replaced.
+    // A request that started after deploy k finished, and was answered before deploy
+    // k+1 began, is served by deploy k's version: never by the one it replaced. (One
+    // answered later may rightly see k+1's, which is the replaced one again.)
     let mut checked = 0;
-    for (started, v) in seen.iter() {
+    for (started, answered, v) in seen.iter() {
         let Some(k) = deploys.iter().rposition(|(_, done, _)| done < started) else {
             continue;
         };
         if deploys
             .get(k + 1)
-            .is_some_and(|(began, _, _)| began <= started)
+            .is_some_and(|(began, _, _)| began <= answered)
         {
             continue;
         }
@@ -177,10 +147,36 @@ async fn sixty_four_clients_see_no_failure_across_twenty_swaps() {
         );
         checked += 1;
     }
-    assert!(checked > 0);
+    assert!(
+        checked > 100,
+        "only {checked} requests fell between two deploys"
+    );
     let panal = Arc::into_inner(panal).expect("one owner");
     panal.stop();
 }
+
+/// Serves nothing the host can give it: it imports an interface no host has.
+const MISSING_IMPORT: &str = r#"(component
+  (import "acme:missing/thing@1.0.0" (instance (export "poke" (func))))
+)"#;
+
+/// Exports the HTTP handler correctly, but its core module's start function traps.
+const TRAPS_AT_START: &str = r#"(component
+  (import "wasi:http/types@0.2.0" (instance $types
+    (export "incoming-request" (type (sub resource)))
+    (export "response-outparam" (type (sub resource)))))
+  (alias export $types "incoming-request" (type $req))
+  (alias export $types "response-outparam" (type $out))
+  (core module $m
+    (func (export "handle") (param i32 i32))
+    (func $boom unreachable)
+    (start $boom))
+  (core instance $i (instantiate $m))
+  (func $handle (param "request" (own $req)) (param "response-out" (own $out))
+    (canon lift (core func $i "handle")))
+  (instance $h (export "handle" (func $handle)))
+  (export "wasi:http/incoming-handler@0.2.0" (instance $h))
+)"#;
 
 #[tokio::test]
 async fn bad_deploys_are_refused_and_the_old_version_keeps_serving() {
@@ -199,6 +195,16 @@ async fn bad_deploys_are_refused_and_the_old_version_keeps_serving() {
         ),
         // probe imports wasi:keyvalue; hello is granted no bucket.
         ("a broken grant", probe, "no bucket is granted"),
+        (
+            "an import the host lacks",
+            wat::parse_str(MISSING_IMPORT).expect("wat"),
+            "acme:missing/thing",
+        ),
+        (
+            "a trap while instantiating",
+            wat::parse_str(TRAPS_AT_START).expect("wat"),
+            "trapped while instantiating",
+        ),
     ];
     for (what, bytes, why) in cases {
         let resp = deploy(&panal, "hello", bytes).await;

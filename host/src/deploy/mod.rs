@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::invoke::CallContext;
 use crate::manifest::ComponentSpec;
+use crate::metrics::Change;
 use crate::registry::{prepare, Deployed, Registry};
 use store::{added_spec, Grants, RouteRecord, VersionRecord};
 
@@ -67,6 +68,48 @@ impl Registry {
     /// Replace component `name` with `bytes`, or add it. The error says why nothing
     /// changed.
     pub async fn deploy(
+        self: &Arc<Self>,
+        name: &str,
+        bytes: &[u8],
+        req: DeployRequest,
+    ) -> Result<Outcome, String> {
+        let result = self.try_deploy(name, bytes, req).await;
+        self.counted(name, Change::Deploy, result)
+    }
+
+    /// Go back to the version before the current one.
+    pub async fn rollback(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
+        let result = self.try_rollback(name).await;
+        self.counted(name, Change::Rollback, result)
+    }
+
+    /// Stop serving `name` (also after a restart, until it is deployed again).
+    pub async fn undeploy(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
+        let result = self.try_undeploy(name).await;
+        self.counted(name, Change::Undeploy, result)
+    }
+
+    /// The Prometheus exposition of everything counted so far.
+    pub fn metrics(&self) -> String {
+        let current: Vec<(String, String)> = self
+            .all()
+            .iter()
+            .map(|d| (d.name.to_string(), d.version().to_string()))
+            .collect();
+        self.env.metrics.render(&current)
+    }
+
+    fn counted(
+        &self,
+        name: &str,
+        change: Change,
+        result: Result<Outcome, String>,
+    ) -> Result<Outcome, String> {
+        self.env.metrics.change(name, change, result.is_ok());
+        result
+    }
+
+    async fn try_deploy(
         self: &Arc<Self>,
         name: &str,
         bytes: &[u8],
@@ -130,8 +173,7 @@ impl Registry {
         ))
     }
 
-    /// Go back to the version before the current one.
-    pub async fn rollback(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
+    async fn try_rollback(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
         let started = Instant::now();
         let _one_at_a_time = self.deploy_lock.lock().await;
         let store = self.store()?;
@@ -187,8 +229,7 @@ impl Registry {
         }
     }
 
-    /// Stop serving `name` (also after a restart, until it is deployed again).
-    pub async fn undeploy(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
+    async fn try_undeploy(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
         let started = Instant::now();
         let _one_at_a_time = self.deploy_lock.lock().await;
         let store = self.store()?;

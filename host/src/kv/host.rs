@@ -9,6 +9,7 @@ use wasmtime::Result;
 
 use super::{KvError, KvStore};
 use crate::bindings::{atomics, batch, store};
+use crate::metrics::{KvOp, Stats};
 
 /// What one component may touch: its namespace and the buckets its manifest grants.
 #[derive(Clone)]
@@ -17,6 +18,8 @@ pub struct KvGrant {
     pub store: Option<Arc<dyn KvStore>>,
     /// Granted bucket names.
     pub buckets: Arc<[String]>,
+    /// The component's counters.
+    pub stats: Arc<Stats>,
 }
 
 /// An open bucket (the `bucket` resource).
@@ -64,7 +67,9 @@ fn other(err: KvError) -> store::Error {
 impl KvView<'_> {
     /// The namespace and bucket name behind an open bucket. `open` hands out buckets only
     /// when a namespace exists, so its absence here is a host bug, hence a trap.
-    fn target(&self, bucket: &Resource<Bucket>) -> Result<(Arc<dyn KvStore>, String)> {
+    /// Counts `op` too: every operation on a bucket comes through here.
+    fn target(&self, bucket: &Resource<Bucket>, op: KvOp) -> Result<(Arc<dyn KvStore>, String)> {
+        self.grant.stats.kv(op);
         let name = self.table.get(bucket)?.name.clone();
         let store = self
             .grant
@@ -91,7 +96,7 @@ impl store::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<Result<Option<Vec<u8>>, store::Error>> {
-        let (s, name) = self.target(&bucket)?;
+        let (s, name) = self.target(&bucket, KvOp::Get)?;
         Ok(s.get(&name, &key).await.map_err(other))
     }
 
@@ -101,7 +106,7 @@ impl store::HostBucket for KvView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> Result<Result<(), store::Error>> {
-        let (s, name) = self.target(&bucket)?;
+        let (s, name) = self.target(&bucket, KvOp::Set)?;
         Ok(s.set(&name, &key, &value).await.map_err(other))
     }
 
@@ -110,7 +115,7 @@ impl store::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<Result<(), store::Error>> {
-        let (s, name) = self.target(&bucket)?;
+        let (s, name) = self.target(&bucket, KvOp::Delete)?;
         Ok(s.delete(&name, &key).await.map_err(other))
     }
 
@@ -119,7 +124,7 @@ impl store::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<Result<bool, store::Error>> {
-        let (s, name) = self.target(&bucket)?;
+        let (s, name) = self.target(&bucket, KvOp::Exists)?;
         Ok(s.exists(&name, &key).await.map_err(other))
     }
 
@@ -128,7 +133,7 @@ impl store::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         cursor: Option<String>,
     ) -> Result<Result<store::KeyResponse, store::Error>> {
-        let (s, name) = self.target(&bucket)?;
+        let (s, name) = self.target(&bucket, KvOp::ListKeys)?;
         Ok(s.list_keys(&name, cursor.as_deref())
             .await
             .map(|(keys, cursor)| store::KeyResponse { keys, cursor })
@@ -148,7 +153,7 @@ impl atomics::Host for KvView<'_> {
         key: String,
         delta: i64,
     ) -> Result<Result<i64, store::Error>> {
-        let (s, name) = self.target(&bucket)?;
+        let (s, name) = self.target(&bucket, KvOp::Increment)?;
         Ok(s.increment(&name, &key, delta).await.map_err(other))
     }
 
@@ -158,6 +163,7 @@ impl atomics::Host for KvView<'_> {
         value: Vec<u8>,
     ) -> Result<Result<(), atomics::CasError>> {
         let op = self.table.delete(cas)?;
+        self.grant.stats.kv(KvOp::Swap);
         let store = self
             .grant
             .store
@@ -189,7 +195,7 @@ impl atomics::HostCas for KvView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<Result<Resource<Cas>, store::Error>> {
-        let (s, name) = self.target(&bucket)?;
+        let (s, name) = self.target(&bucket, KvOp::Cas)?;
         let current = match s.get(&name, &key).await {
             Ok(v) => v,
             Err(e) => return Ok(Err(other(e))),
@@ -220,7 +226,7 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<Result<Vec<Option<(String, Vec<u8>)>>, store::Error>> {
-        let (s, name) = self.target(&bucket)?;
+        let (s, name) = self.target(&bucket, KvOp::GetMany)?;
         Ok(s.get_many(&name, &keys).await.map_err(other).map(|values| {
             keys.into_iter()
                 .zip(values)
@@ -234,7 +240,7 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Result<Result<(), store::Error>> {
-        let (s, name) = self.target(&bucket)?;
+        let (s, name) = self.target(&bucket, KvOp::SetMany)?;
         Ok(s.set_many(&name, &key_values).await.map_err(other))
     }
 
@@ -243,7 +249,7 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<Result<(), store::Error>> {
-        let (s, name) = self.target(&bucket)?;
+        let (s, name) = self.target(&bucket, KvOp::DeleteMany)?;
         Ok(s.delete_many(&name, &keys).await.map_err(other))
     }
 }

@@ -19,6 +19,7 @@ use tracing::Instrument;
 use super::host::Message;
 use super::{Broker, DurableSub, Incoming, Msg, Settle, StreamSpec};
 use crate::invoke::{trace_of, CallContext};
+use crate::metrics::MsgOp;
 use crate::registry::Registry;
 
 /// Subscribe every component's `messaging.subscribe` entries; the returned tasks run
@@ -132,6 +133,7 @@ async fn durably(
         let registry = registry.clone();
         let settings = settings.clone();
         let name = name.clone();
+        let stats = current.stats.clone();
         let span = tracing::info_span!("message", component = %name,
             subject = %incoming.msg.subject, attempt = incoming.attempt);
         tokio::spawn(
@@ -143,6 +145,9 @@ async fn durably(
                     Err(_) if attempt < settings.max_attempts => Settle::Retry(backoff(attempt)),
                     Err(why) => dead_letter(&settings, msg, attempt, &why).await,
                 };
+                if matches!(how, Settle::GiveUp) {
+                    stats.msg(MsgOp::DeadLettered);
+                }
                 if let Err(e) = ack.settle(how).await {
                     tracing::warn!(%e, ?how, "cannot settle a delivery; the broker will redeliver it");
                 }
@@ -220,7 +225,13 @@ async fn handle(registry: &Arc<Registry>, name: &str, msg: Msg) -> Result<(), St
             .call_handle(&mut store, message)
             .await
     };
-    match tokio::time::timeout(timeout, run).await {
+    let outcome = tokio::time::timeout(timeout, run).await;
+    deployed.stats.msg(if matches!(outcome, Ok(Ok(Ok(())))) {
+        MsgOp::Delivered
+    } else {
+        MsgOp::Failed
+    });
+    match outcome {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => {
             tracing::warn!(error = ?e, "message handler returned an error");

@@ -11,6 +11,7 @@ use wasmtime::Result;
 
 use super::{subject_matches, valid_subject, Broker, Msg, MsgError, DEFAULT_REQUEST_TIMEOUT};
 use crate::bindings::{messaging_types as types, producer, request_reply};
+use crate::metrics::MsgOp;
 
 /// What one component may do with messaging.
 #[derive(Clone)]
@@ -21,6 +22,8 @@ pub struct MsgGrant {
     pub broker: Option<Arc<dyn Broker>>,
     /// Subjects it may publish and request on (wildcards allowed).
     pub publish: Arc<[String]>,
+    /// The component's counters.
+    pub stats: Arc<crate::metrics::Stats>,
 }
 
 impl MsgGrant {
@@ -238,6 +241,7 @@ impl producer::Host for MsgView<'_> {
         message: Resource<Message>,
     ) -> Result<Result<(), types::Error>> {
         let message = self.table.delete(message)?;
+        self.grant.stats.msg(MsgOp::Publish);
         let broker = match self.grant.check(&topic) {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
@@ -270,6 +274,7 @@ impl request_reply::Host for MsgView<'_> {
             None => (DEFAULT_REQUEST_TIMEOUT, 1),
         };
         let msg = self.table.get(&message)?.to_msg(topic.clone(), self.trace);
+        self.grant.stats.msg(MsgOp::Request);
         let broker = match self.grant.check(&topic) {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
@@ -291,6 +296,7 @@ impl request_reply::Host for MsgView<'_> {
         message: Resource<Message>,
     ) -> Result<Result<(), types::Error>> {
         let message = self.table.delete(message)?;
+        self.grant.stats.msg(MsgOp::Reply);
         let Some(subject) = self.table.get(&reply_to)?.reply_to.clone() else {
             return Ok(Err(types::Error::Other(
                 "the message has no reply subject".into(),
