@@ -18,7 +18,7 @@ use crate::manifest::{ComponentSpec, Limits, Location, Outbound};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
-    /// Oldest first; the last one is current.
+    /// Oldest first; the last one is current. At most [`HISTORY`].
     pub versions: Vec<VersionRecord>,
     /// Undeployed: not served until deployed again.
     #[serde(default)]
@@ -94,6 +94,9 @@ impl RouteRecord {
     }
 }
 
+/// How many versions a component's history keeps (what `rollback` can reach).
+pub const HISTORY: usize = 20;
+
 /// The folder.
 #[derive(Debug, Clone)]
 pub struct DeployStore {
@@ -120,10 +123,27 @@ impl DeployStore {
         }
     }
 
-    /// Replace the record of `name`.
+    /// Replace the record of `name`, keeping its last [`HISTORY`] versions. The blobs of
+    /// versions dropped from it go too, unless another record still names them.
     pub fn save(&self, name: &str, record: &Record) -> Result<(), String> {
-        let bytes = serde_json::to_vec_pretty(record).map_err(|e| e.to_string())?;
-        write_atomically(&self.record_path(name), &bytes)
+        let excess = record.versions.len().saturating_sub(HISTORY);
+        let mut kept = record.clone();
+        let dropped: Vec<VersionRecord> = kept.versions.drain(..excess).collect();
+        let bytes = serde_json::to_vec_pretty(&kept).map_err(|e| e.to_string())?;
+        write_atomically(&self.record_path(name), &bytes)?;
+        if !dropped.is_empty() {
+            let needed: BTreeSet<String> = self
+                .names()
+                .iter()
+                .filter_map(|n| self.record(n).ok().flatten())
+                .flat_map(|r| r.versions.into_iter().map(|v| v.sha256))
+                .collect();
+            for v in dropped.iter().filter(|v| !needed.contains(&v.sha256)) {
+                // Best effort: a blob left behind is only disk space.
+                let _ = std::fs::remove_file(self.blob_path(&v.sha256));
+            }
+        }
+        Ok(())
     }
 
     /// Keep `bytes` as the blob `sha256` (once).
@@ -234,9 +254,62 @@ pub fn added_spec(
     }
 }
 
+/// Write to a temporary file, flush it to disk, rename it over `path`: after a crash or
+/// a power cut the old or the new content is there, never a part.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes)
+    std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(sha: &str) -> VersionRecord {
+        VersionRecord {
+            sha256: sha.to_string(),
+            deployed_at_ms: 0,
+            origin: "deploy".into(),
+            routes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn history_is_capped_and_unneeded_blobs_go() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = DeployStore::open(dir.path().join("d")).expect("open");
+        let shas: Vec<String> = (0..HISTORY + 3).map(|i| format!("{i:064x}")).collect();
+        for sha in &shas {
+            store.put_blob(sha, b"wasm").expect("blob");
+        }
+        // Another component still runs the oldest blob.
+        let other = Record {
+            versions: vec![version(&shas[0])],
+            ..Record::default()
+        };
+        store.save("other", &other).expect("save");
+        let record = Record {
+            versions: shas.iter().map(|s| version(s)).collect(),
+            ..Record::default()
+        };
+        store.save("hello", &record).expect("save");
+
+        let kept = store.record("hello").expect("read").expect("record");
+        assert_eq!(kept.versions.len(), HISTORY);
+        assert_eq!(kept.versions[0].sha256, shas[3]);
+        assert!(
+            store.blob_path(&shas[0]).exists(),
+            "still needed by `other`"
+        );
+        assert!(!store.blob_path(&shas[1]).exists());
+        assert!(!store.blob_path(&shas[2]).exists());
+        assert!(store.blob_path(&shas[3]).exists());
+    }
 }

@@ -8,6 +8,10 @@
 //! - `probe → hello over a socket`: the same call sent to the gateway's own address,
 //!   as it would be without in-process dispatch;
 //! - `probe kv increment`: an instance that does one atomic SQLite increment.
+//!
+//! Then [`swap`]: deploy latency and request latency during a swap storm.
+
+mod swap;
 
 use std::time::{Duration, Instant};
 
@@ -100,4 +104,5 @@ async fn main() {
         "in-process call vs the same call over a socket: {:.2}x the throughput",
         rps(in_process) / rps(socket)
     );
+    swap::run().await;
 }
