@@ -5,6 +5,7 @@
 //! - [`request_id`]: takes `x-request-id` from the client or makes one.
 //! - [`auth`]: HS256 bearer tokens for protected routes; the verified user id travels
 //!   in a header no client can set.
+//! - [`ratelimit`]: token buckets per route, by client IP and by verified user.
 //! - [`aggregate`]: composite routes answered by fanning out to several components.
 //! - [`server`]: the hyper 1 accept loops for the public and the admin listener, with
 //!   graceful shutdown.
@@ -15,6 +16,7 @@
 
 pub mod aggregate;
 pub mod auth;
+pub mod ratelimit;
 pub mod request_id;
 pub mod routes;
 pub mod server;

@@ -15,6 +15,8 @@ pub struct Route {
     pub component: String,
     /// Whether a valid bearer token is required (see [`crate::auth`]).
     pub protected: bool,
+    /// Requests allowed per client and per user (see [`crate::ratelimit`]).
+    pub rate_limit: Option<crate::ratelimit::RateLimit>,
 }
 
 /// Why a table could not be built.
@@ -215,6 +217,7 @@ mod tests {
 
     fn route(prefix: &str, methods: Option<&[Method]>, component: &str) -> Route {
         Route {
+            rate_limit: None,
             prefix: prefix.into(),
             methods: methods.map(<[Method]>::to_vec),
             component: component.into(),

@@ -26,6 +26,26 @@ use crate::{json_error, json_response, request_id, Backend, Body, BoxError, Requ
 /// How long in-flight requests may run on after shutdown began.
 const GRACE: Duration = Duration::from_secs(30);
 
+/// Most bytes of request headers (names and values) the gateway takes: 431 beyond.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Headers about one connection, not the request (RFC 9110 §7.6.1): never forwarded.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// The peer of the connection a request came on (set by [`accept_loop`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// The public side: route table, aggregates, auth, and the backend that runs components.
 pub struct Gateway {
     /// Swapped whole when a deploy adds, changes or removes routes.
@@ -33,6 +53,7 @@ pub struct Gateway {
     backend: Arc<dyn Backend>,
     auth: Option<Verifier>,
     aggregates: Vec<Aggregate>,
+    limiter: crate::ratelimit::Limiter,
 }
 
 impl Gateway {
@@ -49,6 +70,7 @@ impl Gateway {
             backend,
             auth,
             aggregates,
+            limiter: crate::ratelimit::Limiter::default(),
         }
     }
 
@@ -61,6 +83,19 @@ impl Gateway {
     pub async fn handle(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
         let started = Instant::now();
         let mut req: Request = req.map(|b| b.map_err(box_error).boxed_unsync());
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            return json_error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request headers too large",
+                serde_json::json!({ "bytes": header_bytes, "limit": MAX_HEADER_BYTES }),
+            );
+        }
+        strip_hop_by_hop(req.headers_mut());
         let id = request_id::take_or_make(req.headers());
         req.headers_mut().insert(request_id::HEADER, id.clone());
         // Only the gateway speaks for the caller's identity.
@@ -124,17 +159,28 @@ impl Gateway {
             RouteMatch::Found(route) => {
                 span.record("component", route.component.as_str());
                 span.record("route", route.prefix.as_str());
+                let mut user = None;
                 if route.protected {
                     match self.authenticate(req.headers()) {
-                        Ok(user) => match HeaderValue::from_str(&user) {
+                        Ok(u) => match HeaderValue::from_str(&u) {
                             Ok(v) => {
                                 req.headers_mut().insert(auth::USER_ID_HEADER, v);
+                                user = Some(u);
                             }
                             Err(_) => {
                                 return unauthorized("token subject is not a valid header value")
                             }
                         },
                         Err(why) => return unauthorized(&why),
+                    }
+                }
+                if let Some(limit) = &route.rate_limit {
+                    let ip = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+                    let checked = self
+                        .limiter
+                        .check(&route.prefix, limit, ip, user.as_deref());
+                    if let Err(wait) = checked {
+                        return too_many(&route.prefix, wait);
                     }
                 }
                 let component = route.component.clone();
@@ -163,6 +209,38 @@ impl Gateway {
             err.to_string()
         })
     }
+}
+
+/// Remove hop-by-hop headers, and the ones `Connection` names.
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
+        headers.remove(name);
+    }
+}
+
+fn too_many(route: &str, wait: Duration) -> http::Response<Body> {
+    let secs = crate::ratelimit::retry_after_secs(wait);
+    tracing::info!(route, retry_after_s = secs, "rate limited; answering 429");
+    let mut resp = json_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate limit exceeded",
+        serde_json::json!({ "route": route, "retry_after_s": secs }),
+    );
+    resp.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
 }
 
 fn box_error(e: hyper::Error) -> BoxError {
@@ -261,7 +339,8 @@ where
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ClientAddr(peer));
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req).await) }
         });

@@ -154,6 +154,7 @@ fn deploy_request(query: &str, name: &str) -> Result<DeployRequest, String> {
                 methods: None,
                 component: name.to_string(),
                 protected: key == "protected_route",
+                rate_limit: None,
             }),
             "keyvalue" => grants.keyvalue.push(value),
             "outbound" => grants.outbound.push(value),

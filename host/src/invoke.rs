@@ -3,7 +3,7 @@
 //! can stream after the head is sent. Failures become JSON error responses that name
 //! the component; they never take the host down.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use tracing::Instrument;
 use wasmtime::component::ResourceTable;
-use wasmtime::{PoolConcurrencyLimitError, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpView};
@@ -83,14 +83,40 @@ impl Registry {
         req: http::Request<WasiBody>,
         depth: u32,
     ) -> http::Response<WasiBody> {
-        let Ok(permit) = deployed.running.clone().try_acquire_owned() else {
-            tracing::warn!(component = name, "max_concurrency reached; answering 503");
-            return error(
+        let limits = deployed.limits;
+        let max_body = limits.max_body_kb.saturating_mul(1024);
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            return too_large(name, limits.max_body_kb);
+        }
+        let queue = Duration::from_millis(limits.queue_ms);
+        let Some(permit) = crate::limits::slot(&deployed.running, queue).await else {
+            tracing::warn!(
+                component = name,
+                max_concurrency = limits.max_concurrency,
+                queue_ms = limits.queue_ms,
+                "limit hit: max_concurrency; answering 503"
+            );
+            let mut resp = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 name,
-                "component is at its max_concurrency limit",
+                &format!(
+                    "component is at its max_concurrency limit ({})",
+                    limits.max_concurrency
+                ),
             );
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            return resp;
         };
+        let over = Arc::new(AtomicBool::new(false));
+        let req =
+            req.map(|body| crate::limits::Capped::new(body, max_body, over.clone()).boxed_unsync());
         let timeout = Duration::from_millis(deployed.limits.timeout_ms);
         // Trusted here: the gateway strips the client's copy and sets the verified one,
         // and in-process calls carry the identity of the request that caused them.
@@ -109,6 +135,7 @@ impl Registry {
             }
         };
         let mut store = self.new_store(deployed, ctx);
+        let out_of_memory = store.data().limits.hit.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = store
             .data_mut()
@@ -126,6 +153,8 @@ impl Registry {
             }
         };
         let pre = deployed.pre.clone();
+        let ending = Arc::new(crate::limits::Ending::default());
+        let ended = ending.clone();
         let task = tokio::spawn(
             async move {
                 // The permit lives as long as the instance, streaming included.
@@ -139,16 +168,34 @@ impl Registry {
                         .call_handle(&mut store, req, out)
                         .await
                 };
-                match tokio::time::timeout(timeout, run).await {
+                let result = match tokio::time::timeout(timeout, run).await {
                     Ok(result) => result,
                     Err(_) => Err(Trap::Interrupt.into()),
-                }
+                };
+                let timed_out = result
+                    .as_ref()
+                    .err()
+                    .is_some_and(|e| matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)));
+                // Before the store (and the response body's sender in it) is dropped.
+                ended.set(&result, timed_out);
+                result
             }
             // Guest log lines carry the request's span (id, component, route).
             .in_current_span(),
         );
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(resp))) => resp,
+        let answer = tokio::time::timeout(timeout, rx).await;
+        if over.load(Ordering::Relaxed) {
+            task.abort();
+            return too_large(name, limits.max_body_kb);
+        }
+        match answer {
+            Ok(Ok(Ok(resp))) => {
+                let component: Arc<str> = deployed.name.clone();
+                resp.map(|body| {
+                    crate::limits::Guarded::new(body, ending, over, component, limits)
+                        .boxed_unsync()
+                })
+            }
             Ok(Ok(Err(code))) => {
                 tracing::warn!(
                     component = name,
@@ -162,13 +209,34 @@ impl Registry {
                 )
             }
             // The guest ended without setting a response: it trapped or returned early.
-            Ok(Err(_)) => failure(name, task.await, deployed),
+            Ok(Err(_)) => {
+                let outcome = task.await;
+                if over.load(Ordering::Relaxed) {
+                    return too_large(name, limits.max_body_kb);
+                }
+                if out_of_memory.load(Ordering::Relaxed) {
+                    tracing::warn!(
+                        component = name,
+                        memory_mb = limits.memory_mb,
+                        "limit hit: memory_mb; the instance failed"
+                    );
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        name,
+                        &format!(
+                            "component ran out of memory (limit {} MiB)",
+                            limits.memory_mb
+                        ),
+                    );
+                }
+                failure(name, outcome, deployed)
+            }
             Err(_) => {
                 task.abort();
                 tracing::warn!(
                     component = name,
                     timeout_ms = deployed.limits.timeout_ms,
-                    "request timed out"
+                    "limit hit: timeout_ms; answering 504"
                 );
                 error(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -196,12 +264,7 @@ impl Registry {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .instances(64)
-                .tables(64)
-                .memories(8)
-                .build(),
+            limits: crate::limits::Limiter::new(memory),
             kv: deployed.kv.clone(),
             config: deployed.config.clone(),
             msg: deployed.msg.clone(),
@@ -281,7 +344,7 @@ fn failure(name: &str, outcome: TaskResult, deployed: &Deployed) -> http::Respon
         tracing::warn!(
             component = name,
             timeout_ms = deployed.limits.timeout_ms,
-            "component interrupted at its deadline"
+            "limit hit: timeout_ms; the instance was stopped"
         );
         return error(
             StatusCode::GATEWAY_TIMEOUT,
@@ -308,6 +371,19 @@ fn failure(name: &str, outcome: TaskResult, deployed: &Deployed) -> http::Respon
         StatusCode::INTERNAL_SERVER_ERROR,
         name,
         &format!("component failed: {reason}"),
+    )
+}
+
+fn too_large(name: &str, max_body_kb: u64) -> http::Response<WasiBody> {
+    tracing::warn!(
+        component = name,
+        max_body_kb,
+        "limit hit: max_body_kb; answering 413"
+    );
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        name,
+        &format!("request body is larger than the component's limit of {max_body_kb} KiB"),
     )
 }
 

@@ -8,6 +8,7 @@
 //!   pre-instantiated, each behind an `ArcSwap`.
 //! - [`invoke`]: the request path: a fresh instance per request, limits, failures as
 //!   JSON errors; also the gateway's backend.
+//! - [`limits`]: memory, body size and the concurrency queue.
 //! - [`state`]: per-instance store state and the capability views over it.
 //! - capabilities: [`outbound`] (wasi:http out, in-process calls), [`kv`]
 //!   (wasi:keyvalue over a backend trait), [`config`] (wasi:config).
@@ -24,6 +25,7 @@ pub mod deploy;
 pub mod engine;
 pub mod invoke;
 pub mod kv;
+pub mod limits;
 pub mod logging;
 pub mod manifest;
 pub mod messaging;

@@ -10,6 +10,8 @@ fn manifest() -> String {
 [components.hello]
 source = "{hello}"
 routes = ["/hello", {{ prefix = "/only-post", methods = ["POST"] }}]
+# The streaming test sends 3 MB, past the 1 MiB default.
+limits = {{ max_body_kb = 8192 }}
 
 [components.probe]
 source = "{probe}"

@@ -35,6 +35,13 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
                 "path": path,
                 "request_id": header(&request, "x-request-id"),
                 "user_agent": header(&request, "user-agent"),
+                // Names only: lets tests see what the gateway let through.
+                "headers": request
+                    .headers()
+                    .entries()
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<String>>(),
             });
             let body = serde_json::to_vec(&info).unwrap_or_default();
             let len = body.len().to_string();

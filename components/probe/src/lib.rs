@@ -6,7 +6,8 @@
 //! - `kv/...`: wasi:keyvalue store/atomics/batch (see [`kv`]),
 //! - `config`, `config/{key}`: wasi:config/store,
 //! - `call?url=URL`: an outgoing GET,
-//! - `trap`, `spin`, `alloc?mb=N`: misbehaviour for limit tests (see [`misc`]),
+//! - `trap`, `spin`, `alloc?mb=N`, `recurse`, `hog`, `stream`: misbehaviour for limit
+//!   tests (see [`misc`]),
 //! - `msg/publish/{subject}`, `msg/request/{subject}`: wasi:messaging (see [`msg`]),
 //! - `sleep?ms=N`: answers after N ms without burning CPU (shutdown tests).
 //!
@@ -35,6 +36,9 @@ impl panal_sdk::wasi::exports::http::incoming_handler::Guest for Probe {
             (Method::Get, ["call"]) => misc::call(out, query),
             (Method::Get, ["trap"]) => panic!("probe asked to trap"),
             (Method::Get, ["spin"]) => misc::spin(),
+            (Method::Get, ["recurse"]) => misc::recurse(),
+            (Method::Get, ["hog"]) => misc::hog(),
+            (Method::Get, ["stream"]) => misc::stream(out),
             (Method::Get, ["alloc"]) => misc::alloc(out, query),
             (Method::Get, ["sleep"]) => misc::sleep(out, query),
             (Method::Post, ["msg", verb @ ("publish" | "request"), subject]) => {

@@ -1,5 +1,6 @@
 //! The probe's other endpoints: wasi:config reads, an outgoing call, and misbehaviour
-//! (trap, endless loop, big allocation) for the host's limit tests.
+//! (trap, endless loop, big or unbounded allocation, unbounded recursion, an endless
+//! response) for the host's limit tests.
 
 use panal_sdk::config::store::{self as config, Error as ConfigError};
 use panal_sdk::wasi::http::types::ResponseOutparam;
@@ -83,4 +84,42 @@ pub fn sleep(out: ResponseOutparam, query: Option<&str>) {
     };
     panal_sdk::wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
     panal_sdk::json(out, 200, &json!({ "slept_ms": ms }));
+}
+
+/// `GET recurse`: recursion without a base case. Each frame keeps its value in wasm
+/// locals, not in Rust's stack in linear memory, so it is wasm's own call stack that
+/// overflows (a trap the host's stack limit catches).
+pub fn recurse() -> ! {
+    // Endless on purpose; the arithmetic after the call keeps it from becoming a loop.
+    #[allow(unconditional_recursion)]
+    #[inline(never)]
+    fn down(depth: u64) -> u64 {
+        down(depth.wrapping_add(1))
+            .wrapping_mul(3)
+            .wrapping_add(depth)
+    }
+    let n = down(0);
+    unreachable!("recursion ended at {n}")
+}
+
+/// `GET hog`: allocates 1 MiB after 1 MiB, touching each, and never frees: it ends when
+/// the memory limit refuses to grow (a trap).
+pub fn hog() -> ! {
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    loop {
+        held.push(vec![1u8; 1024 * 1024]);
+        std::hint::black_box(&held);
+    }
+}
+
+/// `GET stream`: a 200 whose body never ends, in 4 KiB chunks (the most one blocking
+/// write takes), until the host stops it or the client goes away.
+pub fn stream(out: ResponseOutparam) {
+    use panal_sdk::wasi::http::types::{Fields, OutgoingResponse};
+    let resp = OutgoingResponse::new(Fields::new());
+    let Ok(body) = resp.body() else { return };
+    ResponseOutparam::set(out, Ok(resp));
+    let Ok(stream) = body.write() else { return };
+    let chunk = [b'x'; 4096];
+    while stream.blocking_write_and_flush(&chunk).is_ok() {}
 }

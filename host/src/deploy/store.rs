@@ -52,6 +52,9 @@ pub struct RouteRecord {
     pub methods: Option<Vec<String>>,
     /// Whether a bearer token is required.
     pub protected: bool,
+    /// Rate limits, when the route has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<panal_gateway::ratelimit::RateLimit>,
 }
 
 /// What a component added by `deploy` may touch.
@@ -76,6 +79,7 @@ impl RouteRecord {
                 .as_ref()
                 .map(|m| m.iter().map(ToString::to_string).collect()),
             protected: r.protected,
+            rate_limit: r.rate_limit,
         }
     }
 
@@ -90,6 +94,7 @@ impl RouteRecord {
             }),
             component: component.to_string(),
             protected: self.protected,
+            rate_limit: self.rate_limit,
         }
     }
 }

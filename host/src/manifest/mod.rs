@@ -163,8 +163,12 @@ pub struct Limits {
     pub memory_mb: u64,
     /// Wall-clock budget for one request, guest execution included.
     pub timeout_ms: u64,
-    /// Most instances of this component running at once; more are answered 503.
+    /// Most instances of this component running at once.
     pub max_concurrency: u32,
+    /// How long a request waits for a free slot at `max_concurrency` before its 503.
+    pub queue_ms: u64,
+    /// Largest request body it is handed; more is answered 413.
+    pub max_body_kb: u64,
 }
 
 impl Default for Limits {
@@ -173,6 +177,8 @@ impl Default for Limits {
             memory_mb: 128,
             timeout_ms: 30_000,
             max_concurrency: 256,
+            queue_ms: 100,
+            max_body_kb: 1024,
         }
     }
 }

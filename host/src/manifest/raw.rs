@@ -146,6 +146,8 @@ pub(super) struct RawLimits {
     pub memory_mb: Option<Spanned<i64>>,
     pub timeout_ms: Option<Spanned<i64>>,
     pub max_concurrency: Option<Spanned<i64>>,
+    pub queue_ms: Option<Spanned<i64>>,
+    pub max_body_kb: Option<Spanned<i64>>,
 }
 
 /// A route is either a bare prefix string or `{ prefix = "...", methods = [...] }`.
@@ -154,6 +156,16 @@ pub(super) struct RawRoute {
     pub prefix: String,
     pub methods: Option<Vec<String>>,
     pub protected: bool,
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// `rate_limit = { per_ip = "10/s", per_user = "100/min", burst = 20 }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub per_ip: Option<String>,
+    pub per_user: Option<String>,
+    pub burst: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -163,18 +175,20 @@ struct RouteTable {
     methods: Option<Vec<String>>,
     #[serde(default)]
     protected: bool,
+    rate_limit: Option<RawRateLimit>,
 }
 
 impl<'de> Deserialize<'de> for RawRoute {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let t: RouteTable = string_or_table(
             d,
-            r#"a path prefix like "/products" or { prefix = "/products", methods = ["GET"], protected = true }"#,
+            r#"a path prefix like "/products" or { prefix = "/products", methods = ["GET"], protected = true, rate_limit = { per_ip = "10/s" } }"#,
         )?;
         Ok(RawRoute {
             prefix: t.prefix,
             methods: t.methods,
             protected: t.protected,
+            rate_limit: t.rate_limit,
         })
     }
 }
@@ -185,6 +199,7 @@ impl From<String> for RouteTable {
             prefix,
             methods: None,
             protected: false,
+            rate_limit: None,
         }
     }
 }

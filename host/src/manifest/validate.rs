@@ -7,7 +7,7 @@ use std::path::Path;
 use http::Method;
 use toml::Spanned;
 
-use super::raw::{RawComponent, RawLimits, RawManifest};
+use super::raw::{RawComponent, RawLimits, RawManifest, RawRateLimit};
 use super::{
     ComponentSpec, Limits, Location, Manifest, ManifestError, Outbound, Problem, Storage, VERSION,
 };
@@ -189,11 +189,22 @@ fn component(
                 })
                 .collect::<Vec<_>>()
         });
+        let rate_limit = route.rate_limit.as_ref().and_then(|raw| {
+            let at = field(&format!("routes[{i}].rate_limit"));
+            match rate_limit(raw, route.protected) {
+                Ok(limit) => Some(limit),
+                Err(why) => {
+                    c.problem(Some(r.span()), at, why);
+                    None
+                }
+            }
+        });
         let route = panal_gateway::Route {
             prefix: route.prefix.clone(),
             methods,
             component: name.clone(),
             protected: route.protected,
+            rate_limit,
         };
         // Prefix syntax is the gateway's rule; ask it here so the error gets a line.
         match panal_gateway::RouteTable::new(vec![route.clone()]) {
@@ -261,35 +272,70 @@ fn component(
 
 fn limits(c: &mut Checker, name: &str, raw: &RawLimits) -> Limits {
     let mut limits = Limits::default();
-    let mut check = |field: &str, v: &Option<Spanned<i64>>, max: i64, unit: &str| {
+    let mut check = |field: &str, v: &Option<Spanned<i64>>, (min, max): (i64, i64), unit: &str| {
         let v = v.as_ref()?;
         let n = *v.get_ref();
-        if (1..=max).contains(&n) {
-            Some(n)
+        if (min..=max).contains(&n) {
+            Some(n.unsigned_abs())
         } else {
             c.problem(
                 Some(v.span()),
                 format!("components.{name}.limits.{field}"),
-                format!("must be between 1 and {max} {unit}, got {n}"),
+                format!("must be between {min} and {max} {unit}, got {n}"),
             );
             None
         }
     };
-    if let Some(n) = check("memory_mb", &raw.memory_mb, 4096, "MiB") {
-        limits.memory_mb = n.unsigned_abs();
+    if let Some(n) = check("memory_mb", &raw.memory_mb, (1, 4096), "MiB") {
+        limits.memory_mb = n;
     }
-    if let Some(n) = check("timeout_ms", &raw.timeout_ms, 3_600_000, "ms") {
-        limits.timeout_ms = n.unsigned_abs();
+    if let Some(n) = check("timeout_ms", &raw.timeout_ms, (1, 3_600_000), "ms") {
+        limits.timeout_ms = n;
     }
     if let Some(n) = check(
         "max_concurrency",
         &raw.max_concurrency,
-        100_000,
+        (1, 100_000),
         "instances",
     ) {
         limits.max_concurrency = u32::try_from(n).unwrap_or(u32::MAX);
     }
+    if let Some(n) = check("queue_ms", &raw.queue_ms, (0, 60_000), "ms") {
+        limits.queue_ms = n;
+    }
+    if let Some(n) = check("max_body_kb", &raw.max_body_kb, (1, 4 << 20), "KiB") {
+        limits.max_body_kb = n;
+    }
     limits
+}
+
+/// A route's `rate_limit`: at least one of `per_ip`, `per_user` (the latter only where
+/// a verified user exists, on a protected route).
+fn rate_limit(
+    raw: &RawRateLimit,
+    protected: bool,
+) -> Result<panal_gateway::ratelimit::RateLimit, String> {
+    use panal_gateway::ratelimit::{Rate, RateLimit};
+    let burst = match raw.burst {
+        None => None,
+        Some(b) if (1..=1_000_000).contains(&b) => u32::try_from(b).ok(),
+        Some(b) => return Err(format!("burst must be between 1 and 1000000, got {b}")),
+    };
+    if raw.per_ip.is_none() && raw.per_user.is_none() {
+        return Err("give per_ip, per_user or both (like per_ip = \"10/s\")".into());
+    }
+    if raw.per_user.is_some() && !protected {
+        return Err("per_user needs a protected route (only there is the user known)".into());
+    }
+    let parse = |what: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| Rate::parse(t, burst).map_err(|e| format!("{what}: {e}")))
+            .transpose()
+    };
+    Ok(RateLimit {
+        per_ip: parse("per_ip", &raw.per_ip)?,
+        per_user: parse("per_user", &raw.per_user)?,
+    })
 }
 
 /// Component names double as host names for in-process calls: a lowercase DNS label.
