@@ -208,3 +208,30 @@ async fn paths_cannot_climb_into_another_route_and_admin_is_not_public() {
     assert_eq!(admin.expect("admin").status(), 200);
     panal.stop();
 }
+
+#[tokio::test]
+async fn components_get_no_environment_files_or_sockets() {
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start_with_env(&manifest(), data.path(), &[("PANAL_LEAK_ME", "secret")]);
+    // Something to connect to, so a refusal is the sandbox's and not an empty port's.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let target = listener.local_addr().expect("addr");
+    let report: Value = client()
+        .get(panal.at(&format!("/probe/sandbox?target={target}")))
+        .send()
+        .await
+        .expect("sandbox")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(report["env"], json!([]), "{report}");
+    for what in ["root", "cwd", "tcp", "create"] {
+        assert!(
+            report[what]["error"].is_string(),
+            "{what} reachable: {report}"
+        );
+    }
+    panal.stop();
+}

@@ -9,6 +9,7 @@
 //! - `trap`, `spin`, `alloc?mb=N`, `recurse`, `hog`, `stream`: misbehaviour for limit
 //!   tests (see [`misc`]),
 //! - `msg/publish/{subject}`, `msg/request/{subject}`: wasi:messaging (see [`msg`]),
+//! - `sandbox`: what it can reach of env, files and sockets (least-privilege tests),
 //! - `sleep?ms=N`: answers after N ms without burning CPU (shutdown tests).
 //!
 //! Anything else is 404 `{"error":"no such probe endpoint"}`.
@@ -39,6 +40,7 @@ impl panal_sdk::wasi::exports::http::incoming_handler::Guest for Probe {
             (Method::Get, ["recurse"]) => misc::recurse(),
             (Method::Get, ["hog"]) => misc::hog(),
             (Method::Get, ["stream"]) => misc::stream(out),
+            (Method::Get, ["sandbox"]) => misc::sandbox(out, query),
             (Method::Get, ["alloc"]) => misc::alloc(out, query),
             (Method::Get, ["sleep"]) => misc::sleep(out, query),
             (Method::Post, ["msg", verb @ ("publish" | "request"), subject]) => {

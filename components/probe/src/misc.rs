@@ -123,3 +123,28 @@ pub fn stream(out: ResponseOutparam) {
     let chunk = [b'x'; 4096];
     while stream.blocking_write_and_flush(&chunk).is_ok() {}
 }
+
+/// `GET sandbox`: what the component can reach of the machine: environment variables,
+/// the file system (`/` and `.`), and a TCP connection to `target` (default
+/// 127.0.0.1:4222). Each is reported as what it got, so a test can require "nothing".
+pub fn sandbox(out: ResponseOutparam, query: Option<&str>) {
+    let target = panal_sdk::query_param(query, "target").unwrap_or_else(|| "127.0.0.1:4222".into());
+    let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+    let dir = |path: &str| match std::fs::read_dir(path) {
+        Ok(entries) => json!({ "entries": entries.count() }),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    let tcp = match std::net::TcpStream::connect(target.as_str()) {
+        Ok(_) => json!({ "connected": true }),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    let file = match std::fs::File::create("escape.txt") {
+        Ok(_) => json!({ "created": true }),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    panal_sdk::json(
+        out,
+        200,
+        &json!({ "env": env, "root": dir("/"), "cwd": dir("."), "tcp": tcp, "create": file }),
+    );
+}
