@@ -10,7 +10,7 @@
 //!   JSON errors; also the gateway's backend.
 //! - [`limits`]: memory, body size and the concurrency queue.
 //! - [`state`]: per-instance store state and the capability views over it.
-//! - capabilities: [`outbound`] (wasi:http out, in-process calls), [`kv`]
+//! - capabilities: [`outbound`] (wasi:http out, in-process calls, with [`resilience`]), [`kv`]
 //!   (wasi:keyvalue over a backend trait), [`config`] (wasi:config).
 //! - [`metrics`]: counters and `GET /metrics` (Prometheus text).
 //! - [`logging`]: tracing setup and component stdout/stderr as log lines.
@@ -32,6 +32,7 @@ pub mod messaging;
 pub mod metrics;
 pub mod outbound;
 pub mod registry;
+pub mod resilience;
 pub mod secret;
 pub mod server;
 pub mod state;

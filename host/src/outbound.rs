@@ -1,7 +1,8 @@
 //! `wasi:http/outgoing-handler` policy. `http://NAME/...` where NAME is a component the
 //! caller's manifest grants goes to that component in-process (no socket); an external
 //! host goes out only if the caller's allow-list names it; anything else fails with the
-//! `HTTP-request-denied` error code, which the guest can handle.
+//! `HTTP-request-denied` error code, which the guest can handle. In-process calls get a
+//! deadline, retries and a circuit breaker ([`crate::resilience`]).
 
 use std::future::Future;
 use std::sync::{Arc, Weak};
@@ -79,7 +80,9 @@ impl WasiHttpHooks for Outbound {
                     return Err(Error::LoopDetected);
                 }
                 let registry = registry.upgrade().ok_or(Error::DestinationUnavailable)?;
-                let resp = registry.call(&host, request, depth).await;
+                let resp =
+                    crate::resilience::call(&registry, &host, request, depth, options.as_ref())
+                        .await;
                 Ok((resp, done()))
             });
         }

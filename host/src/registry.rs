@@ -93,6 +93,8 @@ pub struct Registry {
     pub(crate) deployments: Option<crate::deploy::store::DeployStore>,
     /// One deploy, rollback or undeploy at a time.
     pub(crate) deploy_lock: tokio::sync::Mutex<()>,
+    /// Circuit breakers of in-process calls, per target component.
+    pub(crate) breakers: crate::resilience::Breakers,
 }
 
 /// Counts of how components were obtained, for the start-up log.
@@ -199,6 +201,7 @@ impl Registry {
             env,
             deployments,
             deploy_lock: tokio::sync::Mutex::new(()),
+            breakers: crate::resilience::Breakers::default(),
         });
         Ok((registry, stats))
     }

@@ -120,6 +120,19 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
             order.status = model::PAYMENT_FAILED.to_string();
             events::PAYMENT_FAILED
         }
+        Payment::Unavailable => {
+            // Nothing was sent to payment: the order is over, and its stock goes back.
+            calls::release(&order.items);
+            order.status = model::PAYMENT_FAILED.to_string();
+            let record = order.to_bytes()?;
+            bucket.set(&model::order_key(&order.id), &record)?;
+            events::publish(events::PAYMENT_FAILED, &order);
+            return Err(ApiError::new(
+                503,
+                "payment is unavailable; the order was not placed and its stock released",
+            )
+            .with("order_id", order.id));
+        }
         Payment::Unknown => {
             // The charge may have been captured: releasing the stock could sell paid-for
             // goods to someone else. The stored `pending` order keeps its stock until

@@ -50,6 +50,9 @@ pub enum Payment {
     Refused,
     /// No readable answer after the retry and the re-check: it may have been charged.
     Unknown,
+    /// The host failed the first call fast (payment's circuit is open): nothing was
+    /// sent, so nothing was charged.
+    Unavailable,
 }
 
 /// The Idempotency-Key of an order's payment: one per order, so every attempt is one.
@@ -180,8 +183,13 @@ pub fn parse_reply(data: &[u8]) -> Result<(u16, Value), String> {
 /// Sends (with `send`) until an answer is definite, at most [`ATTEMPTS`] times; still
 /// unclear after that → [`Payment::Unknown`].
 pub fn settle(order_id: &str, mut send: impl FnMut() -> Result<(u16, Value), String>) -> Payment {
-    for attempt in ATTEMPTS {
+    for (i, attempt) in ATTEMPTS.iter().enumerate() {
         match send() {
+            // Only the first: once a call may have reached payment, its outcome is open.
+            Ok((status, answer)) if i == 0 && not_sent(status, &answer) => {
+                eprintln!("order: payment for {order_id} not sent: its circuit is open");
+                return Payment::Unavailable;
+            }
             Ok((status, answer)) => match interpret_payment(status, &answer) {
                 Some(outcome) => return outcome,
                 None => eprintln!("order: {attempt} for {order_id} answered {status}: {answer}"),
@@ -190,6 +198,11 @@ pub fn settle(order_id: &str, mut send: impl FnMut() -> Result<(u16, Value), Str
         }
     }
     Payment::Unknown
+}
+
+/// The host's fail-fast answer of an open circuit (pure): the call was never sent.
+pub fn not_sent(status: u16, answer: &Value) -> bool {
+    status == 503 && answer.get("circuit").and_then(Value::as_str) == Some("open")
 }
 
 /// One answer's meaning: `Some` when definite, `None` when it leaves the charge unknown
@@ -290,6 +303,19 @@ mod tests {
             settle_with(vec![lost(), lost(), Ok((502, Value::Null))]),
             (Payment::Unknown, 3)
         );
+    }
+
+    #[test]
+    fn an_open_circuit_first_means_nothing_was_sent() {
+        let open = || Ok((503, json!({"error": "circuit open", "circuit": "open"})));
+        assert_eq!(settle_with(vec![open()]), (Payment::Unavailable, 1));
+        // After a call that may have reached payment, an open circuit settles nothing.
+        assert_eq!(
+            settle_with(vec![Ok((500, Value::Null)), open(), open()]),
+            (Payment::Unknown, 3)
+        );
+        // A plain 503 from payment itself is no proof of anything.
+        assert!(!not_sent(503, &json!({"error": "busy"})));
     }
 
     #[test]

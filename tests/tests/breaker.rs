@@ -1,0 +1,117 @@
+//! Service-to-service resilience in the shop: payment is replaced by a version that
+//! traps on every request. Orders then fail fast with a clear status instead of hanging,
+//! payment's circuit opens (later orders are refused without calling it, their stock
+//! released), stock is conserved throughout, and once payment is rolled back the
+//! half-open circuit lets a call through and orders are paid again.
+
+use std::time::{Duration, Instant};
+
+use panal_tests::client;
+use panal_tests::shop::{manifest, Shop, SECRET};
+use panal_tests::Panal;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// A component that exports the HTTP handler and traps in it, every time.
+const TRAPS_ON_REQUEST: &str = r#"(component
+  (import "wasi:http/types@0.2.0" (instance $types
+    (export "incoming-request" (type (sub resource)))
+    (export "response-outparam" (type (sub resource)))))
+  (alias export $types "incoming-request" (type $req))
+  (alias export $types "response-outparam" (type $out))
+  (core module $m
+    (func (export "handle") (param i32 i32) unreachable))
+  (core instance $i (instantiate $m))
+  (func $handle (param "request" (own $req)) (param "response-out" (own $out))
+    (canon lift (core func $i "handle")))
+  (instance $h (export "handle" (func $handle)))
+  (export "wasi:http/incoming-handler@0.2.0" (instance $h))
+)"#;
+
+#[tokio::test]
+async fn a_broken_payment_fails_orders_fast_opens_its_circuit_and_recovers() {
+    // Payment reached over HTTP only, so its stand-in needs no message handler.
+    let manifest = manifest().replace(
+        r#"messaging = { subscribe = [{ subject = "payments.charge", queue = "payment" }] }"#,
+        "",
+    );
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start_with_env(&manifest, data.path(), &[("PANAL_TEST_JWT_SECRET", SECRET)]);
+    let shop = Shop {
+        panal: &panal,
+        c: client(),
+    };
+    let (_, token) = shop.user("ana@example.com").await;
+    let honey = shop.product("Honey", 500, 20).await;
+    let one = || json!([{ "product_id": honey, "quantity": 1 }]);
+    let card = "4242424242424242";
+
+    let (s, paid) = shop.order(&token, one(), card).await;
+    assert_eq!(s, StatusCode::CREATED, "{paid}");
+    let mut sold = 1;
+
+    let broken = wat::parse_str(TRAPS_ON_REQUEST).expect("wat");
+    let deployed = shop
+        .c
+        .put(format!("{}/components/payment", panal.admin))
+        .body(broken)
+        .send()
+        .await
+        .expect("deploy");
+    assert_eq!(deployed.status(), 200);
+
+    // Every order is answered, quickly, with a clear status. The first ones reach the
+    // broken payment (outcome unknown: their stock stays reserved); once the circuit
+    // is open, orders are refused without calling payment and give their stock back.
+    let mut pending = 0;
+    let mut refused = 0;
+    for i in 0..6 {
+        let started = Instant::now();
+        let (s, body) = shop.order(&token, one(), card).await;
+        assert!(started.elapsed() < Duration::from_secs(5), "order {i} hung");
+        match s {
+            StatusCode::BAD_GATEWAY => {
+                assert_eq!(body["error"], "payment outcome unknown", "{body}");
+                pending += 1;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                let e = body["error"].as_str().unwrap_or("");
+                assert!(e.contains("not placed"), "{body}");
+                refused += 1;
+            }
+            other => panic!("order {i}: {other} {body}"),
+        }
+        assert_eq!(
+            shop.stock(&honey).await,
+            20 - sold - pending,
+            "after order {i}"
+        );
+    }
+    assert!(
+        refused >= 3,
+        "the circuit never opened ({pending} reached payment)"
+    );
+    assert!(panal.log().contains("circuit opened"));
+
+    // Payment is fixed; after the open period one call is let through and closes it.
+    let back = shop
+        .c
+        .post(format!("{}/components/payment/rollback", panal.admin))
+        .send()
+        .await
+        .expect("rollback");
+    assert_eq!(back.status(), 200);
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    let (s, paid) = shop.order(&token, one(), card).await;
+    assert_eq!(s, StatusCode::CREATED, "{paid}");
+    assert_eq!(paid["status"], "paid");
+    sold += 1;
+    assert_eq!(shop.stock(&honey).await, 20 - sold - pending);
+    let (s, again): (StatusCode, Value) = shop.order(&token, one(), card).await;
+    assert_eq!(s, StatusCode::CREATED, "{again}");
+    sold += 1;
+    assert_eq!(shop.stock(&honey).await, 20 - sold - pending);
+    drop(shop);
+    let log = panal.stop();
+    assert!(log.contains("circuit closed"), "{log}");
+}
