@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Panal's build and tests need and is missing: `just` (from PyPI's
-# prebuilt `rust-just`, else `cargo install`) and `nats-server` (Debian's package). The wasm toolchain is chosen and, if needed,
-# installed by scripts/build-components.sh on first build. Safe to run again.
+# prebuilt `rust-just`, else `cargo install`), `nats-server` (Debian's package) and
+# `schemathesis` (PyPI, for the API fuzz test). The wasm toolchain is chosen and, if
+# needed, installed by scripts/build-components.sh on first build. Safe to run again.
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -30,3 +31,10 @@ if ! have nats-server && [ ! -x /usr/sbin/nats-server ]; then
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server
 fi
 echo "setup: nats-server ready"
+
+# schemathesis: the API fuzz test runs it against GET /openapi.json.
+if ! have st && ! python3 -c 'import schemathesis' 2>/dev/null; then
+    echo "setup: installing schemathesis"
+    pip3 install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
+fi
+echo "setup: schemathesis ready"

@@ -54,6 +54,8 @@ pub struct Gateway {
     auth: Option<Verifier>,
     aggregates: Vec<Aggregate>,
     limiter: crate::ratelimit::Limiter,
+    /// Served at `GET /openapi.json`.
+    openapi: Option<bytes::Bytes>,
 }
 
 impl Gateway {
@@ -71,7 +73,15 @@ impl Gateway {
             auth,
             aggregates,
             limiter: crate::ratelimit::Limiter::default(),
+            openapi: None,
         }
+    }
+
+    /// Serve `doc` (JSON) at `GET /openapi.json`.
+    #[must_use]
+    pub fn with_openapi(mut self, doc: impl Into<bytes::Bytes>) -> Self {
+        self.openapi = Some(doc.into());
+        self
     }
 
     /// Replace the route table; requests already routed are not affected.
@@ -89,11 +99,14 @@ impl Gateway {
             .map(|(k, v)| k.as_str().len() + v.len())
             .sum();
         if header_bytes > MAX_HEADER_BYTES {
-            return json_error(
+            let mut resp = json_error(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "request headers too large",
                 serde_json::json!({ "bytes": header_bytes, "limit": MAX_HEADER_BYTES }),
             );
+            let id = request_id::take_or_make(req.headers());
+            resp.headers_mut().insert(request_id::HEADER, id);
+            return resp;
         }
         strip_hop_by_hop(req.headers_mut());
         let id = request_id::take_or_make(req.headers());
@@ -132,6 +145,16 @@ impl Gateway {
                 "non-canonical path",
                 serde_json::json!({ "path": path, "reason": why }),
             );
+        }
+        if path == "/openapi.json" && req.method() == http::Method::GET {
+            if let Some(doc) = &self.openapi {
+                let mut resp = http::Response::new(crate::full(doc.clone()));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                return resp;
+            }
         }
         if let Some((agg, key)) = self
             .aggregates

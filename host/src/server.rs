@@ -150,12 +150,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .map(|a| panal_gateway::aggregate::Aggregate::new(&a.path, a.protected, a.kind.clone()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Refused)?;
-    let gateway = Arc::new(panal_gateway::server::Gateway::new(
+    let mut gateway = panal_gateway::server::Gateway::new(
         table,
         Arc::new(GatewayBackend(registry.clone())),
         Some(panal_gateway::auth::Verifier::new(secret.into_bytes())),
         aggregates,
-    ));
+    );
+    if let Some(doc) = manifest.openapi.clone() {
+        gateway = gateway.with_openapi(doc);
+    }
+    let gateway = Arc::new(gateway);
 
     let admin_token = std::env::var("PANAL_ADMIN_TOKEN")
         .ok()

@@ -19,6 +19,9 @@ pub fn manifest() -> String {
 pub fn manifest_with(route: &str, notification_sub: &str) -> String {
     format!(
         r#"version = 1
+[gateway]
+openapi = "{openapi}"
+
 [auth]
 jwt_secret = "${{PANAL_TEST_JWT_SECRET}}"
 issuers = ["user"]
@@ -80,6 +83,7 @@ payment = "probe"
         payment = component("payment"),
         notification = component("notification"),
         probe = component("probe"),
+        openapi = crate::repo().join("openapi.json").display(),
     )
 }
 

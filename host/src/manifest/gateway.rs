@@ -1,11 +1,11 @@
-//! Validation of the manifest's gateway-level sections: `[auth]` (bearer tokens) and
-//! `[aggregates.NAME]` (composite routes).
+//! Validation of the manifest's gateway-level sections: `[auth]` (bearer tokens),
+//! `[aggregates.NAME]` (composite routes) and `[gateway]` (the OpenAPI document).
 
 use std::collections::BTreeMap;
 
 use toml::Spanned;
 
-use super::raw::{RawAggregate, RawAuth};
+use super::raw::{RawAggregate, RawAuth, RawGateway};
 use super::validate::{substitute_env, Checker};
 use super::{AggregateSpec, Auth, ComponentSpec};
 
@@ -113,4 +113,79 @@ pub(super) fn aggregates(
         }
     }
     out
+}
+
+/// `[gateway] openapi`: a JSON OpenAPI document whose every operation the gateway
+/// routes (to a component or an aggregate), so the document cannot promise a path that
+/// answers "no route". Its bytes are served as they are.
+pub(super) fn openapi(
+    c: &mut Checker,
+    raw: Option<RawGateway>,
+    dir: &std::path::Path,
+    table: &panal_gateway::RouteTable,
+    aggregates: &[AggregateSpec],
+) -> Option<Vec<u8>> {
+    let file = raw?.openapi?;
+    let span = Some(file.span());
+    let path = dir.join(file.get_ref());
+    let problem = |c: &mut Checker, why: String| {
+        c.problem(span.clone(), "gateway.openapi".into(), why);
+        None
+    };
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => return problem(c, format!("cannot read `{}`: {e}", path.display())),
+    };
+    let doc: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(d) => d,
+        Err(e) => return problem(c, format!("`{}` is not JSON: {e}", path.display())),
+    };
+    let Some(paths) = doc.get("paths").and_then(|p| p.as_object()) else {
+        return problem(c, format!("`{}` has no `paths` object", path.display()));
+    };
+    if !doc.get("openapi").is_some_and(serde_json::Value::is_string) {
+        return problem(c, format!("`{}` has no `openapi` version", path.display()));
+    }
+    let mut unrouted = Vec::new();
+    for (pattern, item) in paths {
+        let concrete: String = pattern
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "x1" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        let methods = item.as_object().into_iter().flat_map(|o| o.keys());
+        for method in methods {
+            let Ok(m) = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+                continue; // `parameters`, `summary` and the like
+            };
+            let routed = matches!(
+                table.lookup(&m, &concrete),
+                panal_gateway::RouteMatch::Found(_)
+            ) || (m == http::Method::GET
+                && aggregates.iter().any(|a| same_pattern(&a.path, pattern)));
+            if !routed {
+                unrouted.push(format!("{} {pattern}", m.as_str()));
+            }
+        }
+    }
+    if !unrouted.is_empty() {
+        return problem(
+            c,
+            format!(
+                "documents operations no route serves: {}",
+                unrouted.join(", ")
+            ),
+        );
+    }
+    Some(bytes)
+}
+
+/// Whether two path patterns are the same up to the names of their `{params}`.
+fn same_pattern(a: &str, b: &str) -> bool {
+    let a: Vec<&str> = a.split('/').collect();
+    let b: Vec<&str> = b.split('/').collect();
+    a.len() == b.len()
+        && a.iter()
+            .zip(&b)
+            .all(|(x, y)| x == y || (x.starts_with('{') && y.starts_with('{')))
 }

@@ -36,6 +36,9 @@ pub struct Manifest {
     pub aggregates: Vec<AggregateSpec>,
     /// The components, sorted by name.
     pub components: Vec<ComponentSpec>,
+    /// The OpenAPI document the gateway serves at `GET /openapi.json`, checked against
+    /// the routes.
+    pub openapi: Option<Vec<u8>>,
 }
 
 /// Which broker serves `wasi:messaging`.

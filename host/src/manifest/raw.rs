@@ -21,6 +21,15 @@ pub(super) struct RawManifest {
     pub components: BTreeMap<String, Spanned<RawComponent>>,
     #[serde(default)]
     pub aggregates: BTreeMap<String, Spanned<RawAggregate>>,
+    #[serde(default)]
+    pub gateway: Option<RawGateway>,
+}
+
+/// `[gateway]`: what the gateway serves itself.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGateway {
+    pub openapi: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -112,7 +112,12 @@ pub(super) fn parse(
         .collect();
     // Routes with a bad prefix were left out above (and reported), so indexes line up
     // only when there are none; then a conflict can point at the second claim.
-    if let Err(err) = panal_gateway::RouteTable::new(routes) {
+    let table = panal_gateway::RouteTable::new(routes);
+    let openapi = match &table {
+        Ok(table) => super::gateway::openapi(&mut c, raw.gateway, dir, table, &aggregates),
+        Err(_) => None,
+    };
+    if let Err(err) = table {
         let (field, span) = match &err {
             panal_gateway::RouteError::ClaimedTwice { index, .. } if c.problems.is_empty() => {
                 route_spans
@@ -137,6 +142,7 @@ pub(super) fn parse(
             auth,
             aggregates,
             components,
+            openapi,
         })
     } else {
         c.problems
