@@ -39,8 +39,8 @@ bench: build
 # Fuzz the manifest parser and the router for SECONDS each (cargo-fuzz, nightly).
 fuzz SECONDS="60":
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-    cd fuzz && cargo +nightly fuzz run manifest -- -max_total_time={{SECONDS}}
-    cd fuzz && cargo +nightly fuzz run router -- -max_total_time={{SECONDS}}
+    cd fuzz && cargo +nightly fuzz run -O manifest -- -max_total_time={{SECONDS}}
+    cd fuzz && cargo +nightly fuzz run -O router -- -max_total_time={{SECONDS}}
 
 # Formatting and lints, as CI wants them.
 lint:

@@ -12,6 +12,9 @@ fuzz_target!(|data: &[u8]| {
     let env = |name: &str| (name == "SET").then(|| "value".to_string());
     if let Err(e) = panal::manifest::Manifest::parse(path, text, &env) {
         assert!(!e.0.is_empty(), "a refusal without a problem");
-        assert!(e.0.iter().all(|p| !p.message.is_empty()), "a problem without a message");
+        assert!(
+            e.0.iter().all(|p| !p.message.is_empty()),
+            "a problem without a message"
+        );
     }
 });

@@ -57,14 +57,22 @@ fuzz_target!(|data: &[u8]| {
             if !canonical {
                 continue;
             }
-            assert!(under(&route.prefix, path), "{path} routed under {}", route.prefix);
+            assert!(
+                under(&route.prefix, path),
+                "{path} routed under {}",
+                route.prefix
+            );
             let takes = |r: &Route| r.methods.as_ref().is_none_or(|ms| ms.contains(&method));
             let longest = routes
                 .iter()
                 .filter(|r| takes(r) && under(&r.prefix, path))
                 .map(|r| r.prefix.len())
                 .max();
-            assert_eq!(longest, Some(route.prefix.len()), "{path}: not the longest prefix");
+            assert_eq!(
+                longest,
+                Some(route.prefix.len()),
+                "{path}: not the longest prefix"
+            );
         }
     }
 });
