@@ -2,7 +2,9 @@
 //! traps on every request. Orders then fail fast with a clear status instead of hanging,
 //! payment's circuit opens (later orders are refused without calling it, their stock
 //! released), stock is conserved throughout, and once payment is rolled back the
-//! half-open circuit lets a call through and orders are paid again.
+//! half-open circuit lets a call through and orders are paid again. The orders whose
+//! outcome was unknown are settled when read (payment never charged them), so in the
+//! end no stock is left reserved.
 
 use std::time::{Duration, Instant};
 
@@ -64,6 +66,7 @@ async fn a_broken_payment_fails_orders_fast_opens_its_circuit_and_recovers() {
     // broken payment (outcome unknown: their stock stays reserved); once the circuit
     // is open, orders are refused without calling payment and give their stock back.
     let mut pending = 0;
+    let mut pending_ids = Vec::new();
     let mut refused = 0;
     for i in 0..6 {
         let started = Instant::now();
@@ -72,6 +75,7 @@ async fn a_broken_payment_fails_orders_fast_opens_its_circuit_and_recovers() {
         match s {
             StatusCode::BAD_GATEWAY => {
                 assert_eq!(body["error"], "payment outcome unknown", "{body}");
+                pending_ids.push(body["order_id"].as_str().expect("order_id").to_string());
                 pending += 1;
             }
             StatusCode::SERVICE_UNAVAILABLE => {
@@ -111,6 +115,17 @@ async fn a_broken_payment_fails_orders_fast_opens_its_circuit_and_recovers() {
     assert_eq!(s, StatusCode::CREATED, "{again}");
     sold += 1;
     assert_eq!(shop.stock(&honey).await, 20 - sold - pending);
+
+    // Reading an order whose outcome was unknown asks payment by its key: never
+    // charged, so it fails and its stock comes back. Reading it again changes nothing.
+    for id in &pending_ids {
+        let (s, order) = shop.get(&format!("/orders/{id}"), Some(&token)).await;
+        assert_eq!(s, StatusCode::OK, "{order}");
+        assert_eq!(order["status"], "payment_failed", "{order}");
+        let (_, again) = shop.get(&format!("/orders/{id}"), Some(&token)).await;
+        assert_eq!(again["status"], "payment_failed");
+    }
+    assert_eq!(shop.stock(&honey).await, 20 - sold, "stock still reserved");
     drop(shop);
     let log = panal.stop();
     assert!(log.contains("circuit closed"), "{log}");

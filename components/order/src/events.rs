@@ -85,6 +85,7 @@ mod tests {
                 price_cents: 300,
             }],
             payment_id: Some("pay1".into()),
+            payment_unknown: false,
             created_at: "2024-01-01T00:00:00Z".into(),
         };
         assert_eq!(

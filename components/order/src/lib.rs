@@ -25,6 +25,7 @@ mod calls;
 mod events;
 mod model;
 mod pay;
+mod reconcile;
 
 use panal_sdk::keyvalue::batch;
 use panal_sdk::keyvalue::store::{self, Bucket};
@@ -89,6 +90,7 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
         items,
         payment_id: None,
         created_at: panal_sdk::time::now_rfc3339(),
+        payment_unknown: false,
     };
     if let Err(e) = store_new(&bucket, &order) {
         calls::release(&order.items);
@@ -136,7 +138,10 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
         Payment::Unknown => {
             // The charge may have been captured: releasing the stock could sell paid-for
             // goods to someone else. The stored `pending` order keeps its stock until
-            // the payment under key `order-<id>` is known.
+            // the payment under key `order-<id>` is known (see `reconcile`); marking it
+            // only now, with every attempt over, keeps a reader from settling it early.
+            order.payment_unknown = true;
+            bucket.set(&model::order_key(&order.id), &order.to_bytes()?)?;
             return Err(ApiError::upstream("payment outcome unknown").with("order_id", order.id));
         }
     };
@@ -174,11 +179,13 @@ fn get(user_id: &str, id: &str) -> ApiResult {
     if !panal_sdk::is_id(id) {
         return Err(not_found());
     }
-    let bytes = open()?.get(&model::order_key(id))?.ok_or_else(not_found)?;
+    let bucket = open()?;
+    let bytes = bucket.get(&model::order_key(id))?.ok_or_else(not_found)?;
     let order = Order::from_bytes(&bytes)?;
     if order.user_id != user_id {
         return Err(not_found());
     }
+    let order = reconcile::settle(&bucket, order)?;
     Ok((200, order.view()))
 }
 

@@ -40,6 +40,10 @@ pub struct Order {
     pub items: Vec<OrderItem>,
     pub payment_id: Option<String>,
     pub created_at: String,
+    /// Payment's answer was lost: the order stays `pending`, its stock reserved, until
+    /// [`crate::reconcile`] learns the outcome by the order's idempotency key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payment_unknown: bool,
 }
 
 impl Order {

@@ -205,6 +205,20 @@ pub fn not_sent(status: u16, answer: &Value) -> bool {
     status == 503 && answer.get("circuit").and_then(Value::as_str) == Some("open")
 }
 
+/// What payment knows of the order's key: `Some` when definite, with
+/// [`Payment::Refused`] standing for "never charged" (no payment under the key, which
+/// is final once no charge is in flight); `None` while payment cannot say.
+pub fn lookup(order_id: &str) -> Option<Payment> {
+    let url = format!("{PAYMENT_URL}/by-key/{}", idempotency_key(order_id));
+    let (status, body) = client::get(&url).ok()?;
+    let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    match status {
+        404 => Some(Payment::Refused),
+        200 => interpret_payment(200, &answer),
+        _ => None,
+    }
+}
+
 /// One answer's meaning: `Some` when definite, `None` when it leaves the charge unknown
 /// (5xx, 408/429, a success without a readable payment, anything unexpected).
 pub fn interpret_payment(status: u16, answer: &Value) -> Option<Payment> {

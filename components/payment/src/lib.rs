@@ -12,6 +12,9 @@
 //!   equal key is a different key.
 //! - `GET /payments/{id}` → 200 for the payment's owner; 404 for anyone else, exactly as
 //!   for an unknown id.
+//! - `GET /payments/by-key/{key}` → 200 with the caller's payment made under that
+//!   Idempotency-Key, 404 when there is none (how the order service learns the outcome
+//!   of a charge whose answer was lost).
 //!
 //! The key is claimed by a compare-and-swap from absent whose value already holds the
 //! payment, so concurrent replays of one key agree on a single payment: nothing is ever
@@ -86,6 +89,9 @@ fn route(req: &IncomingRequest) -> ApiResult {
     match (req.method(), segments.as_slice()) {
         (Method::Post, ["payments"]) => create(req),
         (Method::Get, ["payments", id]) => get(panal_sdk::caller_id(req).as_deref(), id),
+        (Method::Get, ["payments", "by-key", key]) => {
+            by_key(panal_sdk::caller_id(req).as_deref(), key)
+        }
         (_, ["payments"] | ["payments", _]) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::no_route()),
     }
@@ -161,6 +167,27 @@ fn replay(bucket: &Bucket, existing: &[u8], caller: &str, request: &PaymentReque
     let key = payment_key(&claim.payment.id);
     if !bucket.exists(&key)? {
         bucket.set(&key, &to_bytes(&claim.payment)?)?;
+    }
+    Ok((200, claim.payment.view()))
+}
+
+/// The caller's payment made with Idempotency-Key `key`, or 404 when the caller made
+/// none: final once no charge with that key is running, since a payment exists only
+/// after its key is claimed.
+fn by_key(caller: Option<&str>, key: &str) -> ApiResult {
+    let not_found = || ApiError::not_found("no payment under this key");
+    let Some(caller) = caller else {
+        return Err(ApiError::unauthorized("authentication required"));
+    };
+    let key = model::idempotency_key(Some(key.to_string()))?;
+    let Some(bytes) = open()?.get(&model::claim_key(caller, &key))? else {
+        return Err(not_found());
+    };
+    let claim: Claim = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::internal("corrupt idempotency record").with("detail", e.to_string())
+    })?;
+    if claim.payment.owner != caller {
+        return Err(not_found());
     }
     Ok((200, claim.payment.view()))
 }
