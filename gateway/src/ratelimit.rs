@@ -104,26 +104,26 @@ impl Limiter {
         }
         let mut wanted = Vec::with_capacity(2);
         if let (Some(rate), Some(ip)) = (limit.per_ip, ip) {
-            wanted.push((Client::Ip(ip), rate));
+            wanted.push(((route.to_string(), Client::Ip(ip)), rate));
         }
         if let (Some(rate), Some(user)) = (limit.per_user, user) {
-            wanted.push((Client::User(user.to_string()), rate));
+            wanted.push(((route.to_string(), Client::User(user.to_string())), rate));
         }
+        let refilled: Vec<Bucket> = wanted
+            .iter()
+            .map(|(key, rate)| refilled(buckets.get(key), rate, now))
+            .collect();
         // Both buckets must have a token before either is spent.
-        let mut wait = Duration::ZERO;
-        for (client, rate) in &wanted {
-            let bucket = refilled(buckets.get(&(route.to_string(), client.clone())), rate, now);
-            if bucket.tokens < 1.0 {
-                let secs = (1.0 - bucket.tokens) / rate.per_second();
-                wait = wait.max(Duration::from_secs_f64(secs));
-            }
-        }
-        if !wait.is_zero() {
+        let wait = wanted
+            .iter()
+            .zip(&refilled)
+            .filter(|(_, b)| b.tokens < 1.0)
+            .map(|((_, rate), b)| Duration::from_secs_f64((1.0 - b.tokens) / rate.per_second()))
+            .max();
+        if let Some(wait) = wait {
             return Err(wait);
         }
-        for (client, rate) in wanted {
-            let key = (route.to_string(), client);
-            let mut bucket = refilled(buckets.get(&key), &rate, now);
+        for ((key, _), mut bucket) in wanted.into_iter().zip(refilled) {
             bucket.tokens -= 1.0;
             buckets.insert(key, bucket);
         }
@@ -161,7 +161,7 @@ fn sweep(buckets: &mut HashMap<(String, Client), Bucket>, now: Instant, limit: &
 
 /// Whole seconds for `Retry-After`, at least 1.
 pub fn retry_after_secs(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 #[cfg(test)]

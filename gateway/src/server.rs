@@ -93,21 +93,6 @@ impl Gateway {
     pub async fn handle(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
         let started = Instant::now();
         let mut req: Request = req.map(|b| b.map_err(box_error).boxed_unsync());
-        let header_bytes: usize = req
-            .headers()
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len())
-            .sum();
-        if header_bytes > MAX_HEADER_BYTES {
-            let mut resp = json_error(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "request headers too large",
-                serde_json::json!({ "bytes": header_bytes, "limit": MAX_HEADER_BYTES }),
-            );
-            let id = request_id::take_or_make(req.headers());
-            resp.headers_mut().insert(request_id::HEADER, id);
-            return resp;
-        }
         strip_hop_by_hop(req.headers_mut());
         let id = request_id::take_or_make(req.headers());
         req.headers_mut().insert(request_id::HEADER, id.clone());
@@ -138,6 +123,18 @@ impl Gateway {
 
     async fn dispatch(&self, mut req: Request) -> http::Response<Body> {
         let span = tracing::Span::current();
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            return json_error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request headers too large",
+                serde_json::json!({ "bytes": header_bytes, "limit": MAX_HEADER_BYTES }),
+            );
+        }
         let path = req.uri().path().to_string();
         if let Err(why) = routes::canonical(&path) {
             return json_error(

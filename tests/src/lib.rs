@@ -5,6 +5,7 @@
 //! The binary is the workspace's `target/<profile>/panal` (built by `just test` before
 //! `cargo test`), the fixture components come from `components/target/wasm32-wasip2`.
 
+pub mod fixtures;
 pub mod shop;
 
 use std::io::{BufRead, BufReader};
@@ -204,6 +205,33 @@ impl Drop for Panal {
             let _ = self.child.wait();
         }
     }
+}
+
+/// One HTTP/1.1 request written by hand on a fresh connection to the gateway, so no
+/// client library tidies the path or the framing: `METHOD PATH` with `headers` (lines
+/// without CRLF), then `body` as given. Returns the raw answer, read to its end; the
+/// host may answer and close before the body is all sent, which is not an error here.
+pub async fn raw_http(
+    panal: &Panal,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = panal.url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.expect("request head");
+    let _ = s.write_all(body).await;
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// An HTTP client for tests.

@@ -14,22 +14,6 @@ use panal_tests::Panal;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-/// A component that exports the HTTP handler and traps in it, every time.
-const TRAPS_ON_REQUEST: &str = r#"(component
-  (import "wasi:http/types@0.2.0" (instance $types
-    (export "incoming-request" (type (sub resource)))
-    (export "response-outparam" (type (sub resource)))))
-  (alias export $types "incoming-request" (type $req))
-  (alias export $types "response-outparam" (type $out))
-  (core module $m
-    (func (export "handle") (param i32 i32) unreachable))
-  (core instance $i (instantiate $m))
-  (func $handle (param "request" (own $req)) (param "response-out" (own $out))
-    (canon lift (core func $i "handle")))
-  (instance $h (export "handle" (func $handle)))
-  (export "wasi:http/incoming-handler@0.2.0" (instance $h))
-)"#;
-
 #[tokio::test]
 async fn a_broken_payment_fails_orders_fast_opens_its_circuit_and_recovers() {
     // Payment reached over HTTP only, so its stand-in needs no message handler.
@@ -52,7 +36,7 @@ async fn a_broken_payment_fails_orders_fast_opens_its_circuit_and_recovers() {
     assert_eq!(s, StatusCode::CREATED, "{paid}");
     let mut sold = 1;
 
-    let broken = wat::parse_str(TRAPS_ON_REQUEST).expect("wat");
+    let broken = panal_tests::fixtures::traps_on_request();
     let deployed = shop
         .c
         .put(format!("{}/components/payment", panal.admin))

@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use panal_tests::{client, component, Panal};
+use panal_tests::{client, component, raw_http, Panal};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn manifest() -> String {
     format!(
@@ -223,22 +222,16 @@ async fn past_max_concurrency_requests_queue_briefly_then_get_503() {
 
 /// A raw HTTP/1.1 request with a chunked body of `len` bytes; the whole raw answer.
 async fn chunked(panal: &Panal, method: &str, path: &str, len: usize) -> String {
-    let addr = panal.url.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-    );
-    s.write_all(head.as_bytes()).await.expect("head");
-    for _ in 0..len / 256 {
-        s.write_all(format!("100\r\n{}\r\n", "y".repeat(256)).as_bytes())
-            .await
-            .expect("chunk");
-    }
-    // The host may answer and close before the last chunk: that is fine.
-    let _ = s.write_all(b"0\r\n\r\n").await;
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer).await;
-    String::from_utf8_lossy(&answer).into_owned()
+    let mut body = format!("100\r\n{}\r\n", "y".repeat(256)).repeat(len / 256);
+    body.push_str("0\r\n\r\n");
+    raw_http(
+        panal,
+        method,
+        path,
+        &["transfer-encoding: chunked"],
+        body.as_bytes(),
+    )
+    .await
 }
 
 fn status_line(answer: &str) -> &str {

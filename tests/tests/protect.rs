@@ -3,7 +3,7 @@
 //! identity headers only the gateway sets, paths that try to reach another route, and
 //! the admin API out of reach of the public port.
 
-use panal_tests::{client, component, sign_hs256, Panal};
+use panal_tests::{client, component, raw_http, sign_hs256, Panal};
 use serde_json::{json, Value};
 
 const SECRET: &str = "protect-test-secret-0123456789abcdef";
@@ -156,15 +156,8 @@ async fn hop_by_hop_spoofed_and_oversized_headers_are_handled() {
 
 /// A raw request line, so no client library tidies the path first.
 async fn raw_get(panal: &Panal, path: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = panal.url.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer).await;
-    let answer = String::from_utf8_lossy(&answer);
-    answer
+    raw_http(panal, "GET", path, &[], b"")
+        .await
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())

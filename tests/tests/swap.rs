@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use panal_tests::{client, component, panal_bin, sha_prefix, variant, Panal};
+use panal_tests::{client, component, fixtures, panal_bin, sha_prefix, variant, Panal};
 use serde_json::Value;
 
 fn manifest() -> String {
@@ -155,29 +155,6 @@ async fn sixty_four_clients_see_no_failure_across_twenty_swaps() {
     panal.stop();
 }
 
-/// Serves nothing the host can give it: it imports an interface no host has.
-const MISSING_IMPORT: &str = r#"(component
-  (import "acme:missing/thing@1.0.0" (instance (export "poke" (func))))
-)"#;
-
-/// Exports the HTTP handler correctly, but its core module's start function traps.
-const TRAPS_AT_START: &str = r#"(component
-  (import "wasi:http/types@0.2.0" (instance $types
-    (export "incoming-request" (type (sub resource)))
-    (export "response-outparam" (type (sub resource)))))
-  (alias export $types "incoming-request" (type $req))
-  (alias export $types "response-outparam" (type $out))
-  (core module $m
-    (func (export "handle") (param i32 i32))
-    (func $boom unreachable)
-    (start $boom))
-  (core instance $i (instantiate $m))
-  (func $handle (param "request" (own $req)) (param "response-out" (own $out))
-    (canon lift (core func $i "handle")))
-  (instance $h (export "handle" (func $handle)))
-  (export "wasi:http/incoming-handler@0.2.0" (instance $h))
-)"#;
-
 #[tokio::test]
 async fn bad_deploys_are_refused_and_the_old_version_keeps_serving() {
     let data = tempfile::tempdir().expect("tmp");
@@ -197,12 +174,12 @@ async fn bad_deploys_are_refused_and_the_old_version_keeps_serving() {
         ("a broken grant", probe, "no bucket is granted"),
         (
             "an import the host lacks",
-            wat::parse_str(MISSING_IMPORT).expect("wat"),
+            fixtures::missing_import(),
             "acme:missing/thing",
         ),
         (
             "a trap while instantiating",
-            wat::parse_str(TRAPS_AT_START).expect("wat"),
+            fixtures::traps_at_start(),
             "trapped while instantiating",
         ),
     ];

@@ -73,20 +73,20 @@ impl Registry {
         bytes: &[u8],
         req: DeployRequest,
     ) -> Result<Outcome, String> {
-        let result = self.try_deploy(name, bytes, req).await;
-        self.counted(name, Change::Deploy, result)
+        self.one_change(name, Change::Deploy, self.try_deploy(name, bytes, req))
+            .await
     }
 
     /// Go back to the version before the current one.
     pub async fn rollback(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
-        let result = self.try_rollback(name).await;
-        self.counted(name, Change::Rollback, result)
+        self.one_change(name, Change::Rollback, self.try_rollback(name))
+            .await
     }
 
     /// Stop serving `name` (also after a restart, until it is deployed again).
     pub async fn undeploy(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
-        let result = self.try_undeploy(name).await;
-        self.counted(name, Change::Undeploy, result)
+        self.one_change(name, Change::Undeploy, self.try_undeploy(name))
+            .await
     }
 
     /// The Prometheus exposition of everything counted so far.
@@ -99,14 +99,29 @@ impl Registry {
         self.env.metrics.render(&current)
     }
 
-    fn counted(
+    /// Run `work` as the only change in progress, time it (lock wait included) and
+    /// count it.
+    async fn one_change(
         &self,
         name: &str,
         change: Change,
-        result: Result<Outcome, String>,
+        work: impl std::future::Future<Output = Result<Outcome, String>>,
     ) -> Result<Outcome, String> {
+        let started = Instant::now();
+        let one_at_a_time = self.deploy_lock.lock().await;
+        let mut result = work.await;
+        drop(one_at_a_time);
+        if let Ok(outcome) = &mut result {
+            outcome.took = started.elapsed();
+        }
         self.env.metrics.change(name, change, result.is_ok());
         result
+    }
+
+    /// The running version of `name`, for a change that needs one.
+    fn running(&self, name: &str) -> Result<Arc<Deployed>, String> {
+        self.current(name)
+            .ok_or_else(|| format!("`{name}` is not deployed"))
     }
 
     async fn try_deploy(
@@ -115,8 +130,6 @@ impl Registry {
         bytes: &[u8],
         req: DeployRequest,
     ) -> Result<Outcome, String> {
-        let started = Instant::now();
-        let _one_at_a_time = self.deploy_lock.lock().await;
         let store = self.store()?;
         let existing = self.current(name);
         let mut record = store.record(name)?.unwrap_or_default();
@@ -164,22 +177,12 @@ impl Registry {
         record.versions.push(version_record(&deployed, "deploy"));
         store.put_blob(&deployed.sha256, bytes)?;
         store.save(name, &record)?;
-        Ok(self.swap_in(
-            deployed,
-            existing.as_deref(),
-            routes_changed,
-            started,
-            "deployed",
-        ))
+        Ok(self.swap_in(deployed, existing.as_deref(), routes_changed, "deployed"))
     }
 
     async fn try_rollback(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
-        let started = Instant::now();
-        let _one_at_a_time = self.deploy_lock.lock().await;
         let store = self.store()?;
-        let Some(current) = self.current(name) else {
-            return Err(format!("`{name}` is not deployed"));
-        };
+        let current = self.running(name)?;
         let mut record = store.record(name)?.unwrap_or_default();
         if record.versions.len() < 2 {
             return Err(format!(
@@ -197,13 +200,7 @@ impl Registry {
         let deployed = self.trial(spec, &bytes, Some(&current)).await?;
         record.versions.pop();
         store.save(name, &record)?;
-        Ok(self.swap_in(
-            deployed,
-            Some(&current),
-            routes_changed,
-            started,
-            "rolled back",
-        ))
+        Ok(self.swap_in(deployed, Some(&current), routes_changed, "rolled back"))
     }
 
     /// Make `deployed` current (the one swap), log it and say what changed.
@@ -212,7 +209,6 @@ impl Registry {
         deployed: Deployed,
         previous: Option<&Deployed>,
         routes_changed: bool,
-        started: Instant,
         what: &str,
     ) -> Outcome {
         let name = deployed.name.to_string();
@@ -225,17 +221,13 @@ impl Registry {
             version: Some(version),
             previous,
             routes_changed,
-            took: started.elapsed(),
+            took: Duration::ZERO, // set by `one_change`
         }
     }
 
     async fn try_undeploy(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
-        let started = Instant::now();
-        let _one_at_a_time = self.deploy_lock.lock().await;
         let store = self.store()?;
-        let Some(current) = self.current(name) else {
-            return Err(format!("`{name}` is not deployed"));
-        };
+        let current = self.running(name)?;
         let mut record = store.record(name)?.unwrap_or_default();
         if record.versions.is_empty() {
             record.versions.push(version_record(&current, "manifest"));
@@ -249,7 +241,7 @@ impl Registry {
             version: None,
             previous: Some(current.version().to_string()),
             routes_changed: true,
-            took: started.elapsed(),
+            took: Duration::ZERO, // set by `one_change`
         })
     }
 
