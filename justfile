@@ -32,9 +32,13 @@ test: build
     cargo test --release --workspace --no-fail-fast
     cd components && cargo test --workspace --no-fail-fast
 
-# Throughput through the real binary, as ratios against a baseline of the same run.
+# Panal beside `wasmtime serve` and native hyper under wrk, as ratios; rewrites the
+# generated part of BENCHMARKS.md and docs/benchmarks.png. Then the criterion micro-benches.
 bench: build
+    scripts/bench-tools.sh
+    cargo build --release -p panal-tests --bins
     cargo run --release -p panal-tests --bin bench
+    cargo bench -p panal --bench instance
 
 # Fuzz the manifest parser and the router for SECONDS each (cargo-fuzz, nightly).
 fuzz SECONDS="60":

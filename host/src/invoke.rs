@@ -15,6 +15,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpView};
 
 use crate::logging::{ComponentLog, Output};
@@ -134,7 +135,10 @@ impl Registry {
                 trace: trace_of(header),
             }
         };
-        let mut store = self.new_store(deployed, ctx);
+        let (mut store, warm, served) = match self.warm(deployed, ctx) {
+            Ok(warm) => (warm.store, Some(warm.proxy), warm.served),
+            Err(ctx) => (self.new_store(deployed, ctx), None, 0),
+        };
         let out_of_memory = store.data().limits.hit.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = store
@@ -153,6 +157,7 @@ impl Registry {
             }
         };
         let pre = deployed.pre.clone();
+        let keep = (served + 1 < limits.reuse).then(|| deployed.clone());
         let ending = Arc::new(crate::limits::Ending::default());
         let ended = ending.clone();
         let task = tokio::spawn(
@@ -162,11 +167,15 @@ impl Registry {
                 // The budget covers the whole instance: a guest parked in a host call
                 // (a slow body, an outbound call) is stopped too, not only one in wasm.
                 let run = async {
-                    let proxy = pre.instantiate_async(&mut store).await?;
+                    let proxy = match warm {
+                        Some(proxy) => proxy,
+                        None => pre.instantiate_async(&mut store).await?,
+                    };
                     proxy
                         .wasi_http_incoming_handler()
                         .call_handle(&mut store, req, out)
-                        .await
+                        .await?;
+                    Ok::<_, wasmtime::Error>(proxy)
                 };
                 let result = match tokio::time::timeout(timeout, run).await {
                     Ok(result) => result,
@@ -178,7 +187,20 @@ impl Registry {
                     .is_some_and(|e| matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)));
                 // Before the store (and the response body's sender in it) is dropped.
                 ended.set(&result, timed_out);
-                result
+                let hit = store.data().limits.hit.load(Ordering::Relaxed);
+                match (result, keep) {
+                    (Ok(proxy), Some(deployed)) if !hit => {
+                        if let Ok(mut idle) = deployed.idle.lock() {
+                            idle.push(Warm {
+                                store,
+                                proxy,
+                                served: served + 1,
+                            });
+                        }
+                        Ok(())
+                    }
+                    (result, _) => result.map(|_| ()),
+                }
             }
             // Guest log lines carry the request's span (id, component, route).
             .in_current_span(),
@@ -250,6 +272,24 @@ impl Registry {
         }
     }
 
+    /// An idle instance of `deployed` made ready for a request with `ctx`, when the
+    /// component opted into reuse and one is waiting; else `ctx` back.
+    fn warm(&self, deployed: &Deployed, ctx: CallContext) -> Result<Warm, CallContext> {
+        if deployed.limits.reuse <= 1 {
+            return Err(ctx);
+        }
+        let Some(mut warm) = deployed.idle.lock().ok().and_then(|mut idle| idle.pop()) else {
+            return Err(ctx);
+        };
+        let state = warm.store.data_mut();
+        state.trace = ctx.trace.clone();
+        state.outbound.depth = ctx.depth;
+        state.outbound.identity = ctx.identity;
+        state.outbound.trace = ctx.trace;
+        arm_deadline(&mut warm.store, deployed.limits.timeout_ms);
+        Ok(warm)
+    }
+
     pub(crate) fn new_store(
         self: &Arc<Self>,
         deployed: &Deployed,
@@ -281,20 +321,31 @@ impl Registry {
         deployed.metrics.instances.fetch_add(1, Ordering::Relaxed);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        // Every tick the guest yields to the executor, so a CPU-bound guest cannot hold a
-        // worker thread (and starve other requests) until its deadline; past the
-        // deadline it traps.
-        let deadline = Instant::now() + Duration::from_millis(deployed.limits.timeout_ms);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
-        });
+        arm_deadline(&mut store, deployed.limits.timeout_ms);
         store
     }
+}
+
+/// Every tick the guest yields to the executor, so a CPU-bound guest cannot hold a worker
+/// thread (and starve other requests) until its deadline; past the deadline it traps.
+fn arm_deadline(store: &mut Store<State>, timeout_ms: u64) {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+}
+
+/// An instance that answered a request cleanly, kept for the next (`limits.reuse`).
+pub(crate) struct Warm {
+    store: Store<State>,
+    proxy: Proxy,
+    /// Requests it has answered.
+    served: u32,
 }
 
 /// What an instance inherits from the request or message that started it.

@@ -49,6 +49,8 @@ pub struct Deployed {
     pub(crate) outbound: Arc<crate::manifest::Outbound>,
     pub(crate) limits: Limits,
     pub(crate) running: Arc<Semaphore>,
+    /// Instances that served a request and may serve another (`limits.reuse` > 1).
+    pub(crate) idle: std::sync::Mutex<Vec<crate::invoke::Warm>>,
 }
 
 /// One component failed to load; names it, where it was declared and the phase.
@@ -68,6 +70,14 @@ pub struct LoadError {
 }
 
 impl Deployed {
+    /// Give the pool back the slots of idle instances (the version stops being current;
+    /// requests still running on it finish on their own instances).
+    pub(crate) fn drop_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
     /// The version clients see in `x-panal-version`: the sha256 prefix.
     pub fn version(&self) -> &str {
         &self.sha256[..12]
@@ -242,7 +252,7 @@ impl Registry {
     pub(crate) fn install(&self, deployed: Deployed) {
         let name = deployed.name.to_string();
         if let Some(slot) = self.components.load().get(&name) {
-            slot.store(Arc::new(deployed));
+            slot.swap(Arc::new(deployed)).drop_idle();
             return;
         }
         let mut map = HashMap::clone(&self.components.load());
@@ -253,7 +263,11 @@ impl Registry {
     /// Remove `name`; whether it was there.
     pub(crate) fn remove(&self, name: &str) -> bool {
         let mut map = HashMap::clone(&self.components.load());
-        let was = map.remove(name).is_some();
+        let removed = map.remove(name);
+        if let Some(slot) = &removed {
+            slot.load().drop_idle();
+        }
+        let was = removed.is_some();
         self.components.store(Arc::new(map));
         was
     }
@@ -356,6 +370,7 @@ pub(crate) async fn prepare(
             || Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
             |p| p.running.clone(),
         ),
+        idle: std::sync::Mutex::new(Vec::new()),
     };
     Ok((deployed, how))
 }

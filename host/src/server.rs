@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::deploy::store::DeployStore;
-use crate::engine::{new_engine, Compiler, EpochTicker};
+use crate::engine::{new_engine, Compiler, EpochTicker, PoolSize};
 use crate::invoke::GatewayBackend;
 use crate::kv::sqlite::SqliteBackend;
 use crate::kv::KvBackend;
@@ -53,14 +53,16 @@ fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
     Manifest::load(path).map_err(|e| Refused(e.to_string()).into())
 }
 
-async fn load_registry(
+/// Compile (or load from `DATA_DIR/cache`), link and pre-instantiate every component of
+/// `manifest`; the ticker drives its deadlines and must live as long as the registry.
+pub async fn load_registry(
     manifest: &Manifest,
     data_dir: &Path,
     kv: Option<Arc<dyn KvBackend>>,
     broker: Option<Arc<dyn Broker>>,
     deployments: Option<DeployStore>,
 ) -> anyhow::Result<(Arc<Registry>, EpochTicker)> {
-    let engine = new_engine()?;
+    let engine = new_engine(PoolSize::for_manifest(manifest))?;
     let ticker = EpochTicker::start(&engine);
     let compiler = Compiler::new(&engine, data_dir.join("cache"))?;
     let (registry, stats) = Registry::load(manifest, &engine, compiler, kv, broker, deployments)

@@ -172,6 +172,10 @@ pub struct Limits {
     pub queue_ms: u64,
     /// Largest request body it is handed; more is answered 413.
     pub max_body_kb: u64,
+    /// Requests one instance may serve, one after another, before it is dropped (1: a
+    /// fresh instance per request). Opt-in: state a request leaves in the instance is
+    /// seen by the next ones.
+    pub reuse: u32,
 }
 
 impl Default for Limits {
@@ -182,6 +186,7 @@ impl Default for Limits {
             max_concurrency: 256,
             queue_ms: 100,
             max_body_kb: 1024,
+            reuse: 1,
         }
     }
 }

@@ -157,6 +157,7 @@ pub(super) struct RawLimits {
     pub max_concurrency: Option<Spanned<i64>>,
     pub queue_ms: Option<Spanned<i64>>,
     pub max_body_kb: Option<Spanned<i64>>,
+    pub reuse: Option<Spanned<i64>>,
 }
 
 /// A route is either a bare prefix string or `{ prefix = "...", methods = [...] }`.

@@ -55,7 +55,7 @@ fn every_problem_is_reported_with_its_line() {
 source = "SRC"
 keyvalue = ["ok", "bad bucket"]
 outbound = ["typo"]
-limits = { memory_mb = 0 }
+limits = { memory_mb = 0, reuse = 0 }
 "#,
     )
     .expect_err("invalid");
@@ -66,6 +66,18 @@ limits = { memory_mb = 0 }
         text.contains(":6:24: components.a.limits.memory_mb"),
         "{text}"
     );
+    assert!(
+        text.contains("components.a.limits.reuse: must be between 1 and 100000 requests, got 0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn reuse_defaults_to_a_fresh_instance_per_request() {
+    let m = parse("version = 1\n[components.a]\nsource = \"SRC\"\n[components.b]\nsource = \"SRC\"\nlimits = { reuse = 50 }\n")
+        .expect("valid");
+    assert_eq!(m.component("a").expect("a").limits.reuse, 1);
+    assert_eq!(m.component("b").expect("b").limits.reuse, 50);
 }
 
 use http::Method;

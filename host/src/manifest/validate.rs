@@ -312,6 +312,9 @@ fn limits(c: &mut Checker, name: &str, raw: &RawLimits) -> Limits {
     if let Some(n) = check("max_body_kb", &raw.max_body_kb, (1, 4 << 20), "KiB") {
         limits.max_body_kb = n;
     }
+    if let Some(n) = check("reuse", &raw.reuse, (1, 100_000), "requests") {
+        limits.reuse = u32::try_from(n).unwrap_or(u32::MAX);
+    }
     limits
 }
 

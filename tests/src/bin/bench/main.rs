@@ -1,108 +1,127 @@
-//! `just bench`: request throughput through the real binary, reported as ratios against
-//! a baseline measured in the same run (absolute numbers on shared machines are noise).
+//! `just bench`: Panal side by side with what a user would pick instead, on loopback,
+//! one system after another under the same `wrk` settings, reported as ratios (absolute
+//! numbers on shared machines are noise). See BENCHMARKS.md for the scenarios.
 //!
-//! Scenarios, each `REQUESTS` requests from `CONCURRENCY` client tasks:
-//! - `gateway → hello`: the baseline, one fresh instance per request;
-//! - `probe → hello in-process`: one request that makes a second instance answer a call
-//!   by name, no socket;
-//! - `probe → hello over a socket`: the same call sent to the gateway's own address,
-//!   as it would be without in-process dispatch;
-//! - `probe kv increment`: an instance that does one atomic SQLite increment.
+//! Environment: `BENCH_SECS` (per load run, default 5), `BENCH_CONNS` (default
+//! `1,16,64`), `PANAL_WASMTIME` (a `wasmtime` binary; default `.bench/tools/bin/wasmtime`,
+//! which `scripts/bench-tools.sh` installs), `BENCH_ONLY` (comma-separated sections:
+//! local, messaging, shop, startup, swap).
 //!
-//! Then [`swap`]: deploy latency and request latency during a swap storm.
+//! Writes the generated part of BENCHMARKS.md and `docs/benchmarks.png`.
 
+mod chart;
+mod load;
+mod nats;
+mod report;
+mod scenarios;
+mod startup;
 mod swap;
+mod systems;
 
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
-use futures::stream::{self, StreamExt};
-use panal_tests::{client, component, Panal};
+use panal_tests::repo;
 
-const REQUESTS: usize = 2000;
-const CONCURRENCY: usize = 16;
-
-fn manifest() -> String {
-    format!(
-        r#"version = 1
-[components.hello]
-source = "{hello}"
-routes = ["/hello"]
-
-[components.probe]
-source = "{probe}"
-routes = ["/probe"]
-keyvalue = ["default"]
-outbound = ["hello", "127.0.0.1"]
-"#,
-        hello = component("hello"),
-        probe = component("probe"),
-    )
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-async fn measure(c: &reqwest::Client, method: reqwest::Method, url: &str) -> Duration {
-    // Warm-up: first instantiations, connection pool, SQLite pages.
-    for _ in 0..50 {
-        let _ = c.request(method.clone(), url).send().await;
-    }
-    let started = Instant::now();
-    let failures = stream::iter(0..REQUESTS)
-        .map(|_| {
-            let req = c.request(method.clone(), url);
-            async move {
-                match req.send().await {
-                    Ok(r) if r.status().is_success() => r.bytes().await.is_err(),
-                    _ => true,
-                }
-            }
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
         })
-        .buffer_unordered(CONCURRENCY)
-        .filter(|failed| std::future::ready(*failed))
-        .count()
-        .await;
-    let elapsed = started.elapsed();
-    assert_eq!(failures, 0, "{url}: {failures} requests failed");
-    elapsed
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            let kb: f64 = t.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb / 1024.0 / 1024.0)
+        })
+        .unwrap_or(0.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {mem_gib:.0} GiB, Linux {kernel}; every process (load tool included) on the same cores")
 }
 
 #[tokio::main]
 async fn main() {
-    let data = tempfile::tempdir().expect("tmp");
-    let panal = Panal::start(&manifest(), data.path());
-    let c = client();
-    let get = reqwest::Method::GET;
-    let base = measure(&c, get.clone(), &panal.at("/hello/bench")).await;
-    let in_process = measure(
-        &c,
-        get.clone(),
-        &panal.at("/probe/call?url=http://hello/bench"),
-    )
-    .await;
-    let via_socket = format!("/probe/call?url={}/hello/bench", panal.url);
-    let socket = measure(&c, get, &panal.at(&via_socket)).await;
-    let kv = measure(
-        &c,
-        reqwest::Method::POST,
-        &panal.at("/probe/kv/default/n/incr"),
-    )
-    .await;
-    panal.stop();
-
-    let rps = |d: Duration| REQUESTS as f64 / d.as_secs_f64();
-    println!(
-        "{REQUESTS} requests per scenario, {CONCURRENCY} in flight; ratios against the baseline"
+    let secs: u64 = env_or("BENCH_SECS", "5")
+        .parse()
+        .expect("BENCH_SECS: a number");
+    let conns: Vec<usize> = env_or("BENCH_CONNS", "1,16,64")
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse()
+                .expect("BENCH_CONNS: numbers, comma-separated")
+        })
+        .collect();
+    let only = env_or("BENCH_ONLY", "local,messaging,shop,startup,swap");
+    let wasmtime = std::env::var_os("PANAL_WASMTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".bench/tools/bin/wasmtime"));
+    assert!(
+        wasmtime.is_file(),
+        "{} is missing: run scripts/bench-tools.sh (or `just bench`)",
+        wasmtime.display()
     );
-    println!("{:<34} {:>10} {:>8}", "scenario", "req/s", "ratio");
-    for (name, d) in [
-        ("gateway → hello (baseline)", base),
-        ("probe → hello in-process", in_process),
-        ("probe → hello over a socket", socket),
-        ("probe kv increment (SQLite)", kv),
-    ] {
-        println!("{name:<34} {:>10.0} {:>8.2}", rps(d), rps(d) / rps(base));
+    let wrk = which("wrk").expect("wrk is missing: run scripts/bench-tools.sh (or `just bench`)");
+    let mut b = scenarios::Bench {
+        wrk: load::Wrk::new(wrk, secs),
+        report: report::Report::default(),
+        conns: conns.clone(),
+        wasmtime,
+    };
+    let run = |s: &str| only.split(',').any(|o| o.trim() == s);
+    if run("local") {
+        scenarios::local(&mut b);
     }
-    println!(
-        "in-process call vs the same call over a socket: {:.2}x the throughput",
-        rps(in_process) / rps(socket)
+    if run("messaging") {
+        scenarios::messaging(&mut b).await;
+    }
+    if run("shop") {
+        scenarios::shop(&mut b).await;
+    }
+    if run("startup") {
+        println!("startup: panal run of the shop to its first 200");
+        scenarios::startup(&mut b);
+    }
+    if run("swap") {
+        println!("swap: deploy latency and p99 during a swap storm");
+        swap::run(&mut b.report).await;
+    }
+
+    let mut report = b.report;
+    report.commands.extend(b.wrk.commands);
+    report.print_table();
+    let chart = repo().join("docs/benchmarks.png");
+    let _ = std::fs::create_dir_all(repo().join("docs"));
+    if let Err(e) = chart::render(&report.rows, &chart) {
+        eprintln!("cannot draw {}: {e:#}", chart.display());
+    }
+    let settings = format!(
+        "wrk 1 thread, {secs} s per run after a 1 s warm-up, connections {conns:?}; \
+         fresh instance per request everywhere; wasmtime-cli 48.0.8 (Panal's own wasmtime)"
     );
-    swap::run().await;
+    let md = report.markdown(&machine(), &settings, "docs/benchmarks.png");
+    let path = repo().join("BENCHMARKS.md");
+    match report::splice(&path, &md) {
+        Ok(()) => println!("\nwrote {} and {}", path.display(), chart.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| PathBuf::from(d).join(name))
+        .find(|p| p.is_file())
 }

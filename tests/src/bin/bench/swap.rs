@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use panal_tests::{client, component, sha_prefix, variant, Panal};
 
+use crate::report::Report;
+
 const ROUNDS: usize = 8;
 const CLIENTS: usize = 16;
 const WINDOW: Duration = Duration::from_secs(3);
@@ -92,7 +94,7 @@ async fn load(panal: &Arc<Panal>, storm: Option<[Vec<u8>; 2]>) -> (Vec<Duration>
 }
 
 /// Run both measurements and print them.
-pub async fn run() {
+pub async fn run(report: &mut Report) {
     let data = tempfile::tempdir().expect("tmp");
     let manifest = format!(
         "version = 1\n[components.hello]\nsource = \"{}\"\nroutes = [\"/hello\"]\n",
@@ -123,40 +125,35 @@ pub async fn run() {
     Arc::into_inner(panal).expect("one owner").stop();
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!();
-    println!("deploy latency (PUT → first request on the new version), median of {ROUNDS}:");
-    println!(
-        "  fresh component (compiled in the deploy) {:>9.1} ms",
-        ms(fresh)
+    report.other(
+        &format!("deploy, fresh (compiled in the deploy), median of {ROUNDS}"),
+        format!("{:.1} ms", ms(fresh)),
     );
-    println!(
-        "  precompiled (in the compile cache)       {:>9.1} ms",
-        ms(warm)
+    report.other(
+        &format!("deploy, precompiled (compile cache), median of {ROUNDS}"),
+        format!("{:.1} ms", ms(warm)),
     );
-    println!(
-        "  precompiled is {:.1}x faster than fresh",
-        fresh.as_secs_f64() / warm.as_secs_f64()
-    );
-    println!();
-    println!(
-        "{CLIENTS} clients for {} s each; storm: {deploys} deploys back to back",
-        WINDOW.as_secs()
-    );
-    println!(
-        "{:<14} {:>9} {:>9} {:>9} {:>9}",
-        "", "requests", "p50 ms", "p99 ms", "max ms"
+    report.ratio(
+        "deploy fresh/precompiled".into(),
+        fresh.as_secs_f64() / warm.as_secs_f64(),
+        None,
     );
     for (name, s) in [("steady state", &steady), ("swap storm", &stormy)] {
-        println!(
-            "{name:<14} {:>9} {:>9.2} {:>9.2} {:>9.2}",
-            s.len(),
-            ms(percentile(s, 0.5)),
-            ms(percentile(s, 0.99)),
-            ms(percentile(s, 1.0)),
+        report.other(
+            &format!("{CLIENTS} clients, {} s, {name}", WINDOW.as_secs()),
+            format!(
+                "{} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                s.len(),
+                ms(percentile(s, 0.5)),
+                ms(percentile(s, 0.99)),
+                ms(percentile(s, 1.0)),
+            ),
         );
     }
-    println!(
-        "p99 during the swap storm / p99 steady: {:.2}",
-        percentile(&stormy, 0.99).as_secs_f64() / percentile(&steady, 0.99).as_secs_f64()
+    report.other("deploys during the swap storm", deploys.to_string());
+    report.ratio(
+        "swap p99 storm/steady".into(),
+        percentile(&stormy, 0.99).as_secs_f64() / percentile(&steady, 0.99).as_secs_f64(),
+        None,
     );
 }
