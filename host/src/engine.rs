@@ -20,15 +20,16 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// deploy (default limits), trial instances of deploys, message deliveries.
 const HEADROOM: u32 = 256;
 
-/// The pool's ceiling, whatever the manifest asks: beyond it the reserved address space
-/// (a 4 GiB slot per memory) stops being cheap.
-const MAX_INSTANCES: u32 = 8192;
+/// The pool's ceiling, whatever the manifest asks. Each memory slot reserves about 4 GiB
+/// of address space (two per instance), so 4096 instances reserve ~32 TiB of the 128 TiB
+/// a process has on x86-64; more would risk failing to start.
+const MAX_INSTANCES: u32 = 4096;
 
 /// Linear memory kept mapped between uses of a pool slot: reset with a `memset` on reuse
 /// instead of being returned to the kernel and faulted in again. Covers a small Rust
-/// component's whole memory (stack, data, a first heap); only pages the guest dirtied are
-/// reset. Measured on `minimal` under wrk (c=16): 2-4 MiB gave 1.2-1.35x the requests/s
-/// of 0 (madvise) and of 128 KiB-1 MiB (which reset part by memset and part by madvise).
+/// component's whole memory (stack, data, a first heap). Measured on `minimal` under wrk
+/// (c=16): 2-4 MiB gave 1.2-1.35x the requests/s of 0 (madvise) and of 128 KiB-1 MiB
+/// (which reset part by memset and part by madvise).
 const KEEP_RESIDENT: usize = 4 << 20;
 
 /// How big the pooling allocator is.
@@ -48,8 +49,11 @@ impl PoolSize {
         let wanted: u64 = manifest
             .components
             .iter()
-            // Reused instances wait idle between requests: up to one per running slot.
-            .map(|c| u64::from(c.limits.max_concurrency) * if c.limits.reuse > 1 { 2 } else { 1 })
+            .map(|c| {
+                // Reused instances wait idle between requests: up to one per running slot.
+                let per_slot = if c.limits.reuse > 1 { 2 } else { 1 };
+                u64::from(c.limits.max_concurrency) * per_slot
+            })
             .sum::<u64>()
             + u64::from(HEADROOM);
         let max_memory_mb = manifest
@@ -57,8 +61,17 @@ impl PoolSize {
             .iter()
             .map(|c| c.limits.memory_mb)
             .fold(defaults.memory_mb, u64::max);
+        if wanted > u64::from(MAX_INSTANCES) {
+            tracing::warn!(
+                wanted,
+                max = MAX_INSTANCES,
+                "the components' max_concurrency adds up to more instances than the pool \
+                 holds; past {MAX_INSTANCES} running instances requests get 503"
+            );
+        }
+        let instances = wanted.min(u64::from(MAX_INSTANCES));
         Self {
-            instances: u32::try_from(wanted.min(u64::from(MAX_INSTANCES))).unwrap_or(MAX_INSTANCES),
+            instances: u32::try_from(instances).unwrap_or(MAX_INSTANCES),
             max_memory_mb,
         }
     }

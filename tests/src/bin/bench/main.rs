@@ -108,7 +108,7 @@ async fn main() {
     }
     let settings = format!(
         "wrk 1 thread, {secs} s per run after a 1 s warm-up, connections {conns:?}; \
-         fresh instance per request everywhere; wasmtime-cli 48.0.8 (Panal's own wasmtime)"
+         a fresh instance per request except in the `-reuse` scenarios; wasmtime-cli 48.0.8 (Panal's own wasmtime)"
     );
     let md = report.markdown(&machine(), &settings, "docs/benchmarks.png");
     let path = repo().join("BENCHMARKS.md");

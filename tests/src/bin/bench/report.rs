@@ -34,10 +34,10 @@ impl Target {
         match self {
             Self::AtLeast(x) if value >= x => format!("target ≥ {x}: met"),
             Self::AtLeast(x) => {
-                format!("target ≥ {x}: MISSED by {:.0}%", (1.0 - value / x) * 100.0)
+                format!("target ≥ {x}: MISSED by {:.1}%", (1.0 - value / x) * 100.0)
             }
             Self::AtMost(x) if value <= x => format!("target ≤ {x}: met"),
-            Self::AtMost(x) => format!("target ≤ {x}: MISSED by {:.0}%", (value / x - 1.0) * 100.0),
+            Self::AtMost(x) => format!("target ≤ {x}: MISSED by {:.1}%", (value / x - 1.0) * 100.0),
         }
     }
 }
