@@ -281,11 +281,7 @@ impl Registry {
         let Some(mut warm) = deployed.idle.lock().ok().and_then(|mut idle| idle.pop()) else {
             return Err(ctx);
         };
-        let state = warm.store.data_mut();
-        state.trace = ctx.trace.clone();
-        state.outbound.depth = ctx.depth;
-        state.outbound.identity = ctx.identity;
-        state.outbound.trace = ctx.trace;
+        warm.store.data_mut().enter(ctx);
         arm_deadline(&mut warm.store, deployed.limits.timeout_ms);
         Ok(warm)
     }
@@ -300,7 +296,7 @@ impl Registry {
             .stderr(ComponentLog::new(deployed.name.clone(), Output::Stderr))
             .build();
         let memory = usize::try_from(deployed.limits.memory_mb << 20).unwrap_or(usize::MAX);
-        let state = State {
+        let mut state = State {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
@@ -308,16 +304,17 @@ impl Registry {
             kv: deployed.kv.clone(),
             config: deployed.config.clone(),
             msg: deployed.msg.clone(),
-            trace: ctx.trace.clone(),
+            trace: Arc::from([]),
             outbound: Outbound {
                 caller: deployed.name.clone(),
                 grants: deployed.outbound.clone(),
                 registry: Arc::downgrade(self),
-                depth: ctx.depth,
-                identity: ctx.identity,
-                trace: ctx.trace,
+                depth: 0,
+                identity: None,
+                trace: Arc::from([]),
             },
         };
+        state.enter(ctx);
         deployed.metrics.instances.fetch_add(1, Ordering::Relaxed);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -357,6 +354,17 @@ pub struct CallContext {
     pub identity: Option<String>,
     /// Request id and W3C trace context, passed on with every call and message it makes.
     pub trace: Arc<[(String, String)]>,
+}
+
+impl State {
+    /// Take on the context of the request (or message) this instance now serves: a
+    /// fresh instance's first, or a reused one's next.
+    fn enter(&mut self, ctx: CallContext) {
+        self.trace = ctx.trace.clone();
+        self.outbound.depth = ctx.depth;
+        self.outbound.identity = ctx.identity;
+        self.outbound.trace = ctx.trace;
+    }
 }
 
 /// Headers that carry a request's context across calls and messages.

@@ -22,6 +22,21 @@ pub struct Ratio {
     pub target: Option<Target>,
 }
 
+impl Ratio {
+    /// `ratio NAME = V  (target …: met|MISSED by X%)`.
+    fn line(&self) -> String {
+        let verdict = self
+            .target
+            .map(|t| format!("  ({})", t.verdict(self.value)));
+        format!(
+            "ratio {} = {:.2}{}",
+            self.name,
+            self.value,
+            verdict.unwrap_or_default()
+        )
+    }
+}
+
 /// A target from the issue: at least (`ratio ≥ x`) or at most (`value ≤ x`).
 #[derive(Clone, Copy)]
 pub enum Target {
@@ -72,37 +87,35 @@ impl Report {
             .map(|r| r.sample.rps)
     }
 
-    /// `(connections, rps)` of every run of `system` in `scenario`.
-    pub fn rows_of(&self, scenario: &str, system: &str) -> Vec<(usize, f64)> {
-        self.rows
-            .iter()
-            .filter(|r| r.scenario == scenario && r.system == system)
-            .map(|r| (r.conns, r.sample.rps))
-            .collect()
-    }
-
     /// `ratio NAME = V`, printed at once and kept.
     pub fn ratio(&mut self, name: String, value: f64, target: Option<Target>) {
-        let verdict = target.map(|t| format!("  ({})", t.verdict(value)));
-        println!("ratio {name} = {value:.2}{}", verdict.unwrap_or_default());
-        self.ratios.push(Ratio {
+        let ratio = Ratio {
             name,
             value,
             target,
-        });
+        };
+        println!("{}", ratio.line());
+        self.ratios.push(ratio);
     }
 
     /// rps of `a` over rps of `b` in `scenario` at every concurrency both ran.
     pub fn rps_ratios(&mut self, scenario: &str, a: &str, b: &str, target: Option<Target>) {
+        self.cross_ratios((scenario, a), (scenario, b), target);
+    }
+
+    /// rps of system `a.1` in scenario `a.0` over that of `b.1` in `b.0`, at every
+    /// concurrency both ran; named after the numerator's scenario.
+    pub fn cross_ratios(&mut self, a: (&str, &str), b: (&str, &str), target: Option<Target>) {
         let conns: Vec<usize> = self
             .rows
             .iter()
-            .filter(|r| r.scenario == scenario && r.system == a)
+            .filter(|r| r.scenario == a.0 && r.system == a.1)
             .map(|r| r.conns)
             .collect();
         for c in conns {
-            if let (Some(x), Some(y)) = (self.rps(scenario, a, c), self.rps(scenario, b, c)) {
-                self.ratio(format!("{scenario} c={c} {a}/{b}"), x / y, target);
+            if let (Some(x), Some(y)) = (self.rps(a.0, a.1, c), self.rps(b.0, b.1, c)) {
+                let name = format!("{} c={c} {}/{}", a.0, a.1, b.1);
+                self.ratio(name, x / y, target);
             }
         }
     }

@@ -103,12 +103,11 @@ pub fn local(b: &mut Bench) {
         .rps_ratios("hello", "panal", "native-hyper", at_least(0.25));
     b.report
         .rps_ratios("hello-reuse", "panal", "wasmtime-serve", None);
-    for (c, native_rps) in b.report.rows_of("hello", "native-hyper") {
-        if let Some(rps) = b.report.rps("hello-reuse", "panal", c) {
-            let name = format!("hello-reuse c={c} panal/native-hyper");
-            b.report.ratio(name, rps / native_rps, at_least(0.5));
-        }
-    }
+    b.report.cross_ratios(
+        ("hello-reuse", "panal"),
+        ("hello", "native-hyper"),
+        at_least(0.5),
+    );
 
     println!("keyvalue: one get + one set per request, Panal's SQLite backend on both sides");
     let kv_dir = tempfile::tempdir().expect("tmp");
@@ -134,12 +133,11 @@ pub fn local(b: &mut Bench) {
         "native-hyper",
         Some(Target::AtLeast(0.7)),
     );
-    for (c, native_rps) in b.report.rows_of("keyvalue", "native-hyper") {
-        if let Some(rps) = b.report.rps("keyvalue-reuse", "panal", c) {
-            let name = format!("keyvalue-reuse c={c} panal/native-hyper");
-            b.report.ratio(name, rps / native_rps, None);
-        }
-    }
+    b.report.cross_ratios(
+        ("keyvalue-reuse", "panal"),
+        ("keyvalue", "native-hyper"),
+        None,
+    );
 
     println!("calls: one component calling another, in-process by name vs over a socket");
     b.load(
@@ -183,19 +181,15 @@ messaging = {{ publish = ["bench.>"], subscribe = [{{ subject = "bench.echo", qu
     let native = systems::native(&["publish", &nats.url]);
     b.started(&native.command);
     let body = "x".repeat(64);
-    let publish = |url: String| (url, body.clone());
-    let (p_url, p_body) = publish(panal.at("/bench/publish/bench.events"));
-    let (n_url, n_body) = publish(format!("{}/publish/bench.events", native.url));
+    let p_url = panal.at("/bench/publish/bench.events");
+    let n_url = format!("{}/publish/bench.events", native.url);
     println!("messaging: one publish per HTTP request, component vs native hyper + async-nats");
-    for (system, url, body) in [
-        ("panal", &p_url, &p_body),
-        ("native-hyper", &n_url, &n_body),
-    ] {
+    for (system, url) in [("panal", &p_url), ("native-hyper", &n_url)] {
         let req = Request {
             method: "POST",
             url,
             headers: &[("content-type", "text/plain")],
-            body: Some(body),
+            body: Some(&body),
             lua: None,
         };
         b.load("publish", system, &req);

@@ -1,40 +1,21 @@
 //! Start-up: `panal run` as a user starts it, timed from spawn to the first 200.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use panal_tests::panal_bin;
+use panal_tests::Panal;
 
 /// Milliseconds from spawning `panal run` on `manifest` with `data_dir` until
-/// `GET /products` answers 200; the process is then stopped.
+/// `GET /products` answers 200; the process is then stopped (SIGTERM, as a user's
+/// restart would leave the data dir).
 pub fn first_200(manifest: &str, data_dir: &Path) -> f64 {
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("panal.toml");
-    std::fs::write(&path, manifest).expect("write manifest");
     let started = Instant::now();
-    let mut child = Command::new(panal_bin())
-        .arg("run")
-        .arg("--manifest")
-        .arg(&path)
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("PANAL_TEST_JWT_SECRET", panal_tests::shop::SECRET)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn panal");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout");
-    let _ = BufReader::new(stdout).read_line(&mut line);
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .unwrap_or_else(|| panic!("panal did not start: {line:?}"))
-        .to_string();
+    let panal = Panal::start_with_env(
+        manifest,
+        data_dir,
+        &[("PANAL_TEST_JWT_SECRET", panal_tests::shop::SECRET)],
+    );
+    let addr = panal.url.trim_start_matches("http://").to_string();
     let ms = loop {
         if get_200(&addr) {
             break started.elapsed().as_secs_f64() * 1000.0;
@@ -45,12 +26,7 @@ pub fn first_200(manifest: &str, data_dir: &Path) -> f64 {
         );
         std::thread::sleep(Duration::from_millis(1));
     };
-    // SIGTERM: a clean stop checkpoints SQLite, as a user's restart would find it.
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    panal.stop();
     ms
 }
 
