@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
                 methods,
                 component: format!("c{}", routes.len()),
                 protected: false,
+                roles: Vec::new(),
                 rate_limit: None,
             });
         } else {

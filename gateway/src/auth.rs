@@ -1,7 +1,8 @@
 //! Bearer-token authentication for protected routes: HS256 JWTs only (the algorithm is
 //! pinned, so `alg: none` or any other algorithm is refused), with a valid signature,
 //! `exp` in the future and a `sub`. The verified subject reaches the component in
-//! [`USER_ID_HEADER`]; a client can never set that header itself, on any route.
+//! [`USER_ID_HEADER`]; a client can never set that header itself, on any route. A
+//! `roles` claim (an array of strings) is what routes with `roles` are checked against.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -36,6 +37,28 @@ pub enum AuthError {
     /// No usable `sub`.
     #[error("token has no subject")]
     NoSubject,
+    /// `roles` is not an array of at most [`MAX_ROLES`] short strings.
+    #[error("token roles claim is not a list of role names")]
+    Roles,
+}
+
+/// Most roles one token may carry.
+pub const MAX_ROLES: usize = 32;
+
+/// Who a verified token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The `sub` claim: the user id.
+    pub user: String,
+    /// The `roles` claim (empty when absent).
+    pub roles: Vec<String>,
+}
+
+impl Identity {
+    /// Whether it holds one of `wanted` (any identity does when `wanted` is empty).
+    pub fn has_any_role(&self, wanted: &[String]) -> bool {
+        wanted.is_empty() || wanted.iter().any(|w| self.roles.contains(w))
+    }
 }
 
 #[derive(Deserialize)]
@@ -48,6 +71,8 @@ struct Claims {
     sub: Option<String>,
     exp: Option<i64>,
     nbf: Option<i64>,
+    #[serde(default)]
+    roles: Option<serde_json::Value>,
 }
 
 /// Verifies HS256 tokens with one secret.
@@ -70,8 +95,12 @@ impl Verifier {
         }
     }
 
-    /// The subject of the bearer token in `headers`, verified at unix time `now`.
-    pub fn verify_headers(&self, headers: &http::HeaderMap, now: i64) -> Result<String, AuthError> {
+    /// The identity of the bearer token in `headers`, verified at unix time `now`.
+    pub fn verify_headers(
+        &self,
+        headers: &http::HeaderMap,
+        now: i64,
+    ) -> Result<Identity, AuthError> {
         let value = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -83,8 +112,8 @@ impl Verifier {
         self.verify(token.trim(), now)
     }
 
-    /// The subject of `token`, verified at unix time `now`.
-    pub fn verify(&self, token: &str, now: i64) -> Result<String, AuthError> {
+    /// The identity of `token`, verified at unix time `now`.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Identity, AuthError> {
         let mut parts = token.split('.');
         let (Some(h), Some(c), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -114,11 +143,29 @@ impl Verifier {
         if claims.nbf.is_some_and(|nbf| nbf > now) {
             return Err(AuthError::NotYetValid);
         }
-        match claims.sub {
-            Some(sub) if valid_subject(&sub) => Ok(sub),
-            _ => Err(AuthError::NoSubject),
-        }
+        let user = match claims.sub {
+            Some(sub) if valid_subject(&sub) => sub,
+            _ => return Err(AuthError::NoSubject),
+        };
+        let roles = roles(claims.roles)?;
+        Ok(Identity { user, roles })
     }
+}
+
+/// The `roles` claim: absent or null is none; anything but a short list of short
+/// strings is refused rather than half-read.
+fn roles(claim: Option<serde_json::Value>) -> Result<Vec<String>, AuthError> {
+    let list = match claim {
+        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
+        Some(serde_json::Value::Array(list)) if list.len() <= MAX_ROLES => list,
+        Some(_) => return Err(AuthError::Roles),
+    };
+    list.into_iter()
+        .map(|r| match r {
+            serde_json::Value::String(s) if !s.is_empty() && s.len() <= 64 => Ok(s),
+            _ => Err(AuthError::Roles),
+        })
+        .collect()
 }
 
 /// The subject becomes a header value: keep it to visible ASCII.
@@ -159,7 +206,38 @@ mod tests {
     #[test]
     fn a_good_token_yields_its_subject() {
         let t = sign(b"secret", &json!({"sub": "u1", "exp": NOW + 60}));
-        assert_eq!(verifier().verify(&t, NOW), Ok("u1".into()));
+        assert_eq!(verifier().verify(&t, NOW).map(|i| i.user), Ok("u1".into()));
+    }
+
+    #[test]
+    fn roles_are_read_and_checked() {
+        let t = sign(
+            b"secret",
+            &json!({"sub": "u1", "exp": NOW + 60, "roles": ["admin", "ops"]}),
+        );
+        let id = verifier().verify(&t, NOW).expect("valid");
+        assert_eq!(id.roles, ["admin", "ops"]);
+        assert!(id.has_any_role(&["admin".into()]));
+        assert!(id.has_any_role(&[]));
+        assert!(!id.has_any_role(&["billing".into()]));
+        let plain = sign(b"secret", &json!({"sub": "u1", "exp": NOW + 60}));
+        assert!(verifier()
+            .verify(&plain, NOW)
+            .expect("valid")
+            .roles
+            .is_empty());
+        for bad in [
+            json!("admin"),
+            json!([1]),
+            json!([""]),
+            json!({"admin": true}),
+        ] {
+            let t = sign(
+                b"secret",
+                &json!({"sub": "u1", "exp": NOW + 60, "roles": bad}),
+            );
+            assert_eq!(verifier().verify(&t, NOW), Err(AuthError::Roles), "{bad}");
+        }
     }
 
     #[test]
@@ -207,6 +285,9 @@ mod tests {
             "authorization",
             format!("Bearer {t}").parse().expect("header"),
         );
-        assert_eq!(verifier().verify_headers(&h, NOW), Ok("u1".into()));
+        assert_eq!(
+            verifier().verify_headers(&h, NOW).map(|i| i.user),
+            Ok("u1".into())
+        );
     }
 }

@@ -7,6 +7,7 @@
 //!   in a header no client can set.
 //! - [`ratelimit`]: token buckets per route, by client IP and by verified user.
 //! - [`aggregate`]: composite routes answered by fanning out to several components.
+//! - [`conn`]: connection caps (total, per IP) and header, idle and body timeouts.
 //! - [`server`]: the hyper 1 accept loops for the public and the admin listener, with
 //!   graceful shutdown.
 //!
@@ -16,6 +17,7 @@
 
 pub mod aggregate;
 pub mod auth;
+pub mod conn;
 pub mod ratelimit;
 pub mod request_id;
 pub mod routes;
@@ -24,8 +26,9 @@ pub mod server;
 use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 
+pub use conn::ConnLimits;
 pub use routes::{Route, RouteError, RouteMatch, RouteTable};
-pub use server::{serve, serve_admin};
+pub use server::serve;
 
 /// Errors a streamed body can carry.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

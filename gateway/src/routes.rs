@@ -15,6 +15,9 @@ pub struct Route {
     pub component: String,
     /// Whether a valid bearer token is required (see [`crate::auth`]).
     pub protected: bool,
+    /// Roles of which the token must hold one (403 otherwise); empty: any verified
+    /// user. Only meaningful on a protected route.
+    pub roles: Vec<String>,
     /// Requests allowed per client and per user (see [`crate::ratelimit`]).
     pub rate_limit: Option<crate::ratelimit::RateLimit>,
 }
@@ -222,6 +225,7 @@ mod tests {
             methods: methods.map(<[Method]>::to_vec),
             component: component.into(),
             protected: false,
+            roles: Vec::new(),
         }
     }
 

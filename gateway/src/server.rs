@@ -1,6 +1,7 @@
-//! Accept loops: the public listener (routes to components) and the admin listener
-//! (`/healthz`). Both stop accepting when `shutdown` resolves, then let in-flight
-//! requests finish (up to a grace period) before returning.
+//! Accept loops: the public listener (routes to components) and, through
+//! [`accept_loop`], the host's admin listener. Both guard their connections with
+//! [`crate::conn`] (caps, header, idle and body timeouts), stop accepting when `shutdown`
+//! resolves, then let in-flight requests finish (up to a grace period) before returning.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,8 +21,9 @@ use http_body_util::BodyExt;
 
 use crate::aggregate::Aggregate;
 use crate::auth::{self, Verifier};
+use crate::conn::{Activity, ConnLimits, Counted, Deadline, Tracker, Watched};
 use crate::routes::{self, RouteMatch, RouteTable};
-use crate::{json_error, json_response, request_id, Backend, Body, BoxError, Request};
+use crate::{json_error, request_id, Backend, Body, BoxError, Request};
 
 /// How long in-flight requests may run on after shutdown began.
 const GRACE: Duration = Duration::from_secs(30);
@@ -46,6 +48,10 @@ const HOP_BY_HOP: [&str; 9] = [
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// The local address a request's connection was accepted on (set by [`accept_loop`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub std::net::SocketAddr);
+
 /// The public side: route table, aggregates, auth, and the backend that runs components.
 pub struct Gateway {
     /// Swapped whole when a deploy adds, changes or removes routes.
@@ -56,6 +62,8 @@ pub struct Gateway {
     limiter: crate::ratelimit::Limiter,
     /// Served at `GET /openapi.json`.
     openapi: Option<bytes::Bytes>,
+    /// Connection and body limits of the public listener.
+    limits: ConnLimits,
 }
 
 impl Gateway {
@@ -74,7 +82,15 @@ impl Gateway {
             aggregates,
             limiter: crate::ratelimit::Limiter::default(),
             openapi: None,
+            limits: ConnLimits::default(),
         }
+    }
+
+    /// Guard connections and request bodies with `limits` (default: [`ConnLimits`]'s).
+    #[must_use]
+    pub fn with_limits(mut self, limits: ConnLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Serve `doc` (JSON) at `GET /openapi.json`.
@@ -92,7 +108,16 @@ impl Gateway {
     /// Route and answer one request.
     pub async fn handle(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
         let started = Instant::now();
-        let mut req: Request = req.map(|b| b.map_err(box_error).boxed_unsync());
+        let tripped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let body_timeout = self.limits.body_timeout;
+        let mut req: Request = req.map(|b| {
+            let body = b.map_err(box_error).boxed_unsync();
+            if http_body::Body::is_end_stream(&body) {
+                body
+            } else {
+                Deadline::new(body, body_timeout, tripped.clone()).boxed_unsync()
+            }
+        });
         strip_hop_by_hop(req.headers_mut());
         let id = request_id::take_or_make(req.headers());
         req.headers_mut().insert(request_id::HEADER, id.clone());
@@ -107,7 +132,10 @@ impl Gateway {
             route = tracing::field::Empty,
         );
         let mut resp = async {
-            let resp = self.dispatch(req).await;
+            let mut resp = self.dispatch(req).await;
+            if tripped.load(std::sync::atomic::Ordering::Relaxed) {
+                resp = request_timeout(body_timeout);
+            }
             tracing::info!(
                 status = resp.status().as_u16(),
                 duration_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -162,7 +190,7 @@ impl Gateway {
             span.record("route", agg.pattern());
             let user = if agg.protected() {
                 match self.authenticate(req.headers()) {
-                    Ok(user) => Some(user),
+                    Ok(identity) => Some(identity.user),
                     Err(why) => return unauthorized(&why),
                 }
             } else {
@@ -181,17 +209,19 @@ impl Gateway {
                 span.record("route", route.prefix.as_str());
                 let mut user = None;
                 if route.protected {
-                    match self.authenticate(req.headers()) {
-                        Ok(u) => match HeaderValue::from_str(&u) {
-                            Ok(v) => {
-                                req.headers_mut().insert(auth::USER_ID_HEADER, v);
-                                user = Some(u);
-                            }
-                            Err(_) => {
-                                return unauthorized("token subject is not a valid header value")
-                            }
-                        },
+                    let identity = match self.authenticate(req.headers()) {
+                        Ok(identity) => identity,
                         Err(why) => return unauthorized(&why),
+                    };
+                    if !identity.has_any_role(&route.roles) {
+                        return forbidden(&route.roles);
+                    }
+                    match HeaderValue::from_str(&identity.user) {
+                        Ok(v) => {
+                            req.headers_mut().insert(auth::USER_ID_HEADER, v);
+                            user = Some(identity.user);
+                        }
+                        Err(_) => return unauthorized("token subject is not a valid header value"),
                     }
                 }
                 if let Some(limit) = &route.rate_limit {
@@ -216,8 +246,8 @@ impl Gateway {
         }
     }
 
-    /// The verified user id of a request to a protected route, or the 401 to answer.
-    fn authenticate(&self, headers: &http::HeaderMap) -> Result<String, String> {
+    /// The verified identity of a request to a protected route, or why it gets 401.
+    fn authenticate(&self, headers: &http::HeaderMap) -> Result<auth::Identity, String> {
         let Some(verifier) = &self.auth else {
             return Err("authentication is not configured".into());
         };
@@ -263,6 +293,17 @@ fn too_many(route: &str, wait: Duration) -> http::Response<Body> {
     resp
 }
 
+fn request_timeout(limit: Duration) -> http::Response<Body> {
+    let mut resp = json_error(
+        StatusCode::REQUEST_TIMEOUT,
+        "request body too slow",
+        serde_json::json!({ "limit": "body_timeout_ms", "ms": limit.as_millis() }),
+    );
+    resp.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 fn box_error(e: hyper::Error) -> BoxError {
     Box::new(e)
 }
@@ -278,6 +319,20 @@ fn unauthorized(reason: &str) -> http::Response<Body> {
         HeaderValue::from_static("Bearer"),
     );
     resp
+}
+
+fn forbidden(roles: &[String]) -> http::Response<Body> {
+    tracing::info!(
+        ?roles,
+        "token lacks a role the route requires; answering 403"
+    );
+    json_error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        serde_json::json!({
+            "reason": format!("this route needs one of the roles: {}", roles.join(", ")),
+        }),
+    )
 }
 
 fn method_not_allowed<B>(req: &http::Request<B>, allowed: &[http::Method]) -> http::Response<Body> {
@@ -299,41 +354,20 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    accept_loop(listener, shutdown, move |req| {
+    let limits = gateway.limits;
+    accept_loop(listener, limits, shutdown, move |req| {
         let gateway = gateway.clone();
         async move { gateway.handle(req).await }
     })
     .await
 }
 
-/// Serve the admin listener (`GET /healthz` only) until `shutdown` resolves.
-pub async fn serve_admin(
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    accept_loop(
-        listener,
-        shutdown,
-        |req: http::Request<hyper::body::Incoming>| async move {
-            match (req.method(), req.uri().path()) {
-                (&http::Method::GET, "/healthz") => {
-                    json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
-                }
-                _ => json_error(
-                    StatusCode::NOT_FOUND,
-                    "no such admin endpoint",
-                    serde_json::json!({ "path": req.uri().path() }),
-                ),
-            }
-        },
-    )
-    .await
-}
-
 /// Serve `listener` with `handler` until `shutdown` resolves, then let in-flight
-/// requests finish (the host's admin API uses this).
+/// requests finish (the host's admin API uses this). Connections are guarded by
+/// `limits` (see [`crate::conn`]).
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
+    limits: ConnLimits,
     shutdown: impl Future<Output = ()>,
     handler: F,
 ) -> std::io::Result<()>
@@ -343,6 +377,7 @@ where
 {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
+    let tracker = Tracker::new(limits);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -357,19 +392,38 @@ where
             },
             () = &mut shutdown => break,
         };
+        let open = match tracker.admit(peer.ip()) {
+            Ok(open) => open,
+            Err(refusal) => {
+                tracing::warn!(%peer, ?refusal, "limit hit: connections; refusing with 503");
+                tokio::spawn(refuse(stream, refusal));
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
+        let activity = Arc::new(Activity::default());
+        let io = TokioIo::new(Watched::new(stream, activity.clone(), limits));
         let handler = handler.clone();
         let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ClientAddr(peer));
+            if let Some(local) = local {
+                req.extensions_mut().insert(LocalAddr(local));
+            }
+            let running = activity.begin();
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req).await) }
+            async move {
+                let resp = handler(req).await;
+                Ok::<_, Infallible>(resp.map(|body| Counted::new(body, running)))
+            }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = builder.serve_connection_with_upgrades(io, service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             if let Err(err) = conn.await {
                 tracing::debug!(%peer, %err, "connection ended with an error");
             }
+            drop(open);
         });
     }
     drop(listener);
@@ -380,4 +434,16 @@ where
         }
     }
     Ok(())
+}
+
+/// Answer a connection over the caps with 503 and close it, without holding up the
+/// accept loop (a client that does not read gets a second at most).
+async fn refuse(mut stream: tokio::net::TcpStream, refusal: crate::conn::Refusal) {
+    use tokio::io::AsyncWriteExt;
+    let answer = refusal.response();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await
+    })
+    .await;
 }

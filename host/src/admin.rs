@@ -10,6 +10,11 @@
 //!
 //! With `PANAL_ADMIN_TOKEN` set, everything but `/healthz` needs
 //! `Authorization: Bearer TOKEN`; without it the listener must be on loopback.
+//!
+//! Browsers are kept out whatever the token: a request with an `Origin` header (a web
+//! page's fetch or form) is refused, and so is one whose `Host` is neither the address
+//! the connection was accepted on (`localhost:PORT` too, on loopback) nor one of the
+//! manifest's `[gateway] admin_hosts`, which defeats DNS rebinding.
 
 use std::sync::Arc;
 
@@ -34,6 +39,8 @@ pub struct Admin {
     pub gateway: Arc<Gateway>,
     /// Bearer token, when required.
     pub token: Option<String>,
+    /// `Host` names accepted besides the listener's own address.
+    pub hosts: Vec<String>,
 }
 
 impl Admin {
@@ -42,6 +49,14 @@ impl Admin {
         let path = req.uri().path().to_string();
         if req.method() == Method::GET && path == "/healthz" {
             return json_response(StatusCode::OK, &json!({ "status": "ok" }));
+        }
+        if let Err(why) = self.same_site(&req) {
+            tracing::warn!(%path, reason = %why, "admin request refused");
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "admin request refused",
+                json!({ "reason": why }),
+            );
         }
         if let Some(token) = &self.token {
             if !bearer_matches(req.headers(), token) {
@@ -96,6 +111,36 @@ impl Admin {
         }
     }
 
+    /// Refuse what a browser could send on a web page's behalf (see the module doc).
+    fn same_site<B>(&self, req: &http::Request<B>) -> Result<(), String> {
+        if req.headers().contains_key(http::header::ORIGIN) {
+            return Err("requests with an Origin header (from a web page) are not accepted".into());
+        }
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .ok_or("a Host header is required")?
+            .to_ascii_lowercase();
+        let local = req
+            .extensions()
+            .get::<panal_gateway::server::LocalAddr>()
+            .map(|l| l.0);
+        if host_allowed(&host, local, &self.hosts) {
+            Ok(())
+        } else {
+            Err(format!(
+                "Host `{host}` is not this listener's address; add it to [gateway] admin_hosts"
+            ))
+        }
+    }
+
     fn follow_routes(&self, outcome: &Outcome) {
         if !outcome.routes_changed {
             return;
@@ -142,6 +187,26 @@ fn bearer_matches(headers: &http::HeaderMap, token: &str) -> bool {
             == 0
 }
 
+/// Whether `host` (a `Host` value, lowercased) names the listener at `local` or one of
+/// `names` (a name alone matches on any port).
+fn host_allowed(host: &str, local: Option<std::net::SocketAddr>, names: &[String]) -> bool {
+    if names.iter().any(|n| {
+        n == host
+            || host
+                .rsplit_once(':')
+                .is_some_and(|(name, port)| n == name && port.bytes().all(|b| b.is_ascii_digit()))
+    }) {
+        return true;
+    }
+    let Some(local) = local else {
+        return false;
+    };
+    if host == local.to_string() {
+        return true;
+    }
+    local.ip().is_loopback() && host == format!("localhost:{}", local.port())
+}
+
 /// Routes and grants from the query string.
 fn deploy_request(query: &str, name: &str) -> Result<DeployRequest, String> {
     let mut routes = Vec::new();
@@ -154,6 +219,7 @@ fn deploy_request(query: &str, name: &str) -> Result<DeployRequest, String> {
                 methods: None,
                 component: name.to_string(),
                 protected: key == "protected_route",
+                roles: Vec::new(),
                 rate_limit: None,
             }),
             "keyvalue" => grants.keyvalue.push(value),
@@ -200,5 +266,33 @@ mod tests {
         assert_eq!(d.grants.keyvalue, ["kv"]);
         assert!(deploy_request("routes=/a", "c").is_err());
         assert!(deploy_request("publish=a..b", "c").is_err());
+    }
+
+    #[test]
+    fn only_the_listeners_own_address_or_a_configured_name_is_a_good_host() {
+        let local: std::net::SocketAddr = "127.0.0.1:8081".parse().expect("addr");
+        let names = vec!["ops.example.com".to_string(), "panal:9000".to_string()];
+        for good in [
+            "127.0.0.1:8081",
+            "localhost:8081",
+            "ops.example.com",
+            "ops.example.com:8081",
+            "panal:9000",
+        ] {
+            assert!(host_allowed(good, Some(local), &names), "{good}");
+        }
+        for bad in [
+            "evil.example:8081",
+            "127.0.0.1:8082",
+            "localhost:80",
+            "panal:9001",
+            "panal",
+            "ops.example.com:x",
+        ] {
+            assert!(!host_allowed(bad, Some(local), &names), "{bad}");
+        }
+        let public: std::net::SocketAddr = "10.0.0.5:8081".parse().expect("addr");
+        assert!(host_allowed("10.0.0.5:8081", Some(public), &[]));
+        assert!(!host_allowed("localhost:8081", Some(public), &[]));
     }
 }

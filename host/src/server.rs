@@ -161,6 +161,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     if let Some(doc) = manifest.openapi.clone() {
         gateway = gateway.with_openapi(doc);
     }
+    let limits = manifest.gateway.limits;
+    gateway = gateway.with_limits(limits);
     let gateway = Arc::new(gateway);
 
     let admin_token = std::env::var("PANAL_ADMIN_TOKEN")
@@ -178,6 +180,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         registry: registry.clone(),
         gateway: gateway.clone(),
         token: admin_token,
+        hosts: manifest.gateway.admin_hosts.clone(),
     });
 
     let watcher = opts.watch.then(|| {
@@ -208,6 +211,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     ));
     let admin_task = tokio::spawn(panal_gateway::server::accept_loop(
         admin,
+        limits,
         stopped(stop_rx),
         move |req| {
             let admin_api = admin_api.clone();

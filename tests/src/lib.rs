@@ -117,11 +117,28 @@ impl Panal {
         let dir = tempfile::tempdir().expect("tempdir");
         let manifest_path = dir.path().join("panal.toml");
         std::fs::write(&manifest_path, manifest).expect("write manifest");
+        Self::start_in(dir, &manifest_path, data_dir, env, args)
+    }
+
+    /// Start panal with the manifest file at `path` (e.g. the repository's own
+    /// `panal.toml`), storage in `data_dir`, extra environment variables and flags.
+    pub fn start_path(path: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, path, data_dir, env, &[])
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        manifest_path: &Path,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         let log = dir.path().join("panal.log");
         let mut child = Command::new(panal_bin())
             .arg("run")
             .arg("--manifest")
-            .arg(&manifest_path)
+            .arg(manifest_path)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)

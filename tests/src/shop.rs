@@ -33,7 +33,10 @@ keyvalue = ["users"]
 
 [components.product]
 source = "{product}"
-routes = ["/products"]
+routes = [
+  {{ prefix = "/products", methods = ["GET", "HEAD"] }},
+  {{ prefix = "/products", methods = ["POST", "PATCH", "DELETE"], roles = ["admin"] }},
+]
 keyvalue = ["products"]
 
 [components.order]
@@ -84,6 +87,19 @@ payment = "probe"
         notification = component("notification"),
         probe = component("probe"),
         openapi = crate::repo().join("openapi.json").display(),
+    )
+}
+
+/// A token with the `admin` role, signed with the test secret.
+pub fn admin_token() -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    crate::sign_hs256(
+        SECRET.as_bytes(),
+        &json!({"sub": "shop-admin", "exp": exp, "roles": ["admin"]}),
     )
 }
 
@@ -153,12 +169,12 @@ impl Shop<'_> {
         )
     }
 
-    /// Create a product: its id.
+    /// Create a product (as an admin): its id.
     pub async fn product(&self, name: &str, price: i64, stock: i64) -> String {
         let (s, p) = self
             .post(
                 "/products",
-                None,
+                Some(&admin_token()),
                 json!({"name": name, "price_cents": price, "stock": stock}),
             )
             .await;

@@ -4,7 +4,7 @@
 //! released), stock is conserved throughout, and once payment is rolled back the
 //! half-open circuit lets a call through and orders are paid again. The orders whose
 //! outcome was unknown are settled when read (payment never charged them), so in the
-//! end no stock is left reserved.
+//! end no stock is left reserved, even when the caller paid a cent under one's key.
 
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,23 @@ async fn a_broken_payment_fails_orders_fast_opens_its_circuit_and_recovers() {
     assert_eq!(s, StatusCode::CREATED, "{again}");
     sold += 1;
     assert_eq!(shop.stock(&honey).await, 20 - sold - pending);
+
+    // A payment the caller makes under an unknown order's key, for another amount,
+    // does not settle it as paid: it is not that order's charge.
+    let first = pending_ids
+        .first()
+        .expect("an order reached the broken payment");
+    let (s, cheap) = shop
+        .send(
+            shop.c
+                .post(panal.at("/payments"))
+                .bearer_auth(&token)
+                .header("idempotency-key", format!("order-{first}"))
+                .json(&json!({"order_id": first, "amount_cents": 1, "card_number": card})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{cheap}");
+    assert_eq!(cheap["status"], "captured");
 
     // Reading an order whose outcome was unknown asks payment by its key: never
     // charged, so it fails and its stock comes back. Reading it again changes nothing.

@@ -175,6 +175,10 @@ async fn the_whole_flow_through_the_gateway_survives_a_restart() {
     assert_eq!(again["id"], first["id"]);
     let (s, _) = shop.send(pay("key-1", 999)).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // A charge of nothing is refused, naming the field.
+    let (s, zero) = shop.send(pay("key-zero", 0)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{zero}");
+    assert_eq!(zero["fields"]["amount_cents"], "must be an integer >= 1");
     let payment_id = first["id"].as_str().expect("id").to_string();
     // Payments are their owner's: another user neither reads them nor shares their keys.
     let (s, _) = shop

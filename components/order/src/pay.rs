@@ -50,6 +50,8 @@ pub enum Payment {
     Refused,
     /// No readable answer after the retry and the re-check: it may have been charged.
     Unknown,
+    /// Nothing to charge (a total of 0): paid without asking payment.
+    Free,
     /// The host failed the first call fast (payment's circuit is open): nothing was
     /// sent, so nothing was charged.
     Unavailable,
@@ -208,15 +210,28 @@ pub fn not_sent(status: u16, answer: &Value) -> bool {
 /// What payment knows of the order's key: `Some` when definite, with
 /// [`Payment::Refused`] standing for "never charged" (no payment under the key, which
 /// is final once no charge is in flight); `None` while payment cannot say.
-pub fn lookup(order_id: &str) -> Option<Payment> {
+pub fn lookup(order_id: &str, total_cents: u64) -> Option<Payment> {
     let url = format!("{PAYMENT_URL}/by-key/{}", idempotency_key(order_id));
     let (status, body) = client::get(&url).ok()?;
     let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match status {
         404 => Some(Payment::Refused),
+        200 if !is_charge_of(&answer, order_id, total_cents) => {
+            // The key was claimed by another request (the caller's own POST /payments):
+            // that payment is not this order's, and this order's charge, sent under the
+            // same key, could only have been refused with 422.
+            eprintln!("order: payment under the key of {order_id} is for another charge: {answer}");
+            Some(Payment::Refused)
+        }
         200 => interpret_payment(200, &answer),
         _ => None,
     }
+}
+
+/// Whether payment `answer` charged `total_cents` for order `order_id` (pure).
+pub fn is_charge_of(answer: &Value, order_id: &str, total_cents: u64) -> bool {
+    answer.get("order_id").and_then(Value::as_str) == Some(order_id)
+        && answer.get("amount_cents").and_then(Value::as_u64) == Some(total_cents)
 }
 
 /// One answer's meaning: `Some` when definite, `None` when it leaves the charge unknown
@@ -278,6 +293,19 @@ mod tests {
             interpret_payment(200, &json!({"id":"p1","status":"?"})),
             None
         );
+    }
+
+    #[test]
+    fn only_the_orders_own_charge_settles_it() {
+        let own = json!({"id":"p1","order_id":"o1","amount_cents":500,"status":"captured"});
+        assert!(is_charge_of(&own, "o1", 500));
+        assert!(!is_charge_of(&own, "o1", 499), "another amount");
+        assert!(!is_charge_of(&own, "o2", 500), "another order");
+        assert!(!is_charge_of(
+            &json!({"id":"p1","status":"captured"}),
+            "o1",
+            500
+        ));
     }
 
     /// `settle` over canned answers; also returns how many were sent.

@@ -19,7 +19,7 @@ pub fn settle(bucket: &Bucket, order: Order) -> Result<Order, ApiError> {
     if !order.payment_unknown || pay::route()? != Route::Http {
         return Ok(order);
     }
-    let Some(outcome) = pay::lookup(&order.id) else {
+    let Some(outcome) = pay::lookup(&order.id, order.total_cents) else {
         return Ok(order);
     };
     let mut settled = order.clone();
@@ -28,6 +28,10 @@ pub fn settle(bucket: &Bucket, order: Order) -> Result<Order, ApiError> {
         Payment::Captured { payment_id } => {
             settled.status = model::PAID.to_string();
             settled.payment_id = Some(payment_id.clone());
+            events::PAID
+        }
+        Payment::Free => {
+            settled.status = model::PAID.to_string();
             events::PAID
         }
         Payment::Declined { payment_id } => {
@@ -57,7 +61,7 @@ pub fn settle(bucket: &Bucket, order: Order) -> Result<Order, ApiError> {
         let current = bucket.get(&model::order_key(&order.id))?;
         return current.map_or(Ok(order), |b| Order::from_bytes(&b));
     }
-    if !matches!(outcome, Payment::Captured { .. }) {
+    if !matches!(outcome, Payment::Captured { .. } | Payment::Free) {
         calls::release(&settled.items);
     }
     events::publish(event, &settled);

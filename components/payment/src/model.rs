@@ -92,7 +92,8 @@ fn request_fields(v: &mut Validator, obj: &Obj) -> PaymentRequest {
             );
         }
     }
-    let amount_cents = v.int(obj, "amount_cents", 0, u64::MAX);
+    // A charge of nothing is no charge: an order settled by it would be paid for free.
+    let amount_cents = v.int(obj, "amount_cents", 1, u64::MAX);
     let card_number = v.string(obj, "card_number");
     if let Some(card) = &card_number {
         if !((12..=19).contains(&card.len()) && card.bytes().all(|b| b.is_ascii_digit())) {
@@ -237,7 +238,7 @@ mod tests {
             .expect_err("bad");
         assert_eq!(
             e.body["fields"],
-            json!({"order_id":"must not be empty","amount_cents":"must be an integer >= 0",
+            json!({"order_id":"must not be empty","amount_cents":"must be an integer >= 1",
                    "card_number":"must be 12 to 19 digits"})
         );
     }

@@ -143,6 +143,12 @@ fn login(req: &IncomingRequest) -> ApiResult {
             return Err(bad_credentials());
         }
     };
+    let admins = config_value("admin_emails")?;
+    let roles: &[&str] = if validate::is_listed(&user.email, admins.as_deref()) {
+        &["admin"]
+    } else {
+        &[]
+    };
     let iat = panal_sdk::time::unix_now();
     let exp = iat.saturating_add(ttl);
     let claims = jwt::Claims {
@@ -150,6 +156,7 @@ fn login(req: &IncomingRequest) -> ApiResult {
         email: &user.email,
         iat,
         exp,
+        roles,
     };
     let token = jwt::encode(&claims, secret.as_bytes())
         .map_err(|e| ApiError::internal("token signing failed").with("detail", e))?;

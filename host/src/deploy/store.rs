@@ -52,6 +52,9 @@ pub struct RouteRecord {
     pub methods: Option<Vec<String>>,
     /// Whether a bearer token is required.
     pub protected: bool,
+    /// Roles the token must hold one of (records written before roles have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
     /// Rate limits, when the route has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<panal_gateway::ratelimit::RateLimit>,
@@ -79,6 +82,7 @@ impl RouteRecord {
                 .as_ref()
                 .map(|m| m.iter().map(ToString::to_string).collect()),
             protected: r.protected,
+            roles: r.roles.clone(),
             rate_limit: r.rate_limit,
         }
     }
@@ -94,6 +98,7 @@ impl RouteRecord {
             }),
             component: component.to_string(),
             protected: self.protected,
+            roles: self.roles.clone(),
             rate_limit: self.rate_limit,
         }
     }

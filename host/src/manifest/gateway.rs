@@ -1,5 +1,6 @@
 //! Validation of the manifest's gateway-level sections: `[auth]` (bearer tokens),
-//! `[aggregates.NAME]` (composite routes) and `[gateway]` (the OpenAPI document).
+//! `[aggregates.NAME]` (composite routes) and `[gateway]` (the OpenAPI document,
+//! connection limits, admin host names).
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,7 @@ use toml::Spanned;
 
 use super::raw::{RawAggregate, RawAuth, RawGateway};
 use super::validate::{substitute_env, Checker};
-use super::{AggregateSpec, Auth, ComponentSpec};
+use super::{AggregateSpec, Auth, ComponentSpec, GatewaySettings};
 
 pub(super) fn auth(
     c: &mut Checker,
@@ -120,12 +121,12 @@ pub(super) fn aggregates(
 /// answers "no route". Its bytes are served as they are.
 pub(super) fn openapi(
     c: &mut Checker,
-    raw: Option<RawGateway>,
+    raw: &RawGateway,
     dir: &std::path::Path,
     table: &panal_gateway::RouteTable,
     aggregates: &[AggregateSpec],
 ) -> Option<Vec<u8>> {
-    let file = raw?.openapi?;
+    let file = raw.openapi.as_ref()?;
     let span = Some(file.span());
     let path = dir.join(file.get_ref());
     let problem = |c: &mut Checker, why: String| {
@@ -178,6 +179,71 @@ pub(super) fn openapi(
         );
     }
     Some(bytes)
+}
+
+/// `[gateway]`'s connection limits (each within a sane range) and admin host names.
+pub(super) fn settings(c: &mut Checker, raw: &RawGateway) -> GatewaySettings {
+    let mut limits = panal_gateway::ConnLimits::default();
+    let mut check = |field: &str, v: &Option<Spanned<i64>>, (min, max): (i64, i64)| {
+        let v = v.as_ref()?;
+        let n = *v.get_ref();
+        if (min..=max).contains(&n) {
+            Some(n.unsigned_abs())
+        } else {
+            c.problem(
+                Some(v.span()),
+                format!("gateway.{field}"),
+                format!("must be between {min} and {max}, got {n}"),
+            );
+            None
+        }
+    };
+    let ms = std::time::Duration::from_millis;
+    if let Some(n) = check("header_timeout_ms", &raw.header_timeout_ms, (100, 600_000)) {
+        limits.header_timeout = ms(n);
+    }
+    if let Some(n) = check("idle_timeout_ms", &raw.idle_timeout_ms, (100, 3_600_000)) {
+        limits.idle_timeout = ms(n);
+    }
+    if let Some(n) = check("body_timeout_ms", &raw.body_timeout_ms, (100, 3_600_000)) {
+        limits.body_timeout = ms(n);
+    }
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    if let Some(n) = check("max_connections", &raw.max_connections, (1, 1_000_000)) {
+        limits.max_connections = count(n);
+    }
+    if let Some(n) = check(
+        "max_connections_per_ip",
+        &raw.max_connections_per_ip,
+        (1, 1_000_000),
+    ) {
+        limits.max_connections_per_ip = count(n);
+    }
+    let mut admin_hosts = Vec::new();
+    for (i, host) in raw.admin_hosts.iter().enumerate() {
+        let name = host.get_ref().trim().to_ascii_lowercase();
+        let valid = !name.is_empty()
+            && name.len() <= 255
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+        if valid {
+            admin_hosts.push(name);
+        } else {
+            c.problem(
+                Some(host.span()),
+                format!("gateway.admin_hosts[{i}]"),
+                format!(
+                    "`{}` is not a host name (like `ops.example.com` or `ops.example.com:8081`)",
+                    host.get_ref()
+                ),
+            );
+        }
+    }
+    GatewaySettings {
+        limits,
+        admin_hosts,
+    }
 }
 
 /// Whether two path patterns are the same up to the names of their `{params}`.

@@ -39,6 +39,17 @@ pub struct Manifest {
     /// The OpenAPI document the gateway serves at `GET /openapi.json`, checked against
     /// the routes.
     pub openapi: Option<Vec<u8>>,
+    /// Connection limits of both listeners, and the names the admin API answers to.
+    pub gateway: GatewaySettings,
+}
+
+/// `[gateway]`: how the public and admin listeners guard their connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// Caps and timeouts of every connection (both listeners).
+    pub limits: panal_gateway::ConnLimits,
+    /// `Host` names the admin API answers to besides its own address (`admin_hosts`).
+    pub admin_hosts: Vec<String>,
 }
 
 /// Which broker serves `wasi:messaging`.

@@ -25,11 +25,18 @@ pub(super) struct RawManifest {
     pub gateway: Option<RawGateway>,
 }
 
-/// `[gateway]`: what the gateway serves itself.
-#[derive(Debug, Deserialize)]
+/// `[gateway]`: what the gateway serves itself, and how it guards its connections.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGateway {
     pub openapi: Option<Spanned<String>>,
+    pub header_timeout_ms: Option<Spanned<i64>>,
+    pub idle_timeout_ms: Option<Spanned<i64>>,
+    pub body_timeout_ms: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_connections_per_ip: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub admin_hosts: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +173,7 @@ pub(super) struct RawRoute {
     pub prefix: String,
     pub methods: Option<Vec<String>>,
     pub protected: bool,
+    pub roles: Vec<String>,
     pub rate_limit: Option<RawRateLimit>,
 }
 
@@ -185,6 +193,8 @@ struct RouteTable {
     methods: Option<Vec<String>>,
     #[serde(default)]
     protected: bool,
+    #[serde(default)]
+    roles: Vec<String>,
     rate_limit: Option<RawRateLimit>,
 }
 
@@ -192,12 +202,13 @@ impl<'de> Deserialize<'de> for RawRoute {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let t: RouteTable = string_or_table(
             d,
-            r#"a path prefix like "/products" or { prefix = "/products", methods = ["GET"], protected = true, rate_limit = { per_ip = "10/s" } }"#,
+            r#"a path prefix like "/products" or { prefix = "/products", methods = ["GET"], protected = true, roles = ["admin"], rate_limit = { per_ip = "10/s" } }"#,
         )?;
         Ok(RawRoute {
             prefix: t.prefix,
             methods: t.methods,
             protected: t.protected,
+            roles: t.roles,
             rate_limit: t.rate_limit,
         })
     }
@@ -209,6 +220,7 @@ impl From<String> for RouteTable {
             prefix,
             methods: None,
             protected: false,
+            roles: Vec::new(),
             rate_limit: None,
         }
     }

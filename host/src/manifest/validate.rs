@@ -113,8 +113,10 @@ pub(super) fn parse(
     // Routes with a bad prefix were left out above (and reported), so indexes line up
     // only when there are none; then a conflict can point at the second claim.
     let table = panal_gateway::RouteTable::new(routes);
+    let raw_gateway = raw.gateway.unwrap_or_default();
+    let gateway = super::gateway::settings(&mut c, &raw_gateway);
     let openapi = match &table {
-        Ok(table) => super::gateway::openapi(&mut c, raw.gateway, dir, table, &aggregates),
+        Ok(table) => super::gateway::openapi(&mut c, &raw_gateway, dir, table, &aggregates),
         Err(_) => None,
     };
     if let Err(err) = table {
@@ -143,6 +145,7 @@ pub(super) fn parse(
             aggregates,
             components,
             openapi,
+            gateway,
         })
     } else {
         c.problems
@@ -195,9 +198,20 @@ fn component(
                 })
                 .collect::<Vec<_>>()
         });
+        for (j, role) in route.roles.iter().enumerate() {
+            if role.is_empty() || role.len() > 64 || !role.bytes().all(|b| b.is_ascii_graphic()) {
+                c.problem(
+                    Some(r.span()),
+                    field(&format!("routes[{i}].roles[{j}]")),
+                    format!("`{role}` is not a role name (1-64 visible ASCII characters)"),
+                );
+            }
+        }
+        // Roles are checked against a verified token: a route with roles is protected.
+        let protected = route.protected || !route.roles.is_empty();
         let rate_limit = route.rate_limit.as_ref().and_then(|raw| {
             let at = field(&format!("routes[{i}].rate_limit"));
-            match rate_limit(raw, route.protected) {
+            match rate_limit(raw, protected) {
                 Ok(limit) => Some(limit),
                 Err(why) => {
                     c.problem(Some(r.span()), at, why);
@@ -209,7 +223,8 @@ fn component(
             prefix: route.prefix.clone(),
             methods,
             component: name.clone(),
-            protected: route.protected,
+            protected,
+            roles: route.roles.clone(),
             rate_limit,
         };
         // Prefix syntax is the gateway's rule; ask it here so the error gets a line.
