@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what Panal's build and tests need and is missing: `just` (from PyPI's
-# prebuilt `rust-just`, else `cargo install`), `nats-server` (Debian's package) and
-# `schemathesis` (PyPI, for the API fuzz test). The wasm toolchain is chosen and, if
+# Installs what Panal's build and tests need and is missing: the Rust toolchain pinned
+# in rust-toolchain.toml (with rustup, plus the wasm32-wasip2 target), `just` (from
+# PyPI's prebuilt `rust-just`, else `cargo install`), `nats-server` (Debian's package)
+# and `schemathesis` (PyPI, for the API fuzz test). The wasm toolchain is chosen and, if
 # needed, installed by scripts/build-components.sh on first build. Safe to run again.
 set -euo pipefail
 
@@ -10,6 +11,21 @@ have() { command -v "$1" >/dev/null 2>&1; }
 if ! have cargo; then
     echo "error: cargo is missing; install Rust from https://rustup.rs first" >&2
     exit 1
+fi
+
+# The pinned toolchain: rustup would fetch it on first use anyway, but doing it here
+# keeps the first build's output clean and fails early with a clear message.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+toolchain="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$root/rust-toolchain.toml")"
+if have rustup; then
+    if ! rustup run "$toolchain" rustc --version >/dev/null 2>&1; then
+        echo "setup: installing Rust $toolchain"
+        rustup toolchain install "$toolchain" --profile minimal -c clippy,rustfmt -t wasm32-wasip2
+    fi
+    rustup target add --toolchain "$toolchain" wasm32-wasip2 >/dev/null 2>&1 || true
+    echo "setup: Rust $toolchain ready"
+else
+    echo "setup: rustup not found; building with $(rustc --version) (Panal needs Rust $toolchain or newer)"
 fi
 
 if ! have just; then

@@ -2,6 +2,12 @@
 //! (route, client). A request takes a token; an empty bucket answers 429 with
 //! `Retry-After` (whole seconds until the next token). Buckets live beside the route
 //! table, not in it, so a deploy that swaps the table does not hand out fresh tokens.
+//!
+//! Memory is bounded against clients that rotate addresses: an IPv6 client is keyed by
+//! its /64 (what one subscriber is usually given), buckets that have refilled are
+//! forgotten (that changes nothing) by a sweep at most once a second, and past
+//! `max_buckets` the fullest tenth is forgotten at once (those clients get their burst
+//! back: the limit weakens for them, never for memory or for every request's time).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -73,18 +79,76 @@ enum Client {
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// When it will be full again if untouched: from then on, forgetting it is free.
+    full_at: Instant,
 }
 
 /// Every bucket of every route.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Limiter {
-    buckets: Mutex<HashMap<(String, Client), Bucket>>,
+    buckets: Mutex<Buckets>,
+    max_buckets: usize,
 }
 
-/// Buckets kept before idle (full) ones are dropped.
-const SWEEP_AT: usize = 100_000;
+#[derive(Debug)]
+struct Buckets {
+    map: HashMap<(String, Client), Bucket>,
+    swept: Instant,
+}
+
+/// Default most buckets kept (`[gateway] max_rate_buckets`): ~100 bytes each.
+pub const MAX_BUCKETS: usize = 100_000;
+
+/// How often refilled buckets are swept out.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Self::new(MAX_BUCKETS)
+    }
+}
+
+/// The key of a client address: IPv4 as it is (IPv4-mapped IPv6 too), IPv6 by its /64.
+fn client_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
 
 impl Limiter {
+    /// A limiter keeping at most `max_buckets` buckets.
+    pub fn new(max_buckets: usize) -> Self {
+        Self {
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                swept: Instant::now(),
+            }),
+            max_buckets: max_buckets.max(1),
+        }
+    }
+
+    /// Buckets kept now.
+    pub fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    /// Whether no bucket is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buckets> {
+        self.buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Take a token for a request to `route` from `ip` (and `user`, when verified);
     /// `Err(retry_after)` when a bucket is empty.
     pub fn check(
@@ -95,23 +159,21 @@ impl Limiter {
         user: Option<&str>,
     ) -> Result<(), Duration> {
         let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buckets.len() > SWEEP_AT {
-            sweep(&mut buckets, now, limit);
+        let mut buckets = self.lock();
+        if now.duration_since(buckets.swept) >= SWEEP_EVERY {
+            buckets.map.retain(|_, b| b.full_at > now);
+            buckets.swept = now;
         }
         let mut wanted = Vec::with_capacity(2);
         if let (Some(rate), Some(ip)) = (limit.per_ip, ip) {
-            wanted.push(((route.to_string(), Client::Ip(ip)), rate));
+            wanted.push(((route.to_string(), Client::Ip(client_ip(ip))), rate));
         }
         if let (Some(rate), Some(user)) = (limit.per_user, user) {
             wanted.push(((route.to_string(), Client::User(user.to_string())), rate));
         }
         let refilled: Vec<Bucket> = wanted
             .iter()
-            .map(|(key, rate)| refilled(buckets.get(key), rate, now))
+            .map(|(key, rate)| refilled(buckets.map.get(key), rate, now))
             .collect();
         // Both buckets must have a token before either is spent.
         let wait = wanted
@@ -123,12 +185,38 @@ impl Limiter {
         if let Some(wait) = wait {
             return Err(wait);
         }
-        for ((key, _), mut bucket) in wanted.into_iter().zip(refilled) {
+        if buckets.map.len() + wanted.len() > self.max_buckets {
+            evict_fullest(&mut buckets.map, self.max_buckets, now);
+        }
+        for ((key, rate), mut bucket) in wanted.into_iter().zip(refilled) {
             bucket.tokens -= 1.0;
-            buckets.insert(key, bucket);
+            bucket.full_at = now
+                + Duration::from_secs_f64(
+                    (f64::from(rate.burst) - bucket.tokens).max(0.0) / rate.per_second(),
+                );
+            buckets.map.insert(key, bucket);
         }
         Ok(())
     }
+}
+
+/// Forget the tenth of the buckets closest to full (soonest `full_at`), and every
+/// bucket already full, so the map stays under `max`.
+fn evict_fullest(map: &mut HashMap<(String, Client), Bucket>, max: usize, now: Instant) {
+    map.retain(|_, b| b.full_at > now);
+    if map.is_empty() || map.len() + 2 <= max {
+        return;
+    }
+    let mut due: Vec<Instant> = map.values().map(|b| b.full_at).collect();
+    let drop = (max / 10).max(2).min(due.len() - 1);
+    let (_, cut, _) = due.select_nth_unstable(drop);
+    let cut = *cut;
+    map.retain(|_, b| b.full_at > cut);
+    tracing::warn!(
+        kept = map.len(),
+        max,
+        "rate limiter full (clients rotating addresses?); forgot the buckets closest to full"
+    );
 }
 
 fn refilled(bucket: Option<&Bucket>, rate: &Rate, now: Instant) -> Bucket {
@@ -137,26 +225,15 @@ fn refilled(bucket: Option<&Bucket>, rate: &Rate, now: Instant) -> Bucket {
         None => Bucket {
             tokens: burst,
             at: now,
+            full_at: now,
         },
         Some(b) => Bucket {
             tokens: (b.tokens + now.duration_since(b.at).as_secs_f64() * rate.per_second())
                 .min(burst),
             at: now,
+            full_at: b.full_at,
         },
     }
-}
-
-/// Drop buckets idle long enough to be full again: forgetting them changes nothing.
-/// The slowest rate in use bounds how long that takes.
-fn sweep(buckets: &mut HashMap<(String, Client), Bucket>, now: Instant, limit: &RateLimit) {
-    let slowest = [limit.per_ip, limit.per_user]
-        .into_iter()
-        .flatten()
-        .map(|r| r.per.mul_f64(f64::from(r.burst) / f64::from(r.requests)))
-        .max()
-        .unwrap_or(Duration::from_secs(3600))
-        .max(Duration::from_secs(3600));
-    buckets.retain(|_, b| now.duration_since(b.at) < slowest);
 }
 
 /// Whole seconds for `Retry-After`, at least 1.
@@ -202,6 +279,27 @@ mod tests {
         assert!(limiter.check("/y", &limit, Some(a), None).is_ok());
         std::thread::sleep(Duration::from_millis(600));
         assert!(limiter.check("/x", &limit, Some(a), None).is_ok());
+    }
+
+    #[test]
+    fn rotating_addresses_cannot_grow_the_buckets_past_the_cap() {
+        let limiter = Limiter::new(1000);
+        let limit = RateLimit {
+            per_ip: Some(Rate::parse("1/h", None).expect("rate")),
+            per_user: None,
+        };
+        for i in 0..5000u32 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert!(limiter.check("/x", &limit, Some(ip), None).is_ok());
+            assert!(limiter.len() <= 1000, "{} buckets", limiter.len());
+        }
+        // Addresses of one IPv6 /64 share a bucket.
+        let limiter = Limiter::default();
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        assert!(limiter.check("/x", &limit, Some(a), None).is_ok());
+        assert!(limiter.check("/x", &limit, Some(b), None).is_err());
+        assert_eq!(limiter.len(), 1);
     }
 
     #[test]

@@ -86,6 +86,18 @@ impl Gateway {
         }
     }
 
+    /// Keep at most `max` rate-limit buckets (default [`crate::ratelimit::MAX_BUCKETS`]).
+    #[must_use]
+    pub fn with_rate_buckets(mut self, max: usize) -> Self {
+        self.limiter = crate::ratelimit::Limiter::new(max);
+        self
+    }
+
+    /// Rate-limit buckets kept now.
+    pub fn rate_buckets(&self) -> usize {
+        self.limiter.len()
+    }
+
     /// Guard connections and request bodies with `limits` (default: [`ConnLimits`]'s).
     #[must_use]
     pub fn with_limits(mut self, limits: ConnLimits) -> Self {

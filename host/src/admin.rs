@@ -72,7 +72,17 @@ impl Admin {
             (Method::GET, ["components"]) => {
                 return json_response(StatusCode::OK, &self.registry.status())
             }
-            (Method::GET, ["metrics"]) => return metrics(self.registry.metrics()),
+            (Method::GET, ["metrics"]) => {
+                let mut text = self.registry.metrics();
+                crate::metrics::single(
+                    &mut text,
+                    "panal_gateway_rate_buckets",
+                    "gauge",
+                    "Rate-limit buckets the gateway keeps (at most [gateway] max_rate_buckets).",
+                    self.gateway.rate_buckets() as u64,
+                );
+                return metrics(text);
+            }
             (Method::PUT, ["components", name]) => {
                 let name = (*name).to_string();
                 let deploy = match deploy_request(req.uri().query().unwrap_or(""), &name) {

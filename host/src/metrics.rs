@@ -377,6 +377,12 @@ fn ops(
     }
 }
 
+/// Append one unlabelled sample of a host-wide series (`kind` `gauge` or `counter`).
+pub fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }

@@ -12,7 +12,9 @@
 //!   component, calls to it fail at once for [`OPEN_FOR`] with 503, `Retry-After` and
 //!   `"circuit": "open"` in the JSON error (so a caller knows the call never reached
 //!   it). Then one call goes through (half-open): a good answer closes the circuit, a
-//!   bad one opens it again.
+//!   bad one opens it again. The trial is a [`Pass`] guard: a trial that never records
+//!   its answer (the caller timed out or was dropped, the body was refused) counts as
+//!   bad when the guard drops, so the circuit can never stay half-open for good.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,9 +46,39 @@ struct Breaker {
 /// What the breaker says about one call.
 #[derive(Debug, PartialEq, Eq)]
 enum Admit {
-    Go,
+    /// Go ahead; `trial` when this call is the half-open circuit's one trial.
+    Go { trial: bool },
     /// Fail fast; the circuit may let a call through after this long.
     Refuse(Duration),
+}
+
+/// One admitted call: record its answer with [`Pass::record`]. Dropped unrecorded, a
+/// trial counts as a failure (the circuit opens again and will try again later).
+#[must_use]
+pub(crate) struct Pass<'a> {
+    breakers: &'a Breakers,
+    target: &'a str,
+    trial: bool,
+    recorded: bool,
+}
+
+impl Pass<'_> {
+    fn record(mut self, ok: bool) {
+        self.recorded = true;
+        self.breakers.record(self.target, ok, Instant::now());
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        if self.trial && !self.recorded {
+            tracing::warn!(
+                component = self.target,
+                "the half-open trial call ended without an answer; counting it as failed"
+            );
+            self.breakers.record(self.target, false, Instant::now());
+        }
+    }
 }
 
 /// One breaker per target component.
@@ -66,14 +98,27 @@ impl Breakers {
         let mut map = self.lock();
         let b = map.entry(target.to_string()).or_default();
         match b.open_until {
-            None => Admit::Go,
+            None => Admit::Go { trial: false },
             Some(until) if now < until => Admit::Refuse(until - now),
             // Half-open: one trial at a time.
             Some(_) if b.trial => Admit::Refuse(Duration::from_secs(1)),
             Some(_) => {
                 b.trial = true;
-                Admit::Go
+                Admit::Go { trial: true }
             }
+        }
+    }
+
+    /// A pass for one call to `target`, or how long to wait when its circuit is open.
+    fn pass<'a>(&'a self, target: &'a str) -> Result<Pass<'a>, Duration> {
+        match self.admit(target, Instant::now()) {
+            Admit::Go { trial } => Ok(Pass {
+                breakers: self,
+                target,
+                trial,
+                recorded: false,
+            }),
+            Admit::Refuse(wait) => Err(wait),
         }
     }
 
@@ -127,22 +172,15 @@ pub async fn call(
     options: Option<&RequestOptions>,
 ) -> http::Response<WasiBody> {
     let deadline = options.and_then(|o| o.first_byte_timeout);
-    if let Admit::Refuse(wait) = registry.breakers.admit(target, Instant::now()) {
-        return circuit_open(target, wait);
-    }
+    let pass = match registry.breakers.pass(target) {
+        Ok(pass) => pass,
+        Err(wait) => return circuit_open(target, wait),
+    };
     let (parts, body) = req.into_parts();
     if !is_idempotent(&parts.method) {
-        let resp = attempt(
-            registry,
-            target,
-            http::Request::from_parts(parts, body),
-            depth,
-            deadline,
-        )
-        .await;
-        registry
-            .breakers
-            .record(target, !is_failure(resp.status()), Instant::now());
+        let req = http::Request::from_parts(parts, body);
+        let resp = attempt(registry, target, req, depth, deadline).await;
+        pass.record(!is_failure(resp.status()));
         return resp;
     }
     let max = registry
@@ -162,12 +200,13 @@ pub async fn call(
             )
         }
     };
+    let mut pass = pass;
     let mut tries = 0;
     loop {
         let req = http::Request::from_parts(parts.clone(), replay(&bytes));
         let resp = attempt(registry, target, req, depth, deadline).await;
         let failed = is_failure(resp.status());
-        registry.breakers.record(target, !failed, Instant::now());
+        pass.record(!failed);
         let Some(wait) = BACKOFF
             .get(tries)
             .filter(|_| failed && resp.status() != StatusCode::INTERNAL_SERVER_ERROR)
@@ -182,9 +221,10 @@ pub async fn call(
             "retrying an idempotent in-process call"
         );
         tokio::time::sleep(*wait).await;
-        if let Admit::Refuse(wait) = registry.breakers.admit(target, Instant::now()) {
-            return circuit_open(target, wait);
-        }
+        pass = match registry.breakers.pass(target) {
+            Ok(pass) => pass,
+            Err(wait) => return circuit_open(target, wait),
+        };
     }
 }
 
@@ -259,21 +299,22 @@ mod tests {
     fn the_breaker_opens_fails_fast_half_opens_and_closes() {
         let b = Breakers::default();
         let t0 = Instant::now();
+        let go = Admit::Go { trial: false };
         for _ in 0..TRIP_AFTER - 1 {
-            assert_eq!(b.admit("pay", t0), Admit::Go);
+            assert_eq!(b.admit("pay", t0), go);
             b.record("pay", false, t0);
         }
         // A good answer resets the count.
         b.record("pay", true, t0);
         for _ in 0..TRIP_AFTER {
-            assert_eq!(b.admit("pay", t0), Admit::Go);
+            assert_eq!(b.admit("pay", t0), go);
             b.record("pay", false, t0);
         }
         assert!(matches!(b.admit("pay", t0), Admit::Refuse(w) if w == OPEN_FOR));
-        assert_eq!(b.admit("other", t0), Admit::Go, "breakers are per target");
+        assert_eq!(b.admit("other", t0), go, "breakers are per target");
         // Half-open: one trial; a failure opens it again.
         let later = t0 + OPEN_FOR;
-        assert_eq!(b.admit("pay", later), Admit::Go);
+        assert_eq!(b.admit("pay", later), Admit::Go { trial: true });
         assert!(
             matches!(b.admit("pay", later), Admit::Refuse(_)),
             "one trial at a time"
@@ -282,10 +323,27 @@ mod tests {
         assert!(matches!(b.admit("pay", later), Admit::Refuse(w) if w == OPEN_FOR));
         // The next trial succeeds: closed.
         let again = later + OPEN_FOR;
-        assert_eq!(b.admit("pay", again), Admit::Go);
+        assert_eq!(b.admit("pay", again), Admit::Go { trial: true });
         b.record("pay", true, again);
-        assert_eq!(b.admit("pay", again), Admit::Go);
-        assert_eq!(b.admit("pay", again), Admit::Go);
+        assert_eq!(b.admit("pay", again), go);
+        assert_eq!(b.admit("pay", again), go);
+    }
+
+    #[test]
+    fn a_trial_dropped_without_an_answer_reopens_the_circuit() {
+        let b = Breakers::default();
+        let t0 = Instant::now();
+        for _ in 0..TRIP_AFTER {
+            b.record("pay", false, t0);
+        }
+        // Wait out the open period by pretending it began long ago.
+        b.lock().get_mut("pay").expect("breaker").open_until = Some(Instant::now());
+        let trial = b.pass("pay").expect("the trial");
+        assert!(b.pass("pay").is_err(), "one trial at a time");
+        drop(trial);
+        let breaker = &b.lock()["pay"];
+        assert!(!breaker.trial, "the trial mark was cleared");
+        assert!(breaker.open_until.is_some_and(|u| u > Instant::now()));
     }
 
     #[test]

@@ -162,7 +162,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         gateway = gateway.with_openapi(doc);
     }
     let limits = manifest.gateway.limits;
-    gateway = gateway.with_limits(limits);
+    gateway = gateway
+        .with_limits(limits)
+        .with_rate_buckets(manifest.gateway.max_rate_buckets);
     let gateway = Arc::new(gateway);
 
     let admin_token = std::env::var("PANAL_ADMIN_TOKEN")

@@ -6,6 +6,9 @@ use serde_json::{json, Value};
 
 use crate::{component, Panal};
 
+/// The user whose token gets the `admin` role (the user service's `admin_emails`).
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+
 /// The shop's HS256 secret in tests.
 pub const SECRET: &str = "test-secret-0123456789abcdef-xyz";
 
@@ -30,6 +33,7 @@ issuers = ["user"]
 source = "{user}"
 routes = ["/users", {{ prefix = "/users/me", protected = true }}]
 keyvalue = ["users"]
+config = {{ admin_emails = "{ADMIN_EMAIL}" }}
 
 [components.product]
 source = "{product}"

@@ -14,6 +14,9 @@ use panal_tests::Panal;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+/// Bad answers in a row that open a circuit (the host's `resilience::TRIP_AFTER`).
+const TRIP_AFTER: usize = 5;
+
 #[tokio::test]
 async fn a_broken_payment_fails_orders_fast_opens_its_circuit_and_recovers() {
     // Payment reached over HTTP only, so its stand-in needs no message handler.
@@ -129,5 +132,66 @@ async fn a_broken_payment_fails_orders_fast_opens_its_circuit_and_recovers() {
     assert_eq!(shop.stock(&honey).await, 20 - sold, "stock still reserved");
     drop(shop);
     let log = panal.stop();
+    assert!(log.contains("circuit closed"), "{log}");
+}
+
+/// A half-open circuit lets one trial call through. When that call never gets its
+/// answer (here its caller runs out of time and is stopped), the trial still counts,
+/// as a failure, so a later trial closes the circuit instead of it staying open until
+/// the host restarts.
+#[tokio::test]
+async fn a_dropped_half_open_trial_does_not_keep_the_circuit_open() {
+    let probe = panal_tests::component("probe");
+    let manifest = format!(
+        r#"version = 1
+[components.caller]
+source = "{probe}"
+routes = ["/caller"]
+keyvalue = ["default"]
+outbound = ["target"]
+limits = {{ timeout_ms = 500 }}
+
+[components.target]
+source = "{probe}"
+routes = ["/target"]
+keyvalue = ["default"]
+"#
+    );
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start(&manifest, data.path());
+    let c = client();
+    let call = |path: &str| {
+        let url = panal.at(&format!("/caller/call?url=http://target/target{path}"));
+        let c = c.clone();
+        async move {
+            let resp = c.get(url).send().await.expect("call");
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+    for _ in 0..TRIP_AFTER {
+        let (s, body) = call("/trap").await;
+        assert_eq!((s, body["status"].clone()), (StatusCode::OK, json!(500)));
+    }
+    let (_, body) = call("/config").await;
+    assert_eq!(body["status"], 503, "the circuit did not open: {body}");
+    assert!(body["body"].as_str().unwrap_or("").contains("circuit open"));
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    // The trial: the caller is stopped at its 500 ms limit, long before the answer.
+    let (s, _) = call("/sleep?ms=3000").await;
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT);
+    // The circuit opens again for its period, then a new trial closes it.
+    let closed = panal_tests::eventually(Duration::from_secs(15), || async {
+        let (_, body) = call("/config").await;
+        (body["status"] == 200).then_some(())
+    })
+    .await;
+    assert!(
+        closed.is_some(),
+        "the circuit stayed open after a dropped trial"
+    );
+    let log = panal.stop();
+    assert!(log.contains("counting it as failed"), "{log}");
     assert!(log.contains("circuit closed"), "{log}");
 }

@@ -261,3 +261,75 @@ async fn slow_and_greedy_connections_are_cut_off_on_both_listeners() {
     assert!(log.contains("limit hit: connections"), "{log}");
     assert!(log.contains("limit hit: body_timeout_ms"), "{log}");
 }
+
+/// Clients that rotate their address (here: 600 loopback sources) each get a bucket of
+/// a per-IP rate limit; the gateway keeps at most `max_rate_buckets` of them.
+#[tokio::test]
+async fn rotating_client_addresses_cannot_grow_the_rate_limiter() {
+    let manifest = format!(
+        r#"version = 1
+[gateway]
+max_rate_buckets = 200
+
+[components.hello]
+source = "{hello}"
+routes = [{{ prefix = "/hello", rate_limit = {{ per_ip = "1/h" }} }}]
+"#,
+        hello = component("hello"),
+    );
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start(&manifest, data.path());
+    let public: std::net::SocketAddr = panal
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
+    let head = format!("GET /hello/x HTTP/1.1\r\nhost: {public}\r\nconnection: close\r\n\r\n");
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..600u32 {
+        let source = std::net::Ipv4Addr::new(127, 3, (i >> 8) as u8, (i & 0xff) as u8 + 1);
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind((source, 0).into())
+            .expect("bind a loopback source");
+        let mut s = socket.connect(public).await.expect("connect");
+        s.write_all(head.as_bytes()).await.expect("request");
+        let answer = read_until_closed(&mut s, Duration::from_secs(10))
+            .await
+            .expect("answered");
+        *statuses.entry(answer[9..12].to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(statuses.get("200"), Some(&600), "{statuses:?}");
+    let metrics = client()
+        .get(format!("{}/metrics", panal.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let buckets: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("panal_gateway_rate_buckets "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no bucket gauge in\n{metrics}"));
+    assert!(buckets <= 200, "{buckets} buckets kept");
+    assert!(buckets > 0);
+    // The limit still holds for a client it remembers.
+    let again = client()
+        .get(panal.at("/hello/y"))
+        .send()
+        .await
+        .expect("again");
+    let first = again.status();
+    let second = client()
+        .get(panal.at("/hello/y"))
+        .send()
+        .await
+        .expect("again");
+    assert_eq!(
+        (first, second.status()),
+        (StatusCode::OK, StatusCode::TOO_MANY_REQUESTS)
+    );
+    panal.stop();
+}

@@ -74,8 +74,21 @@ async fn schemathesis_finds_no_server_error() {
         panal: &panal,
         c: client(),
     };
-    // A real user, so protected operations get past the token check.
-    let (_, token) = shop.user("fuzz@example.com").await;
+    // A real user, an admin, so protected operations and catalogue writes get past the
+    // token and role checks.
+    let (_, token) = shop.user(panal_tests::shop::ADMIN_EMAIL).await;
+    let (s, _) = shop
+        .post(
+            "/products",
+            Some(&token),
+            serde_json::json!({"name": "Fuzz", "price_cents": 1, "stock": 1}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "the admin's token has no admin role"
+    );
     let (s, _) = shop.get("/users/me", Some(&token)).await;
     assert_eq!(s, StatusCode::OK);
     let url = panal.at("/openapi.json");

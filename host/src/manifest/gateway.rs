@@ -219,6 +219,10 @@ pub(super) fn settings(c: &mut Checker, raw: &RawGateway) -> GatewaySettings {
     ) {
         limits.max_connections_per_ip = count(n);
     }
+    let mut max_rate_buckets = panal_gateway::ratelimit::MAX_BUCKETS;
+    if let Some(n) = check("max_rate_buckets", &raw.max_rate_buckets, (100, 10_000_000)) {
+        max_rate_buckets = count(n);
+    }
     let mut admin_hosts = Vec::new();
     for (i, host) in raw.admin_hosts.iter().enumerate() {
         let name = host.get_ref().trim().to_ascii_lowercase();
@@ -242,6 +246,7 @@ pub(super) fn settings(c: &mut Checker, raw: &RawGateway) -> GatewaySettings {
     }
     GatewaySettings {
         limits,
+        max_rate_buckets,
         admin_hosts,
     }
 }

@@ -44,12 +44,24 @@ pub struct Manifest {
 }
 
 /// `[gateway]`: how the public and admin listeners guard their connections.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewaySettings {
     /// Caps and timeouts of every connection (both listeners).
     pub limits: panal_gateway::ConnLimits,
+    /// Most rate-limit buckets kept (`max_rate_buckets`).
+    pub max_rate_buckets: usize,
     /// `Host` names the admin API answers to besides its own address (`admin_hosts`).
     pub admin_hosts: Vec<String>,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            limits: panal_gateway::ConnLimits::default(),
+            max_rate_buckets: panal_gateway::ratelimit::MAX_BUCKETS,
+            admin_hosts: Vec::new(),
+        }
+    }
 }
 
 /// Which broker serves `wasi:messaging`.

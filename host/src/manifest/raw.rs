@@ -35,6 +35,7 @@ pub(super) struct RawGateway {
     pub body_timeout_ms: Option<Spanned<i64>>,
     pub max_connections: Option<Spanned<i64>>,
     pub max_connections_per_ip: Option<Spanned<i64>>,
+    pub max_rate_buckets: Option<Spanned<i64>>,
     #[serde(default)]
     pub admin_hosts: Vec<Spanned<String>>,
 }
