@@ -82,7 +82,12 @@ fn benches(c: &mut Criterion) {
         b.to_async(&rt).iter(call("bench", "/bench/none"));
     });
 
-    let store = rt.block_on(kv.namespace("micro")).expect("namespace");
+    let store = rt
+        .block_on(kv.namespace(
+            "micro",
+            panal::kv::quota::KvLimits::of(&panal::manifest::Limits::default()),
+        ))
+        .expect("namespace");
     rt.block_on(store.set("b", "k", b"0")).expect("seed");
     let mut group = c.benchmark_group("keyvalue");
     group.bench_function("get", |b| {

@@ -81,6 +81,17 @@ impl Admin {
                     "Rate-limit buckets the gateway keeps (at most [gateway] max_rate_buckets).",
                     self.gateway.rate_buckets() as u64,
                 );
+                crate::metrics::single(
+                    &mut text,
+                    "panal_outbox_dead_lettered_total",
+                    "counter",
+                    "Durable messages the outbox gave up on (kept in outbox.db, table outbox_dead).",
+                    self.registry
+                        .env
+                        .broker
+                        .as_ref()
+                        .map_or(0, |b| b.dead_lettered()),
+                );
                 return metrics(text);
             }
             (Method::PUT, ["components", name]) => {

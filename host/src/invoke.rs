@@ -304,6 +304,7 @@ impl Registry {
             kv: deployed.kv.clone(),
             config: deployed.config.clone(),
             msg: deployed.msg.clone(),
+            msg_held: 0,
             trace: Arc::from([]),
             outbound: Outbound {
                 caller: deployed.name.clone(),

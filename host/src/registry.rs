@@ -334,7 +334,7 @@ pub(crate) async fn prepare(
     // `panal check` passes no backend: it links and checks, but opens no storage.
     let store = match kv {
         Some(kv) if !spec.buckets.is_empty() => Some(
-            kv.namespace(&spec.name)
+            kv.namespace(&spec.name, crate::kv::quota::KvLimits::of(&spec.limits))
                 .await
                 .map_err(|e| format!("cannot open its storage: {e:#}"))?,
         ),

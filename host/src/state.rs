@@ -21,6 +21,8 @@ pub struct State {
     pub(crate) kv: KvGrant,
     pub(crate) config: Arc<[(String, String)]>,
     pub(crate) msg: MsgGrant,
+    /// Bytes held by the messages this instance made (capped).
+    pub(crate) msg_held: usize,
     /// Request id and trace context of what started this instance.
     pub(crate) trace: Arc<[(String, String)]>,
     pub(crate) outbound: Outbound,
@@ -39,6 +41,7 @@ impl State {
             grant: &self.msg,
             table: &mut self.table,
             trace: &self.trace,
+            held: &mut self.msg_held,
         }
     }
 

@@ -115,10 +115,11 @@ impl Nats {
         if !self.connected() {
             return Err(NatsError::Connection("not connected to NATS".into()));
         }
+        let headers = to_headers(&msg.headers)?;
         let attempt = || async {
             let publish = PublishMessage::build()
                 .payload(msg.payload.clone())
-                .headers(to_headers(&msg.headers))
+                .headers(headers.clone())
                 .message_id(msg_id);
             let stored = async {
                 self.js()
@@ -129,17 +130,21 @@ impl Nats {
             };
             tokio::time::timeout(timeout, stored).await
         };
+        let failed = |e: async_nats::jetstream::context::PublishError| match e.kind() {
+            PublishErrorKind::MaxPayloadExceeded => NatsError::Invalid(e.to_string()),
+            _ => NatsError::Other(e.to_string()),
+        };
         match attempt().await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) if e.kind() == PublishErrorKind::StreamNotFound => {
                 self.ensure_stream(stream).await?;
                 match attempt().await {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(NatsError::Other(e.to_string())),
+                    Ok(Err(e)) => Err(failed(e)),
                     Err(_) => Err(NatsError::Timeout),
                 }
             }
-            Ok(Err(e)) => Err(NatsError::Other(e.to_string())),
+            Ok(Err(e)) => Err(failed(e)),
             Err(_) => Err(NatsError::Timeout),
         }
     }

@@ -36,6 +36,9 @@ pub enum NatsError {
     Connection(String),
     /// Anything else (bad subject, ...).
     Other(String),
+    /// The message itself can never be sent (a header NATS cannot carry, over the
+    /// server's `max_payload`): retrying is pointless.
+    Invalid(String),
 }
 
 impl std::fmt::Display for NatsError {
@@ -43,7 +46,7 @@ impl std::fmt::Display for NatsError {
         match self {
             Self::Timeout => f.write_str("timed out"),
             Self::Connection(e) => write!(f, "connection: {e}"),
-            Self::Other(e) => f.write_str(e),
+            Self::Other(e) | Self::Invalid(e) => f.write_str(e),
         }
     }
 }
@@ -89,9 +92,28 @@ impl Nats {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    /// Why `msg` can never be sent, if it cannot: a header NATS cannot carry, or (once
+    /// the server said its limit) headers and payload over its `max_payload`.
+    pub fn check(&self, msg: &Delivery) -> Result<(), NatsError> {
+        to_headers(&msg.headers)?;
+        let max = self.client.server_info().max_payload;
+        let size = msg.payload.len()
+            + msg
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>();
+        if max > 0 && size > max {
+            return Err(NatsError::Invalid(format!(
+                "message of {size} bytes is over the NATS server's max_payload of {max}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Publish a message (with a reply subject when given).
     pub async fn publish(&self, msg: Delivery) -> Result<(), NatsError> {
-        let headers = to_headers(&msg.headers);
+        let headers = to_headers(&msg.headers)?;
         let result = match msg.reply {
             Some(reply) => {
                 self.client
@@ -104,7 +126,12 @@ impl Nats {
                     .await
             }
         };
-        result.map_err(|e| NatsError::Other(e.to_string()))
+        result.map_err(|e| match e.kind() {
+            async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+                NatsError::Invalid(e.to_string())
+            }
+            _ => NatsError::Other(e.to_string()),
+        })
     }
 
     /// Publish with a fresh inbox as reply subject and collect up to `expected` replies
@@ -176,12 +203,22 @@ impl Nats {
     }
 }
 
-pub(crate) fn to_headers(headers: &[(String, String)]) -> HeaderMap {
+/// NATS headers of `headers`; a name or value NATS cannot carry (a space, `:`, a line
+/// break, a control character) is an error naming it, never a panic.
+pub(crate) fn to_headers(headers: &[(String, String)]) -> Result<HeaderMap, NatsError> {
     let mut map = HeaderMap::new();
     for (k, v) in headers {
-        map.append(k.as_str(), v.as_str());
+        let name = async_nats::HeaderName::try_from(k.as_str()).map_err(|_| {
+            NatsError::Invalid(format!("metadata name `{k}` cannot be a NATS header"))
+        })?;
+        if k.is_empty() || v.contains(['\r', '\n']) {
+            return Err(NatsError::Invalid(format!(
+                "metadata `{k}` cannot be a NATS header (empty name or a line break in its value)"
+            )));
+        }
+        map.append(name, v.as_str());
     }
-    map
+    Ok(map)
 }
 
 pub(crate) fn from_message(m: async_nats::Message) -> Delivery {

@@ -281,7 +281,14 @@ impl NatsServer {
 
     /// Start one on `port` with a fresh store.
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, "")
+    }
+
+    /// Start one on `port` with a fresh store and `config` (nats-server configuration
+    /// text, e.g. `max_payload: 65536`) besides the usual flags.
+    pub fn start_with(port: u16, config: &str) -> Self {
         let store = tempfile::tempdir().expect("tmp");
+        std::fs::write(store.path().join("extra.conf"), config).expect("write config");
         let child = spawn_nats(port, store.path());
         Self {
             child: Some(child),
@@ -320,7 +327,12 @@ fn spawn_nats(port: u16, store: &Path) -> Child {
     .into_iter()
     .find(|b| !b.starts_with('/') || Path::new(b).exists())
     .unwrap_or("nats-server");
-    let child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    let extra = store.join("extra.conf");
+    if extra.is_file() {
+        cmd.arg("-c").arg(&extra);
+    }
+    let child = cmd
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(store)
         .stdout(Stdio::null())

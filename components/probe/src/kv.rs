@@ -26,6 +26,7 @@ pub fn handle(req: &IncomingRequest, out: ResponseOutparam, rest: &[&str], query
             | (Method::Post, ["batch"])
             | (Method::Get | Method::Put | Method::Delete, [_])
             | (Method::Post, [_, "incr" | "cas-append"])
+            | (Method::Get, [_, "many"])
     );
     if !known {
         return crate::not_found(out);
@@ -37,6 +38,14 @@ pub fn handle(req: &IncomingRequest, out: ResponseOutparam, rest: &[&str], query
     let result = match (&method, &rest[1..]) {
         (Method::Get, []) => list(&bucket, query),
         (Method::Post, ["batch"]) => batch_roundtrip(&bucket, req),
+        (Method::Get, [key, "many"]) => {
+            let times = panal_sdk::query_param(query, "times")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(1);
+            let keys = vec![(*key).to_string(); times];
+            batch::get_many(&bucket, &keys)
+                .map(|values| (200, json!({ "count": values.iter().flatten().count() })))
+        }
         (Method::Get, [key]) => match bucket.get(key) {
             Ok(Some(value)) => {
                 return panal_sdk::bytes(out, 200, "application/octet-stream", &value)

@@ -49,7 +49,7 @@ impl panal_sdk::wasi::exports::http::incoming_handler::Guest for Probe {
                     Err(e) => return panal_sdk::error(out, 400, &e),
                 };
                 if *verb == "publish" {
-                    msg::publish(out, subject, body)
+                    msg::publish(out, subject, body, query)
                 } else {
                     msg::request(out, subject, body, query)
                 }

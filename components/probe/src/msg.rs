@@ -1,6 +1,8 @@
 //! Messaging endpoints and the message handler of the probe fixture.
 //!
-//! - `POST msg/publish/{subject}` (body = data) → 204; errors as 403/503/500.
+//! - `POST msg/publish/{subject}?meta=NAME&size=N` (body = data, or N bytes of `x`
+//!   when `size` is given; metadata `NAME: probe` added when `meta` is) → 204; errors
+//!   as 403/503/500.
 //! - `POST msg/request/{subject}?timeout_ms=N&replies=N` → 200 `{"replies": [text...]}`;
 //!   504 on timeout.
 //! - The handler: a request (a message with a reply subject) is answered with
@@ -28,10 +30,15 @@ fn fail(out: ResponseOutparam, e: types::Error) {
 }
 
 /// `POST msg/publish/{subject}`.
-pub fn publish(out: ResponseOutparam, subject: &str, body: Vec<u8>) {
-    let message = types::Message::new(&body);
+pub fn publish(out: ResponseOutparam, subject: &str, body: Vec<u8>, query: Option<&str>) {
+    let size = panal_sdk::query_param(query, "size").and_then(|v| v.parse::<usize>().ok());
+    let data = size.map_or(body, |n| vec![b'x'; n]);
+    let message = types::Message::new(&data);
     message.set_content_type("text/plain");
     message.add_metadata("sent-by", "probe");
+    if let Some(name) = panal_sdk::query_param(query, "meta") {
+        message.add_metadata(&name, "probe");
+    }
     match client().and_then(|c| producer::send(&c, subject, message)) {
         Ok(()) => panal_sdk::empty(out, 204),
         Err(e) => fail(out, e),

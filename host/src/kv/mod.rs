@@ -6,11 +6,13 @@
 //! - [`sqlite`]: the embedded default, one WAL SQLite file per component.
 //! - [`host`]: `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft2` over `Arc<dyn KvStore>`,
 //!   checking bucket grants.
+//! - [`quota`]: size caps on keys, values and batches, and each component's quota.
 //!
 //! Counters written by `increment` are stored as decimal ASCII (`b"42"`), so a plain
 //! `get` reads them back as text.
 
 pub mod host;
+pub mod quota;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -33,8 +35,13 @@ pub const LIST_PAGE: usize = 1000;
 /// A storage backend: hands out one isolated namespace per component.
 #[async_trait]
 pub trait KvBackend: Send + Sync {
-    /// The namespace of `component`, created on first use.
-    async fn namespace(&self, component: &str) -> anyhow::Result<Arc<dyn KvStore>>;
+    /// The namespace of `component`, created on first use, under `limits` (the same
+    /// namespace, with its limits updated, when asked again).
+    async fn namespace(
+        &self,
+        component: &str,
+        limits: quota::KvLimits,
+    ) -> anyhow::Result<Arc<dyn KvStore>>;
     /// Flush and close everything (on shutdown).
     async fn close(&self);
 }
@@ -77,4 +84,8 @@ pub trait KvStore: Send + Sync {
     async fn set_many(&self, bucket: &str, pairs: &[(String, Vec<u8>)]) -> Result<(), KvError>;
     /// Delete all keys in one transaction.
     async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<(), KvError>;
+    /// Keys and bytes (keys plus values) stored, across buckets.
+    async fn usage(&self) -> Result<(u64, u64), KvError>;
+    /// The size of `key`'s value, if it has one.
+    async fn value_len(&self, bucket: &str, key: &str) -> Result<Option<u64>, KvError>;
 }

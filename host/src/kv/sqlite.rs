@@ -12,6 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use tokio::sync::Mutex;
 
+use super::quota::{KvLimits, Quota};
 use super::{KvBackend, KvError, KvStore, LIST_PAGE};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS kv (
@@ -24,8 +25,11 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS kv (
 /// SQLite files under one folder, one per component.
 pub struct SqliteBackend {
     dir: PathBuf,
-    open: Mutex<HashMap<String, Arc<SqliteStore>>>,
+    open: Mutex<HashMap<String, Open>>,
 }
+
+/// One component's open file, and the quota components reach it through.
+type Open = (Arc<SqliteStore>, Arc<Quota>);
 
 impl SqliteBackend {
     /// A backend keeping its files in `dir` (created if missing).
@@ -41,19 +45,25 @@ impl SqliteBackend {
 
 #[async_trait]
 impl KvBackend for SqliteBackend {
-    async fn namespace(&self, component: &str) -> anyhow::Result<Arc<dyn KvStore>> {
+    async fn namespace(
+        &self,
+        component: &str,
+        limits: KvLimits,
+    ) -> anyhow::Result<Arc<dyn KvStore>> {
         let mut open = self.open.lock().await;
-        if let Some(store) = open.get(component) {
-            return Ok(store.clone());
+        if let Some((_, quota)) = open.get(component) {
+            quota.set_limits(limits);
+            return Ok(quota.clone());
         }
         let path = self.dir.join(format!("{component}.sqlite"));
         let store = Arc::new(SqliteStore::open(path).await?);
-        open.insert(component.to_string(), store.clone());
-        Ok(store)
+        let quota = Arc::new(Quota::new(store.clone(), limits).await?);
+        open.insert(component.to_string(), (store, quota.clone()));
+        Ok(quota)
     }
 
     async fn close(&self) {
-        for (name, store) in self.open.lock().await.drain() {
+        for (name, (store, _)) in self.open.lock().await.drain() {
             // A checkpoint folds the WAL back into the main file, so a copy of the data
             // dir taken after shutdown is complete on its own.
             if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -282,16 +292,41 @@ impl KvStore for SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn usage(&self) -> Result<(u64, u64), KvError> {
+        let (keys, bytes): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0) FROM kv",
+        )
+        .fetch_one(&self.writer)
+        .await?;
+        Ok((keys.unsigned_abs(), bytes.unsigned_abs()))
+    }
+
+    async fn value_len(&self, bucket: &str, key: &str) -> Result<Option<u64>, KvError> {
+        // On the writer: the quota's check must see the writes before it.
+        let len: Option<i64> =
+            sqlx::query_scalar("SELECT LENGTH(value) FROM kv WHERE bucket = ? AND key = ?")
+                .bind(bucket)
+                .bind(key)
+                .fetch_optional(&self.writer)
+                .await?;
+        Ok(len.map(i64::unsigned_abs))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const LIMITS: KvLimits = KvLimits {
+        max_bytes: 1 << 30,
+        max_keys: 1_000_000,
+    };
+
     async fn store() -> (tempfile::TempDir, Arc<dyn KvStore>, SqliteBackend) {
         let dir = tempfile::tempdir().expect("tempdir");
         let backend = SqliteBackend::new(dir.path().to_path_buf()).expect("backend");
-        let store = backend.namespace("t").await.expect("open");
+        let store = backend.namespace("t", LIMITS).await.expect("open");
         (dir, store, backend)
     }
 
@@ -372,7 +407,7 @@ mod tests {
     #[tokio::test]
     async fn namespaces_are_separate_files() {
         let (dir, a, backend) = store().await;
-        let b = backend.namespace("u").await.expect("open");
+        let b = backend.namespace("u", LIMITS).await.expect("open");
         a.set("x", "k", b"a").await.expect("set");
         assert_eq!(b.get("x", "k").await.expect("get"), None);
         assert!(dir.path().join("t.sqlite").exists());

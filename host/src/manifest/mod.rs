@@ -199,6 +199,10 @@ pub struct Limits {
     /// fresh instance per request). Opt-in: state a request leaves in the instance is
     /// seen by the next ones.
     pub reuse: u32,
+    /// Most MiB of keys and values the component may store (all its buckets).
+    pub kv_max_mb: u64,
+    /// Most keys the component may store (all its buckets).
+    pub kv_max_keys: u64,
 }
 
 impl Default for Limits {
@@ -210,6 +214,8 @@ impl Default for Limits {
             queue_ms: 100,
             max_body_kb: 1024,
             reuse: 1,
+            kv_max_mb: 1024,
+            kv_max_keys: 1_000_000,
         }
     }
 }

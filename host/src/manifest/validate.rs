@@ -330,6 +330,12 @@ fn limits(c: &mut Checker, name: &str, raw: &RawLimits) -> Limits {
     if let Some(n) = check("reuse", &raw.reuse, (1, 100_000), "requests") {
         limits.reuse = u32::try_from(n).unwrap_or(u32::MAX);
     }
+    if let Some(n) = check("kv_max_mb", &raw.kv_max_mb, (1, 1 << 20), "MiB") {
+        limits.kv_max_mb = n;
+    }
+    if let Some(n) = check("kv_max_keys", &raw.kv_max_keys, (1, 1_000_000_000), "keys") {
+        limits.kv_max_keys = n;
+    }
     limits
 }
 

@@ -2,6 +2,12 @@
 //! [`Broker`]. Sending or requesting on a subject outside the component's `publish`
 //! grants fails with `permission-denied`, never a trap. Replies go to the reply subject
 //! of the message being handled, which needs no grant.
+//!
+//! What a guest makes the host hold is capped ([`MAX_MESSAGE_BYTES`] of data per
+//! message, [`MAX_METADATA`] entries of bounded size, [`MAX_HELD_BYTES`] in all the
+//! messages an instance holds, [`MAX_REPLIES`] replies per request). `message`'s
+//! methods have no error case, so going past a cap traps the instance with a message
+//! naming the limit; metadata a broker cannot carry fails the send with `other`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +18,20 @@ use wasmtime::Result;
 use super::{subject_matches, valid_subject, Broker, Msg, MsgError, DEFAULT_REQUEST_TIMEOUT};
 use crate::bindings::{messaging_types as types, producer, request_reply};
 use crate::metrics::MsgOp;
+
+/// Most bytes of data in one message.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Most metadata entries on one message.
+pub const MAX_METADATA: usize = 64;
+/// Most bytes in one metadata name, and in one value.
+pub const MAX_METADATA_NAME: usize = 256;
+/// Most bytes in one metadata value.
+pub const MAX_METADATA_VALUE: usize = 4096;
+/// Most bytes (data, content type, metadata) in all the messages one instance made and
+/// still holds.
+pub const MAX_HELD_BYTES: usize = 8 << 20;
+/// Most replies one request waits for.
+pub const MAX_REPLIES: u32 = 100;
 
 /// What one component may do with messaging.
 #[derive(Clone)]
@@ -56,6 +76,8 @@ pub struct Message {
     pub(crate) data: Vec<u8>,
     pub(crate) metadata: Vec<(String, String)>,
     pub(crate) reply_to: Option<String>,
+    /// Bytes it counts against its instance's [`MAX_HELD_BYTES`].
+    counted: usize,
 }
 
 impl Message {
@@ -79,7 +101,32 @@ impl Message {
             data: msg.payload.to_vec(),
             metadata,
             reply_to: msg.reply,
+            counted: 0,
         }
+    }
+
+    fn size(&self) -> usize {
+        self.data.len()
+            + self.content_type.as_ref().map_or(0, String::len)
+            + self
+                .metadata
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+
+    /// Why this message may not be sent as it is: metadata no broker header can carry.
+    fn unsendable(&self) -> Option<types::Error> {
+        self.metadata.iter().find_map(|(k, v)| {
+            let bad_name = k.is_empty() || k.bytes().any(|b| !b.is_ascii_graphic() || b == b':');
+            let bad_value = v.bytes().any(|b| b == b'\r' || b == b'\n');
+            (bad_name || bad_value).then(|| {
+                types::Error::Other(format!(
+                    "metadata `{k}` cannot be sent: names are visible ASCII without `:`, \
+                     values have no line breaks"
+                ))
+            })
+        })
     }
 
     /// The wire message; `trace` headers the guest did not set itself are added, so a
@@ -118,6 +165,56 @@ pub struct MsgView<'a> {
     pub table: &'a mut ResourceTable,
     /// Request id and trace context to pass on with what this instance sends.
     pub trace: &'a [(String, String)],
+    /// Bytes held by the messages this instance made ([`MAX_HELD_BYTES`]).
+    pub held: &'a mut usize,
+}
+
+impl MsgView<'_> {
+    /// Change message `m` with `edit`, then check the caps and recount what it holds;
+    /// past a cap the instance traps, naming the limit.
+    fn edit(&mut self, m: &Resource<Message>, edit: impl FnOnce(&mut Message)) -> Result<()> {
+        let message = self.table.get_mut(m)?;
+        edit(message);
+        let size = message.size();
+        let before = message.counted;
+        message.counted = size;
+        *self.held = self.held.saturating_sub(before) + size;
+        check_caps(message, *self.held)
+    }
+
+    /// Forget what a message that leaves the guest's hands held.
+    fn release(&mut self, message: &Message) {
+        *self.held = self.held.saturating_sub(message.counted);
+    }
+}
+
+fn check_caps(m: &Message, held: usize) -> Result<()> {
+    let over = |what: String| Err(wasmtime::format_err!("limit hit: messaging: {what}"));
+    if m.data.len() > MAX_MESSAGE_BYTES {
+        return over(format!(
+            "message data of {} bytes is over {MAX_MESSAGE_BYTES}",
+            m.data.len()
+        ));
+    }
+    if m.metadata.len() > MAX_METADATA {
+        return over(format!("more than {MAX_METADATA} metadata entries"));
+    }
+    if let Some((k, _)) = m
+        .metadata
+        .iter()
+        .find(|(k, v)| k.len() > MAX_METADATA_NAME || v.len() > MAX_METADATA_VALUE)
+    {
+        return over(format!(
+            "metadata `{}` over {MAX_METADATA_NAME} bytes of name or {MAX_METADATA_VALUE} of value",
+            k.chars().take(64).collect::<String>()
+        ));
+    }
+    if held > MAX_HELD_BYTES {
+        return over(format!(
+            "the instance holds more than {MAX_HELD_BYTES} bytes of messages"
+        ));
+    }
+    Ok(())
 }
 
 /// [`HasData`] marker for linking with [`MsgView`].
@@ -170,10 +267,9 @@ impl types::HostClient for MsgView<'_> {
 
 impl types::HostMessage for MsgView<'_> {
     async fn new(&mut self, data: Vec<u8>) -> Result<Resource<Message>> {
-        Ok(self.table.push(Message {
-            data,
-            ..Message::default()
-        })?)
+        let m = self.table.push(Message::default())?;
+        self.edit(&m, |msg| msg.data = data)?;
+        Ok(m)
     }
 
     async fn topic(&mut self, m: Resource<Message>) -> Result<Option<String>> {
@@ -185,8 +281,7 @@ impl types::HostMessage for MsgView<'_> {
     }
 
     async fn set_content_type(&mut self, m: Resource<Message>, ct: String) -> Result<()> {
-        self.table.get_mut(&m)?.content_type = Some(ct);
-        Ok(())
+        self.edit(&m, |msg| msg.content_type = Some(ct))
     }
 
     async fn data(&mut self, m: Resource<Message>) -> Result<Vec<u8>> {
@@ -194,8 +289,7 @@ impl types::HostMessage for MsgView<'_> {
     }
 
     async fn set_data(&mut self, m: Resource<Message>, data: Vec<u8>) -> Result<()> {
-        self.table.get_mut(&m)?.data = data;
-        Ok(())
+        self.edit(&m, |msg| msg.data = data)
     }
 
     async fn metadata(&mut self, m: Resource<Message>) -> Result<Option<Vec<(String, String)>>> {
@@ -209,8 +303,11 @@ impl types::HostMessage for MsgView<'_> {
         key: String,
         value: String,
     ) -> Result<()> {
-        self.table.get_mut(&m)?.metadata.push((key, value));
-        Ok(())
+        // The WIT says "overwriting any existing value for the same key".
+        self.edit(&m, |msg| {
+            msg.metadata.retain(|(k, _)| *k != key);
+            msg.metadata.push((key, value));
+        })
     }
 
     async fn set_metadata(
@@ -218,17 +315,16 @@ impl types::HostMessage for MsgView<'_> {
         m: Resource<Message>,
         meta: Vec<(String, String)>,
     ) -> Result<()> {
-        self.table.get_mut(&m)?.metadata = meta;
-        Ok(())
+        self.edit(&m, |msg| msg.metadata = meta)
     }
 
     async fn remove_metadata(&mut self, m: Resource<Message>, key: String) -> Result<()> {
-        self.table.get_mut(&m)?.metadata.retain(|(k, _)| *k != key);
-        Ok(())
+        self.edit(&m, |msg| msg.metadata.retain(|(k, _)| *k != key))
     }
 
     async fn drop(&mut self, m: Resource<Message>) -> Result<()> {
-        self.table.delete(m)?;
+        let message = self.table.delete(m)?;
+        self.release(&message);
         Ok(())
     }
 }
@@ -241,11 +337,15 @@ impl producer::Host for MsgView<'_> {
         message: Resource<Message>,
     ) -> Result<Result<(), types::Error>> {
         let message = self.table.delete(message)?;
+        self.release(&message);
         self.grant.stats.msg(MsgOp::Publish);
         let broker = match self.grant.check(&topic) {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };
+        if let Some(e) = message.unsendable() {
+            return Ok(Err(e));
+        }
         Ok(broker
             .publish(message.to_msg(topic, self.trace))
             .await
@@ -268,17 +368,22 @@ impl request_reply::Host for MsgView<'_> {
                     o.timeout_ms.map_or(DEFAULT_REQUEST_TIMEOUT, |ms| {
                         Duration::from_millis(ms.into())
                     }),
-                    o.expected.unwrap_or(1),
+                    o.expected.unwrap_or(1).min(MAX_REPLIES),
                 )
             }
             None => (DEFAULT_REQUEST_TIMEOUT, 1),
         };
-        let msg = self.table.get(&message)?.to_msg(topic.clone(), self.trace);
+        let message = self.table.get(&message)?;
+        let unsendable = message.unsendable();
+        let msg = message.to_msg(topic.clone(), self.trace);
         self.grant.stats.msg(MsgOp::Request);
         let broker = match self.grant.check(&topic) {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };
+        if let Some(e) = unsendable {
+            return Ok(Err(e));
+        }
         let replies = match broker.request(msg, timeout, expected.max(1) as usize).await {
             Ok(r) => r,
             Err(e) => return Ok(Err(guest_error(e))),
@@ -296,7 +401,11 @@ impl request_reply::Host for MsgView<'_> {
         message: Resource<Message>,
     ) -> Result<Result<(), types::Error>> {
         let message = self.table.delete(message)?;
+        self.release(&message);
         self.grant.stats.msg(MsgOp::Reply);
+        if let Some(e) = message.unsendable() {
+            return Ok(Err(e));
+        }
         let Some(subject) = self.table.get(&reply_to)?.reply_to.clone() else {
             return Ok(Err(types::Error::Other(
                 "the message has no reply subject".into(),

@@ -78,6 +78,10 @@ pub trait Broker: Send + Sync {
     ) -> Result<BoxStream<'static, Incoming>, MsgError>;
     /// Flush what is buffered (on shutdown).
     async fn flush(&self) {}
+    /// Outbox messages given up on (never publishable), for `/metrics`.
+    fn dead_lettered(&self) -> u64 {
+        0
+    }
 }
 
 /// A durable subscription as the broker sees it.

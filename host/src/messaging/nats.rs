@@ -5,8 +5,9 @@
 //! hands the outbox to JetStream in order as soon as NATS is back, also after a restart.
 //! Durable subscriptions are JetStream durable pull consumers.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ use super::{
 /// How long a durable publish waits for JetStream before the outbox takes it.
 const STORE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Tries of one outbox row that NATS answered with an error (not an outage) before the
+/// row is dead-lettered.
+const MAX_RELAY_TRIES: u32 = 5;
+
 /// Messaging over NATS.
 pub struct NatsBroker {
     nats: Nats,
@@ -32,6 +37,8 @@ pub struct NatsBroker {
     /// Messages in the outbox; while any wait, new durable publishes queue behind them.
     backlog: AtomicI64,
     wake: Notify,
+    /// Outbox rows given up on.
+    dead: AtomicU64,
 }
 
 impl NatsBroker {
@@ -53,6 +60,7 @@ impl NatsBroker {
             outbox,
             backlog: AtomicI64::new(backlog),
             wake: Notify::new(),
+            dead: AtomicU64::new(0),
         });
         tokio::spawn(relay(broker.clone()));
         Ok(broker)
@@ -80,6 +88,9 @@ impl NatsBroker {
 
     async fn publish_durable(&self, stream: &StreamSpec, msg: Msg) -> Result<(), MsgError> {
         let msg_id = uuid::Uuid::new_v4().to_string();
+        // A message NATS can never take is the guest's error now, not the outbox's
+        // problem later (it would block every durable message behind it).
+        self.nats.check(&to_delivery(msg.clone())).map_err(err)?;
         if self.backlog.load(Ordering::Acquire) == 0 {
             let sent = self
                 .nats
@@ -92,6 +103,7 @@ impl NatsBroker {
                 .await;
             match sent {
                 Ok(()) => return Ok(()),
+                Err(NatsError::Invalid(e)) => return Err(MsgError::Other(e)),
                 Err(e) => {
                     tracing::warn!(subject = %msg.subject, %e,
                         "JetStream did not store a durable message; keeping it in the outbox");
@@ -108,9 +120,12 @@ impl NatsBroker {
     }
 }
 
-/// Hands the outbox to JetStream, oldest first, whenever there is something in it.
+/// Hands the outbox to JetStream, oldest first, whenever there is something in it. A
+/// row NATS refuses for what it is (not for an outage) is dead-lettered at once when it
+/// can never be sent, else after [`MAX_RELAY_TRIES`]; the queue behind it moves on.
 async fn relay(broker: Arc<NatsBroker>) {
     let mut pause = Duration::from_millis(200);
+    let mut tries: HashMap<i64, u32> = HashMap::new();
     loop {
         tokio::select! {
             () = broker.wake.notified() => {}
@@ -129,38 +144,62 @@ async fn relay(broker: Arc<NatsBroker>) {
         let mut sent = 0;
         let mut stuck = false;
         for pending in batch {
-            let Some(stream) = broker.stream_for(&pending.msg.subject).cloned() else {
-                // The manifest no longer captures it: publish it plainly rather than hold
-                // the queue forever.
-                if broker.nats.publish(to_delivery(pending.msg)).await.is_err() {
+            let id = pending.id;
+            let subject = pending.msg.subject.clone();
+            let published = match broker.stream_for(&subject).cloned() {
+                Some(stream) => {
+                    broker
+                        .nats
+                        .publish_durable(
+                            &to_js(&stream),
+                            to_delivery(pending.msg),
+                            &pending.msg_id,
+                            STORE_TIMEOUT,
+                        )
+                        .await
+                }
+                // The manifest no longer captures it: publish it plainly rather than
+                // hold the queue forever.
+                None => broker.nats.publish(to_delivery(pending.msg)).await,
+            };
+            let reason = match published {
+                Ok(()) => None,
+                Err(NatsError::Invalid(why)) => Some(why),
+                Err(NatsError::Other(why)) if broker.nats.connected() => {
+                    let n = tries.entry(id).or_default();
+                    *n += 1;
+                    if *n < MAX_RELAY_TRIES {
+                        tracing::warn!(%subject, tries = *n, error = %why, "outbox relay: NATS refused a message; will retry");
+                        stuck = true;
+                        break;
+                    }
+                    Some(format!("refused {MAX_RELAY_TRIES} times: {why}"))
+                }
+                Err(e) => {
+                    tracing::debug!(%e, "outbox relay waits for NATS");
                     stuck = true;
                     break;
                 }
-                let _ = broker.outbox.remove(pending.id).await;
-                broker.backlog.fetch_sub(1, Ordering::AcqRel);
-                continue;
             };
-            let published = broker
-                .nats
-                .publish_durable(
-                    &to_js(&stream),
-                    to_delivery(pending.msg),
-                    &pending.msg_id,
-                    STORE_TIMEOUT,
-                )
-                .await;
-            if let Err(e) = published {
-                tracing::debug!(%e, "outbox relay waits for NATS");
+            let removed = match &reason {
+                None => broker.outbox.remove(id).await,
+                Some(why) => broker.outbox.dead_letter(id, why).await,
+            };
+            if let Err(e) = removed {
+                tracing::error!(error = %format!("{e:#}"), "cannot take a message off the outbox");
                 stuck = true;
                 break;
             }
-            if let Err(e) = broker.outbox.remove(pending.id).await {
-                tracing::error!(error = %format!("{e:#}"), "cannot remove a relayed message");
-                stuck = true;
-                break;
-            }
+            tries.remove(&id);
             broker.backlog.fetch_sub(1, Ordering::AcqRel);
-            sent += 1;
+            match reason {
+                None => sent += 1,
+                Some(why) => {
+                    broker.dead.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%subject, reason = %why,
+                        "outbox relay dead-lettered a message NATS will not take (kept in outbox.db, table outbox_dead)");
+                }
+            }
         }
         if sent > 0 {
             let left = broker.backlog.load(Ordering::Acquire);
@@ -206,7 +245,7 @@ fn err(e: NatsError) -> MsgError {
     match e {
         NatsError::Timeout => MsgError::Timeout,
         NatsError::Connection(e) => MsgError::Connection(e),
-        NatsError::Other(e) => MsgError::Other(e),
+        NatsError::Other(e) | NatsError::Invalid(e) => MsgError::Other(e),
     }
 }
 
@@ -288,6 +327,10 @@ impl Broker for NatsBroker {
                 ack: Box::new(JsAck(d.acker)),
             })
             .boxed())
+    }
+
+    fn dead_lettered(&self) -> u64 {
+        self.dead.load(Ordering::Relaxed)
     }
 
     async fn flush(&self) {

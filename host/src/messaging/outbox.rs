@@ -4,6 +4,9 @@
 //!
 //! Each row carries the message id the first attempt used, so JetStream drops a second
 //! copy when a publish succeeded but its row was not yet removed.
+//!
+//! A row that can never be published (NATS refuses the message itself) is moved to the
+//! table `outbox_dead` with the reason, so it neither blocks the queue nor is lost.
 
 use std::path::Path;
 use std::time::Duration;
@@ -56,7 +59,43 @@ impl Outbox {
         )
         .execute(&pool)
         .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS outbox_dead (
+                id INTEGER PRIMARY KEY,
+                msg_id TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                headers TEXT NOT NULL,
+                payload BLOB NOT NULL,
+                reason TEXT NOT NULL,
+                at INTEGER NOT NULL
+            )",
+        )
+        .execute(&pool)
+        .await?;
         Ok(Self { pool })
+    }
+
+    /// Move the message `id` out of the queue into `outbox_dead`, with `reason`.
+    pub async fn dead_letter(&self, id: i64, reason: &str) -> anyhow::Result<()> {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO outbox_dead (id, msg_id, subject, headers, payload, reason, at)
+             SELECT id, msg_id, subject, headers, payload, ?, ? FROM outbox WHERE id = ?",
+        )
+        .bind(reason)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM outbox WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Keep `msg` until it is published.
@@ -150,5 +189,15 @@ mod tests {
         );
         outbox.remove(pending[0].id).await.expect("remove");
         assert_eq!(outbox.len().await.expect("len"), 2);
+        outbox
+            .dead_letter(pending[1].id, "too big")
+            .await
+            .expect("dead letter");
+        assert_eq!(outbox.len().await.expect("len"), 1);
+        let kept: (String, String) = sqlx::query_as("SELECT subject, reason FROM outbox_dead")
+            .fetch_one(&outbox.pool)
+            .await
+            .expect("kept");
+        assert_eq!(kept, ("orders.1".to_string(), "too big".to_string()));
     }
 }

@@ -83,7 +83,9 @@ async fn handler(args: &[String]) -> anyhow::Result<Handler> {
         Some("hello") => Handler::Hello,
         Some("kv") => {
             let backend = SqliteBackend::new(PathBuf::from(arg(1, "DIR")?))?;
-            Handler::Kv(backend.namespace("native").await?)
+            // The same path a component's storage takes, quota included.
+            let limits = panal::kv::quota::KvLimits::of(&panal::manifest::Limits::default());
+            Handler::Kv(backend.namespace("native", limits).await?)
         }
         Some("publish") => Handler::Publish(async_nats::connect(arg(1, "NATS_URL")?).await?),
         _ => anyhow::bail!("usage: native hello | kv DIR | publish NATS_URL"),

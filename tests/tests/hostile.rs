@@ -1,0 +1,195 @@
+//! Hostile components and messages against the real binary: storage is capped and under
+//! a quota (the keyvalue error past it, also after a restart), messages a component
+//! makes are capped, metadata a broker cannot carry is the guest's error, and on NATS a
+//! message JetStream will never take is dead-lettered out of the outbox instead of
+//! blocking every durable message behind it.
+
+use std::time::Duration;
+
+use panal_tests::{client, component, eventually, NatsServer, Panal};
+use reqwest::StatusCode;
+
+fn manifest(messaging: &str) -> String {
+    format!(
+        r#"version = 1
+{messaging}
+
+[messaging.streams.WORK]
+subjects = ["work.>"]
+
+[components.probe]
+source = "{probe}"
+routes = ["/probe"]
+keyvalue = ["default"]
+messaging = {{ publish = ["work.>", "plain.>"] }}
+limits = {{ kv_max_keys = 5, kv_max_mb = 1 }}
+"#,
+        probe = component("probe"),
+    )
+}
+
+async fn put(panal: &Panal, key: &str, body: Vec<u8>) -> (StatusCode, String) {
+    let resp = client()
+        .put(panal.at(&format!("/probe/kv/default/{key}")))
+        .body(body)
+        .send()
+        .await
+        .expect("put");
+    (resp.status(), resp.text().await.unwrap_or_default())
+}
+
+async fn get(panal: &Panal, path: &str) -> (StatusCode, String) {
+    let resp = client().get(panal.at(path)).send().await.expect("get");
+    (resp.status(), resp.text().await.unwrap_or_default())
+}
+
+async fn publish(panal: &Panal, subject_and_query: &str) -> (StatusCode, String) {
+    let resp = client()
+        .post(panal.at(&format!("/probe/msg/publish/{subject_and_query}")))
+        .body("hi")
+        .send()
+        .await
+        .expect("publish");
+    (resp.status(), resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn storage_is_capped_and_under_a_quota_and_messages_are_capped() {
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start(&manifest(""), data.path());
+
+    // Five keys fit; a sixth is refused with the keyvalue error, naming the limit.
+    for i in 0..5 {
+        let (s, body) = put(&panal, &format!("k{i}"), b"v".to_vec()).await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    }
+    let (s, body) = put(&panal, "k5", b"v".to_vec()).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(body.contains("kv_max_keys"), "{body}");
+    // Overwriting a key adds none; deleting one makes room.
+    assert_eq!(
+        put(&panal, "k0", b"again".to_vec()).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let deleted = client()
+        .delete(panal.at("/probe/kv/default/k4"))
+        .send()
+        .await
+        .expect("delete");
+    assert!(deleted.status().is_success());
+    // The bytes quota: 1 MiB, so a second 600 KB value does not fit.
+    let big = vec![b'x'; 600 << 10];
+    assert_eq!(
+        put(&panal, "big1", big.clone()).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let (s, body) = put(&panal, "k0", big).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(body.contains("kv_max_mb"), "{body}");
+    let (s, body) = get(&panal, "/probe/kv/default/k0").await;
+    assert_eq!(
+        (s, body.as_str()),
+        (StatusCode::OK, "again"),
+        "nothing was lost"
+    );
+
+    // One key named 100 000 times in a batch read: refused, the host unharmed.
+    let (s, body) = get(&panal, "/probe/kv/default/k1/many?times=100000").await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(body.contains("at most 1000"), "{body}");
+    let (s, body) = get(&panal, "/probe/kv/default/k1/many?times=10").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains(r#""count":10"#), "{body}");
+
+    // A message over the cap traps the instance, naming the limit; the next is fine.
+    let (s, body) = publish(&panal, "plain.x?size=2000000").await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(body.contains("limit hit: messaging"), "{body}");
+    // Metadata no broker header can carry is the guest's error, not the host's panic.
+    let (s, body) = publish(&panal, "plain.x?meta=a%20b").await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(body.contains("cannot be sent"), "{body}");
+    assert_eq!(publish(&panal, "plain.x").await.0, StatusCode::NO_CONTENT);
+    panal.stop();
+
+    // The quota holds across a restart: usage is read back from storage.
+    let panal = Panal::start(&manifest(""), data.path());
+    let (s, body) = put(&panal, "k9", b"v".to_vec()).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(body.contains("kv_max_keys"), "{body}");
+    panal.stop();
+}
+
+#[tokio::test]
+async fn a_message_nats_will_never_take_is_dead_lettered_not_retried_forever() {
+    // The host starts before NATS: durable publishes go to the outbox, whose first
+    // message turns out to be over the server's max_payload once it is up.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start_full(
+        &manifest(""),
+        data.path(),
+        &[],
+        &["--nats", &format!("nats://127.0.0.1:{port}")],
+    );
+    // A metadata name NATS cannot carry: refused now, never queued.
+    let (s, body) = publish(&panal, "work.bad?meta=a%3Ab").await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(body.contains("cannot be sent"), "{body}");
+    assert_eq!(
+        publish(&panal, "work.big?size=100000").await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        publish(&panal, "work.small").await.0,
+        StatusCode::NO_CONTENT
+    );
+
+    let nats = NatsServer::start_with(port, "max_payload: 65536\n");
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.expect("connect"));
+    // The small message gets through behind the dead big one.
+    let stored = eventually(Duration::from_secs(20), || async {
+        let mut stream = js.get_stream("WORK").await.ok()?;
+        let info = stream.info().await.ok()?;
+        (info.state.messages >= 1).then_some(info.state.messages)
+    })
+    .await;
+    assert_eq!(
+        stored,
+        Some(1),
+        "the queue behind the bad message never moved"
+    );
+    let msg = js
+        .get_stream("WORK")
+        .await
+        .expect("stream")
+        .get_last_raw_message_by_subject("work.small")
+        .await
+        .expect("work.small stored");
+    assert_eq!(msg.payload.as_ref(), b"hi");
+    let metrics = client()
+        .get(format!("{}/metrics", panal.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("panal_outbox_dead_lettered_total 1"),
+        "{metrics}"
+    );
+    // Publishing goes on as normal.
+    assert_eq!(
+        publish(&panal, "work.after").await.0,
+        StatusCode::NO_CONTENT
+    );
+    let log = panal.stop();
+    assert!(
+        log.contains("dead-lettered a message NATS will not take"),
+        "{log}"
+    );
+}
