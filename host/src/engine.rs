@@ -32,6 +32,16 @@ const MAX_INSTANCES: u32 = 4096;
 /// (which reset part by memset and part by madvise).
 const KEEP_RESIDENT: usize = 4 << 20;
 
+/// What one component instance may take from the pool: core instances (modules, shims,
+/// adapters), tables and linear memories. The pool holds this much per instance slot,
+/// so a component whose instances use more is refused at deploy (its trial instance
+/// fails) instead of draining the pool for every other component.
+pub const CORE_INSTANCES_PER_INSTANCE: u32 = 8;
+/// Tables one component instance may have.
+pub const TABLES_PER_INSTANCE: u32 = 8;
+/// Linear memories one component instance may have (`memory_mb` bounds their total).
+pub const MEMORIES_PER_INSTANCE: u32 = 2;
+
 /// How big the pooling allocator is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSize {
@@ -83,11 +93,13 @@ pub fn new_engine(size: PoolSize) -> anyhow::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(n)
         // A Rust component is a handful of core instances (main module, adapters, shims).
-        .total_core_instances(n.saturating_mul(8))
-        .total_memories(n.saturating_mul(2))
-        .total_tables(n.saturating_mul(8))
+        .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_INSTANCE))
+        .total_memories(n.saturating_mul(MEMORIES_PER_INSTANCE))
+        .total_tables(n.saturating_mul(TABLES_PER_INSTANCE))
         .total_stacks(n)
-        .max_memories_per_component(4)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_INSTANCE)
+        .max_tables_per_component(TABLES_PER_INSTANCE)
+        .max_memories_per_component(MEMORIES_PER_INSTANCE)
         .max_memory_size(usize::try_from(size.max_memory_mb << 20).unwrap_or(usize::MAX))
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(64 << 10);

@@ -16,26 +16,34 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi_http::WasiBody;
 
-/// The store's resource limiter: `StoreLimits`, plus a note when memory growth past
-/// `memory_mb` was refused.
+/// The store's resource limiter: `memory_mb` as the total of every linear memory of the
+/// instance (not per memory), the per-instance counts the pool is sized for, and a note
+/// when memory growth was refused, so the answer and the log can name the limit.
 pub struct Limiter {
     inner: StoreLimits,
     memory: usize,
+    /// Bytes of linear memory the instance has, all memories together.
+    used: usize,
     /// Set when the guest asked for more memory than its limit.
     pub hit: Arc<AtomicBool>,
 }
 
 impl Limiter {
-    /// At most `memory` bytes of linear memory per instance.
+    /// At most `memory` bytes of linear memory per instance, all memories together.
     pub fn new(memory: usize) -> Self {
+        use crate::engine::{
+            CORE_INSTANCES_PER_INSTANCE, MEMORIES_PER_INSTANCE, TABLES_PER_INSTANCE,
+        };
+        let count = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
         Self {
             inner: StoreLimitsBuilder::new()
                 .memory_size(memory)
-                .instances(64)
-                .tables(64)
-                .memories(8)
+                .instances(count(CORE_INSTANCES_PER_INSTANCE))
+                .tables(count(TABLES_PER_INSTANCE))
+                .memories(count(MEMORIES_PER_INSTANCE))
                 .build(),
             memory,
+            used: 0,
             hit: Arc::default(),
         }
     }
@@ -48,8 +56,12 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.inner.memory_growing(current, desired, maximum)?;
-        if !allowed && desired > self.memory {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        let allowed =
+            total <= self.memory && self.inner.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.used = total;
+        } else if total > self.memory {
             self.hit.store(true, Ordering::Relaxed);
         }
         Ok(allowed)
@@ -277,6 +289,16 @@ mod tests {
             .await;
         assert!(too_big.is_err());
         assert!(over.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn memory_mb_bounds_all_memories_together() {
+        let mut l = Limiter::new(10);
+        assert!(l.memory_growing(0, 6, None).expect("grow"));
+        assert!(!l.memory_growing(0, 6, None).expect("grow"), "6 + 6 > 10");
+        assert!(l.hit.load(Ordering::Relaxed));
+        assert!(l.memory_growing(0, 4, None).expect("grow"), "6 + 4 fits");
+        assert!(l.memory_growing(6, 6, None).expect("no change"));
     }
 
     #[tokio::test]

@@ -193,3 +193,50 @@ async fn a_message_nats_will_never_take_is_dead_lettered_not_retried_forever() {
         "{log}"
     );
 }
+
+/// One component cannot take more of the instance pool than its share: an instance may
+/// have at most 8 core instances (a deploy of more is refused, naming why), and
+/// `memory_mb` bounds all of an instance's memories together.
+#[tokio::test]
+async fn a_component_cannot_take_more_than_its_share_of_the_pool() {
+    let manifest = format!(
+        r#"version = 1
+[components.hello]
+source = "{hello}"
+routes = ["/hello"]
+limits = {{ memory_mb = 2 }}
+"#,
+        hello = component("hello"),
+    );
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start(&manifest, data.path());
+    let c = client();
+    let deploy = |bytes: Vec<u8>| {
+        c.put(format!("{}/components/greedy?route=/greedy", panal.admin))
+            .body(bytes)
+            .send()
+    };
+    let refused = deploy(panal_tests::fixtures::many_core_instances(20))
+        .await
+        .expect("deploy");
+    let status = refused.status();
+    let body = refused.text().await.unwrap_or_default();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("instance"), "{body}");
+
+    // Two memories of 1.25 MiB each are over memory_mb = 2 together.
+    let two = panal_tests::fixtures::two_memories_growing(20);
+    let replaced = c
+        .put(format!("{}/components/hello", panal.admin))
+        .body(two)
+        .send()
+        .await
+        .expect("deploy");
+    let status = replaced.status();
+    let why = replaced.text().await.unwrap_or_default();
+    assert_eq!(status, StatusCode::OK, "{why}");
+    let (s, body) = get(&panal, "/hello/x").await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(body.contains("ran out of memory (limit 2 MiB)"), "{body}");
+    panal.stop();
+}
