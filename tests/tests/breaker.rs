@@ -149,7 +149,7 @@ source = "{probe}"
 routes = ["/caller"]
 keyvalue = ["default"]
 outbound = ["target"]
-limits = {{ timeout_ms = 500 }}
+limits = {{ timeout_ms = 2000 }}
 
 [components.target]
 source = "{probe}"
@@ -178,8 +178,8 @@ keyvalue = ["default"]
     assert_eq!(body["status"], 503, "the circuit did not open: {body}");
     assert!(body["body"].as_str().unwrap_or("").contains("circuit open"));
     tokio::time::sleep(Duration::from_millis(5200)).await;
-    // The trial: the caller is stopped at its 500 ms limit, long before the answer.
-    let (s, _) = call("/sleep?ms=3000").await;
+    // The trial: the caller is stopped at its 2 s limit, long before the answer.
+    let (s, _) = call("/sleep?ms=6000").await;
     assert_eq!(s, StatusCode::GATEWAY_TIMEOUT);
     // The circuit opens again for its period, then a new trial closes it.
     let closed = panal_tests::eventually(Duration::from_secs(15), || async {

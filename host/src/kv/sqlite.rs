@@ -367,7 +367,9 @@ mod tests {
         let pairs: Vec<(String, Vec<u8>)> = (0..LIST_PAGE + 5)
             .map(|i| (format!("k{i:05}"), vec![1]))
             .collect();
-        s.set_many("b", &pairs).await.expect("set_many");
+        for chunk in pairs.chunks(500) {
+            s.set_many("b", chunk).await.expect("set_many");
+        }
         let (first, cursor) = s.list_keys("b", None).await.expect("page 1");
         assert_eq!(first.len(), LIST_PAGE);
         let (second, end) = s.list_keys("b", cursor.as_deref()).await.expect("page 2");
