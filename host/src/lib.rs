@@ -15,6 +15,7 @@
 //! - [`metrics`]: counters and `GET /metrics` (Prometheus text).
 //! - [`logging`]: tracing setup and component stdout/stderr as log lines.
 //! - [`deploy`]: deploy, rollback, undeploy; [`watch`]: `panal run --watch`.
+//! - [`timer`]: the timer trigger (`schedule`): in-process calls on a period.
 //! - [`server`]: `panal run` / `panal check`; [`secret`]: the generated JWT secret.
 
 pub mod admin;
@@ -36,4 +37,5 @@ pub mod resilience;
 pub mod secret;
 pub mod server;
 pub mod state;
+pub mod timer;
 pub mod watch;

@@ -143,6 +143,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let subscriptions = crate::messaging::dispatch::start(&registry, &broker, &manifest.streams)
         .await
         .map_err(|e| Refused(format!("{e:#}")))?;
+    let timers = crate::timer::start(&registry, &manifest.components);
     // From the registry, not the manifest: deployed versions may have other routes.
     let table =
         panal_gateway::RouteTable::new(registry.routes()).map_err(|e| Refused(e.to_string()))?;
@@ -229,7 +230,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let _ = public_task.await;
     let _ = admin_task.await;
-    for task in subscriptions {
+    for task in subscriptions.into_iter().chain(timers) {
         task.abort();
     }
     broker.flush().await;

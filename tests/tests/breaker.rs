@@ -195,3 +195,73 @@ keyvalue = ["default"]
     assert!(log.contains("counting it as failed"), "{log}");
     assert!(log.contains("circuit closed"), "{log}");
 }
+
+/// An order left `pending` (its payment outcome unknown) that nobody reads is settled by
+/// the order service's timer (`schedule`): once payment can answer again, the sweep
+/// finds no charge under the order's key and gives its stock back.
+#[tokio::test]
+async fn a_stale_pending_order_is_settled_by_the_timer_without_being_read() {
+    let manifest = manifest()
+        .replace(
+            r#"messaging = { subscribe = [{ subject = "payments.charge", queue = "payment" }] }"#,
+            "",
+        )
+        .replace(
+            r#"config = { payment_via = "http" }"#,
+            r#"config = { payment_via = "http", settle_after_secs = "1" }
+schedule = [{ every = "1s", path = "/internal/reconcile" }]"#,
+        );
+    assert!(
+        manifest.contains("schedule"),
+        "the order service has a timer"
+    );
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start_with_env(&manifest, data.path(), &[("PANAL_TEST_JWT_SECRET", SECRET)]);
+    let shop = Shop {
+        panal: &panal,
+        c: client(),
+    };
+    let (_, token) = shop.user("ana@example.com").await;
+    let honey = shop.product("Honey", 500, 20).await;
+    let broken = panal_tests::fixtures::traps_on_request();
+    let deployed = shop
+        .c
+        .put(format!("{}/components/payment", panal.admin))
+        .body(broken)
+        .send()
+        .await
+        .expect("deploy");
+    assert_eq!(deployed.status(), 200);
+    let (s, body) = shop
+        .order(
+            &token,
+            json!([{ "product_id": honey, "quantity": 3 }]),
+            "4242424242424242",
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
+    let id = body["order_id"].as_str().expect("order_id").to_string();
+    assert_eq!(shop.stock(&honey).await, 17, "the stock stays reserved");
+    let back = shop
+        .c
+        .post(format!("{}/components/payment/rollback", panal.admin))
+        .send()
+        .await
+        .expect("rollback");
+    assert_eq!(back.status(), 200);
+    let released = panal_tests::eventually(Duration::from_secs(20), || async {
+        (shop.stock(&honey).await == 20).then_some(())
+    })
+    .await;
+    assert!(
+        released.is_some(),
+        "the timer never settled the pending order\n{}",
+        panal.log()
+    );
+    let (s, order) = shop.get(&format!("/orders/{id}"), Some(&token)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(order["status"], "payment_failed", "{order}");
+    drop(shop);
+    let log = panal.stop();
+    assert!(log.contains("schedule: ran"), "{log}");
+}

@@ -14,6 +14,10 @@
 //!   unknown one, so ids cannot be probed.
 //! - `GET /orders` → `{items:[...]}`, the caller's orders, oldest first.
 //!
+//! - `POST /internal/reconcile` (no gateway route: the host's timer calls it, see
+//!   `schedule` in panal.toml) → settles every order `pending` for longer than config
+//!   `settle_after_secs` (default 60), see [`reconcile::sweep`].
+//!
 //! Storage: bucket `orders`, key layout in [`model`]. The card number is never stored.
 //!
 //! Events ([`events`], best effort over wasi:messaging): `orders.created` once the order
@@ -56,6 +60,9 @@ fn route(req: &IncomingRequest) -> ApiResult {
     let method = req.method();
     match segments.as_slice() {
         ["orders"] | ["orders", _] => {}
+        ["internal", "reconcile"] if matches!(method, Method::Post) => {
+            return reconcile::sweep(&open()?, reconcile::settle_after()?)
+        }
         _ => return Err(ApiError::no_route()),
     }
     let user_id = panal_sdk::require_caller(req)?;
@@ -138,6 +145,7 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
             order.status = model::PAYMENT_FAILED.to_string();
             let record = order.to_bytes()?;
             bucket.set(&model::order_key(&order.id), &record)?;
+            let _ = bucket.delete(&model::pending_key(&order.id));
             events::publish(events::PAYMENT_FAILED, &order);
             return Err(ApiError::new(
                 503,
@@ -160,6 +168,8 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
     if bucket.set(&model::order_key(&order.id), &record).is_err() {
         bucket.set(&model::order_key(&order.id), &record)?;
     }
+    // Settled: the sweep has nothing to do for it (a marker left behind is dropped there).
+    let _ = bucket.delete(&model::pending_key(&order.id));
     events::publish(event, &order);
     Ok((201, order.view()))
 }
@@ -167,6 +177,8 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
 /// Writes the pending order, then appends its id to the owner's index.
 fn store_new(bucket: &Bucket, order: &Order) -> Result<(), ApiError> {
     let key = model::order_key(&order.id);
+    let marker = model::pending_key(&order.id);
+    bucket.set(&marker, panal_sdk::time::unix_now().to_string().as_bytes())?;
     bucket.set(&key, &order.to_bytes()?)?;
     let appended = kv::update(bucket, &model::user_key(&order.user_id), |current| {
         let mut ids = model::parse_index(current)?;
@@ -176,6 +188,7 @@ fn store_new(bucket: &Bucket, order: &Order) -> Result<(), ApiError> {
     });
     if let Err(e) = appended {
         let _ = bucket.delete(&key);
+        let _ = bucket.delete(&marker);
         return Err(e.into());
     }
     Ok(())

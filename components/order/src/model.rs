@@ -73,6 +73,15 @@ pub fn order_key(id: &str) -> String {
     format!("order:{id}")
 }
 
+/// The marker of an order still `pending`: its value is when it was created (unix
+/// seconds), so the sweep finds stale ones without reading every order.
+pub fn pending_key(id: &str) -> String {
+    format!("{PENDING_PREFIX}{id}")
+}
+
+/// What every pending marker's key starts with (keys are listed in order).
+pub const PENDING_PREFIX: &str = "pending:";
+
 pub fn user_key(user_id: &str) -> String {
     format!("user:{user_id}")
 }

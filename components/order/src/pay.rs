@@ -211,7 +211,29 @@ pub fn not_sent(status: u16, answer: &Value) -> bool {
 /// [`Payment::Refused`] standing for "never charged" (no payment under the key, which
 /// is final once no charge is in flight); `None` while payment cannot say.
 pub fn lookup(order_id: &str, total_cents: u64) -> Option<Payment> {
-    let url = format!("{PAYMENT_URL}/by-key/{}", idempotency_key(order_id));
+    lookup_at(
+        &format!("{PAYMENT_URL}/by-key/{}", idempotency_key(order_id)),
+        order_id,
+        total_cents,
+    )
+}
+
+/// [`lookup`] for `user_id`'s order, by the sweep, which acts for no user: payment's
+/// in-process route that names the user.
+pub fn lookup_for(user_id: &str, order_id: &str, total_cents: u64) -> Option<Payment> {
+    let base = PAYMENT_URL.trim_end_matches("/payments");
+    lookup_at(
+        &format!(
+            "{base}/internal/by-key/{user_id}/{}",
+            idempotency_key(order_id)
+        ),
+        order_id,
+        total_cents,
+    )
+}
+
+fn lookup_at(url: &str, order_id: &str, total_cents: u64) -> Option<Payment> {
+    let url = url.to_string();
     let (status, body) = client::get(&url).ok()?;
     let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match status {

@@ -15,6 +15,9 @@
 //! - `GET /payments/by-key/{key}` → 200 with the caller's payment made under that
 //!   Idempotency-Key, 404 when there is none (how the order service learns the outcome
 //!   of a charge whose answer was lost).
+//! - `GET /internal/by-key/{user_id}/{key}` → the same for `user_id`; in-process only
+//!   (no gateway route), for the order service's sweep of stale orders, which runs on
+//!   a timer for no user.
 //!
 //! The key is claimed by a compare-and-swap from absent whose value already holds the
 //! payment, so concurrent replays of one key agree on a single payment: nothing is ever
@@ -92,6 +95,9 @@ fn route(req: &IncomingRequest) -> ApiResult {
         (Method::Get, ["payments", "by-key", key]) => {
             by_key(panal_sdk::caller_id(req).as_deref(), key)
         }
+        // No gateway route reaches `/internal`: only components granted `payment` in
+        // their `outbound` (the order service's timer, which acts for no user).
+        (Method::Get, ["internal", "by-key", user, key]) => by_key(Some(user), key),
         (_, ["payments"] | ["payments", _]) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::no_route()),
     }

@@ -261,6 +261,7 @@ pub fn added_spec(
         publish: grants.publish.clone(),
         subscribe: Vec::new(),
         limits: Limits::default(),
+        schedule: Vec::new(),
     }
 }
 

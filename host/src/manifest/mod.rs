@@ -162,6 +162,18 @@ pub struct ComponentSpec {
     pub subscribe: Vec<Subscription>,
     /// Hard limits.
     pub limits: Limits,
+    /// Calls the host makes to it on a timer.
+    pub schedule: Vec<Schedule>,
+}
+
+/// One timer of a component (`schedule`): every `every`, the host calls `POST path` on
+/// it in-process, never through the gateway, one run at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// The period (at least a second).
+    pub every: std::time::Duration,
+    /// The path called, with its query if any.
+    pub path: String,
 }
 
 /// Outbound grants: other components by name (in-process) and external hosts.

@@ -155,6 +155,16 @@ pub(super) struct RawComponent {
     pub messaging: RawMessaging,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub schedule: Vec<Spanned<RawSchedule>>,
+}
+
+/// `schedule = [{ every = "30s", path = "/internal/reconcile" }]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSchedule {
+    pub every: String,
+    pub path: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
