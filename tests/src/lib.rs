@@ -182,6 +182,18 @@ impl Panal {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The admin listener's `GET /metrics` text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// `url` + `path`.
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)

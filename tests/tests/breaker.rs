@@ -14,6 +14,20 @@ use panal_tests::Panal;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+/// Replace payment with `bytes` (`None`: roll it back) through the admin API.
+async fn swap_payment(shop: &Shop<'_>, bytes: Option<Vec<u8>>) {
+    let admin = &shop.panal.admin;
+    let req = match bytes {
+        Some(bytes) => shop
+            .c
+            .put(format!("{admin}/components/payment"))
+            .body(bytes),
+        None => shop.c.post(format!("{admin}/components/payment/rollback")),
+    };
+    let resp = req.send().await.expect("admin call");
+    assert_eq!(resp.status(), 200);
+}
+
 /// Bad answers in a row that open a circuit (the host's `resilience::TRIP_AFTER`).
 const TRIP_AFTER: usize = 5;
 
@@ -39,15 +53,7 @@ async fn a_broken_payment_fails_orders_fast_opens_its_circuit_and_recovers() {
     assert_eq!(s, StatusCode::CREATED, "{paid}");
     let mut sold = 1;
 
-    let broken = panal_tests::fixtures::traps_on_request();
-    let deployed = shop
-        .c
-        .put(format!("{}/components/payment", panal.admin))
-        .body(broken)
-        .send()
-        .await
-        .expect("deploy");
-    assert_eq!(deployed.status(), 200);
+    swap_payment(&shop, Some(panal_tests::fixtures::traps_on_request())).await;
 
     // Every order is answered, quickly, with a clear status. The first ones reach the
     // broken payment (outcome unknown: their stock stays reserved); once the circuit
@@ -85,13 +91,7 @@ async fn a_broken_payment_fails_orders_fast_opens_its_circuit_and_recovers() {
     assert!(panal.log().contains("circuit opened"));
 
     // Payment is fixed; after the open period one call is let through and closes it.
-    let back = shop
-        .c
-        .post(format!("{}/components/payment/rollback", panal.admin))
-        .send()
-        .await
-        .expect("rollback");
-    assert_eq!(back.status(), 200);
+    swap_payment(&shop, None).await;
     tokio::time::sleep(Duration::from_millis(5200)).await;
     let (s, paid) = shop.order(&token, one(), card).await;
     assert_eq!(s, StatusCode::CREATED, "{paid}");
@@ -223,15 +223,7 @@ schedule = [{ every = "1s", path = "/internal/reconcile" }]"#,
     };
     let (_, token) = shop.user("ana@example.com").await;
     let honey = shop.product("Honey", 500, 20).await;
-    let broken = panal_tests::fixtures::traps_on_request();
-    let deployed = shop
-        .c
-        .put(format!("{}/components/payment", panal.admin))
-        .body(broken)
-        .send()
-        .await
-        .expect("deploy");
-    assert_eq!(deployed.status(), 200);
+    swap_payment(&shop, Some(panal_tests::fixtures::traps_on_request())).await;
     let (s, body) = shop
         .order(
             &token,
@@ -242,13 +234,7 @@ schedule = [{ every = "1s", path = "/internal/reconcile" }]"#,
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
     let id = body["order_id"].as_str().expect("order_id").to_string();
     assert_eq!(shop.stock(&honey).await, 17, "the stock stays reserved");
-    let back = shop
-        .c
-        .post(format!("{}/components/payment/rollback", panal.admin))
-        .send()
-        .await
-        .expect("rollback");
-    assert_eq!(back.status(), 200);
+    swap_payment(&shop, None).await;
     let released = panal_tests::eventually(Duration::from_secs(20), || async {
         (shop.stock(&honey).await == 20).then_some(())
     })

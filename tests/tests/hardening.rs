@@ -300,14 +300,7 @@ routes = [{{ prefix = "/hello", rate_limit = {{ per_ip = "1/h" }} }}]
         *statuses.entry(answer[9..12].to_string()).or_insert(0) += 1;
     }
     assert_eq!(statuses.get("200"), Some(&600), "{statuses:?}");
-    let metrics = client()
-        .get(format!("{}/metrics", panal.admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = panal.metrics().await;
     let buckets: usize = metrics
         .lines()
         .find_map(|l| l.strip_prefix("panal_gateway_rate_buckets "))

@@ -170,14 +170,7 @@ async fn a_message_nats_will_never_take_is_dead_lettered_not_retried_forever() {
         .await
         .expect("work.small stored");
     assert_eq!(msg.payload.as_ref(), b"hi");
-    let metrics = client()
-        .get(format!("{}/metrics", panal.admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = panal.metrics().await;
     assert!(
         metrics.contains("panal_outbox_dead_lettered_total 1"),
         "{metrics}"

@@ -22,14 +22,7 @@ keyvalue = ["default"]
 }
 
 async fn created(panal: &Panal, name: &str) -> u64 {
-    let text = client()
-        .get(format!("{}/metrics", panal.admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = panal.metrics().await;
     let prefix = format!("panal_instances_created_total{{component=\"{name}\"");
     text.lines()
         .filter(|l| l.starts_with(&prefix))

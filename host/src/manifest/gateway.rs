@@ -184,19 +184,8 @@ pub(super) fn openapi(
 /// `[gateway]`'s connection limits (each within a sane range) and admin host names.
 pub(super) fn settings(c: &mut Checker, raw: &RawGateway) -> GatewaySettings {
     let mut limits = panal_gateway::ConnLimits::default();
-    let mut check = |field: &str, v: &Option<Spanned<i64>>, (min, max): (i64, i64)| {
-        let v = v.as_ref()?;
-        let n = *v.get_ref();
-        if (min..=max).contains(&n) {
-            Some(n.unsigned_abs())
-        } else {
-            c.problem(
-                Some(v.span()),
-                format!("gateway.{field}"),
-                format!("must be between {min} and {max}, got {n}"),
-            );
-            None
-        }
+    let mut check = |field: &str, v: &Option<Spanned<i64>>, range: (i64, i64)| {
+        c.in_range(format!("gateway.{field}"), v, range, "")
     };
     let ms = std::time::Duration::from_millis;
     if let Some(n) = check("header_timeout_ms", &raw.header_timeout_ms, (100, 600_000)) {

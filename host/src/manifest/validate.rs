@@ -20,6 +20,33 @@ pub(super) struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// `v` when it lies in `min..=max`; else a problem for `field` naming the range (with
+    /// `unit`, if any), and `None`.
+    pub(super) fn in_range(
+        &mut self,
+        field: String,
+        v: &Option<Spanned<i64>>,
+        (min, max): (i64, i64),
+        unit: &str,
+    ) -> Option<u64> {
+        let v = v.as_ref()?;
+        let n = *v.get_ref();
+        if (min..=max).contains(&n) {
+            return Some(n.unsigned_abs());
+        }
+        let unit = if unit.is_empty() {
+            String::new()
+        } else {
+            format!(" {unit}")
+        };
+        self.problem(
+            Some(v.span()),
+            field,
+            format!("must be between {min} and {max}{unit}, got {n}"),
+        );
+        None
+    }
+
     fn at(&self, span: Range<usize>) -> Location {
         let before = &self.text[..span.start.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
@@ -356,19 +383,8 @@ fn parse_period(text: &str) -> Result<std::time::Duration, String> {
 
 fn limits(c: &mut Checker, name: &str, raw: &RawLimits) -> Limits {
     let mut limits = Limits::default();
-    let mut check = |field: &str, v: &Option<Spanned<i64>>, (min, max): (i64, i64), unit: &str| {
-        let v = v.as_ref()?;
-        let n = *v.get_ref();
-        if (min..=max).contains(&n) {
-            Some(n.unsigned_abs())
-        } else {
-            c.problem(
-                Some(v.span()),
-                format!("components.{name}.limits.{field}"),
-                format!("must be between {min} and {max} {unit}, got {n}"),
-            );
-            None
-        }
+    let mut check = |field: &str, v: &Option<Spanned<i64>>, range: (i64, i64), unit: &str| {
+        c.in_range(format!("components.{name}.limits.{field}"), v, range, unit)
     };
     if let Some(n) = check("memory_mb", &raw.memory_mb, (1, 4096), "MiB") {
         limits.memory_mb = n;
