@@ -120,15 +120,17 @@ impl Gateway {
     /// Route and answer one request.
     pub async fn handle(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
         let started = Instant::now();
-        let tripped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let body_timeout = self.limits.body_timeout;
+        // Only a request with a body gets a deadline (and its allocations).
+        let mut tripped = None;
         let mut req: Request = req.map(|b| {
             let body = b.map_err(box_error).boxed_unsync();
             if http_body::Body::is_end_stream(&body) {
-                body
-            } else {
-                Deadline::new(body, body_timeout, tripped.clone()).boxed_unsync()
+                return body;
             }
+            let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            tripped = Some(flag.clone());
+            Deadline::new(body, body_timeout, flag).boxed_unsync()
         });
         strip_hop_by_hop(req.headers_mut());
         let id = request_id::take_or_make(req.headers());
@@ -145,7 +147,10 @@ impl Gateway {
         );
         let mut resp = async {
             let mut resp = self.dispatch(req).await;
-            if tripped.load(std::sync::atomic::Ordering::Relaxed) {
+            if tripped
+                .as_ref()
+                .is_some_and(|t| t.load(std::sync::atomic::Ordering::Relaxed))
+            {
                 resp = request_timeout(body_timeout);
             }
             tracing::info!(
