@@ -4,10 +4,14 @@
 //! `limits.kv_max_keys`). Past any of them the call fails with the keyvalue error, which
 //! names the limit; nothing is written, the host never traps and the disk never fills.
 //!
-//! [`Quota`] wraps any [`KvStore`]: usage is read once from the store, then kept in
+//! [`Quota`] wraps any [`KvStore`]: usage is read from the store at open, then kept in
 //! memory. Writes of one component pass one at a time through its quota (as they pass
 //! one at a time through SQLite's single writer anyway), so the check and the write
-//! cannot race.
+//! cannot race. Far from the quota (under 90%), a write is counted as all new bytes and
+//! the store is not asked what it replaces (the usage is then an overestimate, and a
+//! write costs nothing extra); close to it, or when the overestimate would refuse a
+//! write, the usage is read again from the store and every write counts exactly what
+//! it replaces.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,6 +54,8 @@ impl KvLimits {
 struct Usage {
     bytes: u64,
     keys: u64,
+    /// Whether `bytes` and `keys` are exact (else an overestimate).
+    exact: bool,
 }
 
 /// A store under a quota.
@@ -66,7 +72,11 @@ impl Quota {
         let (keys, bytes) = inner.usage().await?;
         let quota = Self {
             inner,
-            usage: Mutex::new(Usage { bytes, keys }),
+            usage: Mutex::new(Usage {
+                bytes,
+                keys,
+                exact: true,
+            }),
             max_bytes: AtomicU64::new(0),
             max_keys: AtomicU64::new(0),
         };
@@ -94,6 +104,37 @@ impl Quota {
         let changes: std::collections::BTreeMap<&str, Option<usize>> =
             changes.iter().copied().collect();
         let mut usage = self.usage.lock().await;
+        let (max_bytes, max_keys) = (
+            self.max_bytes.load(Ordering::Relaxed),
+            self.max_keys.load(Ordering::Relaxed),
+        );
+        let roomy = |u: &Usage| u.bytes < max_bytes / 10 * 9 && u.keys < max_keys / 10 * 9;
+        if usage.exact && roomy(&usage) {
+            usage.exact = false;
+        }
+        if !usage.exact {
+            // Counted as if every key were new and nothing deleted: an overestimate.
+            let mut rough = *usage;
+            for (key, new_len) in &changes {
+                if let Some(new) = new_len {
+                    rough.bytes += key.len() as u64 + *new as u64;
+                    rough.keys += 1;
+                }
+            }
+            if rough.bytes <= max_bytes && rough.keys <= max_keys {
+                let out = write.await?;
+                if applied(&out) {
+                    *usage = rough;
+                }
+                return Ok(out);
+            }
+            let (keys, bytes) = self.inner.usage().await?;
+            *usage = Usage {
+                bytes,
+                keys,
+                exact: true,
+            };
+        }
         let mut next = *usage;
         for (key, new_len) in &changes {
             let old = self.inner.value_len(bucket, key).await?;
@@ -106,10 +147,6 @@ impl Quota {
                 next.keys += 1;
             }
         }
-        let (max_bytes, max_keys) = (
-            self.max_bytes.load(Ordering::Relaxed),
-            self.max_keys.load(Ordering::Relaxed),
-        );
         // Shrinking is always allowed, even over a quota lowered since.
         let grows = next.bytes > usage.bytes || next.keys > usage.keys;
         if grows && next.bytes > max_bytes {
@@ -286,11 +323,43 @@ impl KvStore for Quota {
     }
 
     async fn usage(&self) -> Result<(u64, u64), KvError> {
-        let usage = self.usage.lock().await;
-        Ok((usage.keys, usage.bytes))
+        // Exact, from the store (what is kept in memory may be an overestimate).
+        self.inner.usage().await
     }
 
     async fn value_len(&self, bucket: &str, key: &str) -> Result<Option<u64>, KvError> {
         self.inner.value_len(bucket, key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::KvBackend;
+
+    #[tokio::test]
+    async fn the_quota_is_exact_where_it_matters_and_free_far_from_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let backend = crate::kv::sqlite::SqliteBackend::new(dir.path().to_path_buf()).expect("dir");
+        let limits = KvLimits {
+            max_bytes: 1 << 20,
+            max_keys: 100,
+        };
+        let s = backend.namespace("q", limits).await.expect("open");
+        for i in 0..100 {
+            s.set("b", &format!("k{i:03}"), b"v").await.expect("fits");
+        }
+        // An overwrite adds no key, even when the rough count says it would.
+        s.set("b", "k000", b"again").await.expect("overwrite");
+        let refused = s.set("b", "k100", b"v").await.expect_err("over");
+        assert!(refused.0.contains("kv_max_keys"), "{}", refused.0);
+        s.delete("b", "k050").await.expect("delete");
+        s.set("b", "k100", b"v").await.expect("room again");
+        assert_eq!(s.usage().await.expect("usage").0, 100);
+        let too_big = s.set("b", "big", &vec![0; MAX_VALUE_BYTES + 1]).await;
+        assert!(too_big.is_err());
+        let many: Vec<String> = (0..=MAX_BATCH_KEYS).map(|i| i.to_string()).collect();
+        assert!(s.get_many("b", &many).await.is_err());
+        backend.close().await;
     }
 }
