@@ -8,6 +8,7 @@
 mod gateway;
 mod messaging;
 mod raw;
+mod schedule;
 mod validate;
 
 use std::path::{Path, PathBuf};
