@@ -62,12 +62,14 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
-/// A JSON error response: `{"error": message, ...extra}`.
-pub fn json_error(
+/// A JSON error response: `{"error": message, ...extra}`. The one builder of error
+/// bodies, for the gateway's own answers and the host's (generic over the body's error
+/// type, which differs between the two).
+pub fn json_error<E>(
     status: http::StatusCode,
     message: &str,
     extra: serde_json::Value,
-) -> http::Response<Body> {
+) -> http::Response<UnsyncBoxBody<Bytes, E>> {
     let mut doc = serde_json::json!({ "error": message });
     if let (Some(doc), serde_json::Value::Object(extra)) = (doc.as_object_mut(), extra) {
         doc.extend(extra);
@@ -76,8 +78,14 @@ pub fn json_error(
 }
 
 /// A JSON response.
-pub fn json_response(status: http::StatusCode, doc: &serde_json::Value) -> http::Response<Body> {
-    let mut resp = http::Response::new(full(doc.to_string()));
+pub fn json_response<E>(
+    status: http::StatusCode,
+    doc: &serde_json::Value,
+) -> http::Response<UnsyncBoxBody<Bytes, E>> {
+    let body = Full::new(Bytes::from(doc.to_string()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut resp = http::Response::new(body);
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 use crate::aggregate::Aggregate;
 use crate::auth::{self, Verifier};
 use crate::conn::{Activity, ConnLimits, Counted, Deadline, Tracker, Watched};
-use crate::routes::{self, RouteMatch, RouteTable};
+use crate::routes::{self, Route, RouteMatch, RouteTable};
 use crate::{json_error, request_id, Backend, Body, BoxError, Request};
 
 /// How long in-flight requests may run on after shutdown began.
@@ -205,50 +205,15 @@ impl Gateway {
         {
             span.record("component", "(aggregate)");
             span.record("route", agg.pattern());
-            let user = if agg.protected() {
-                match self.authenticate(req.headers()) {
-                    Ok(identity) => Some(identity.user),
-                    Err(why) => return unauthorized(&why),
-                }
-            } else {
-                None
-            };
-            let request_id = req.headers().get(request_id::HEADER).cloned();
-            drop(req);
-            return agg
-                .answer(self.backend.as_ref(), &key, user.as_deref(), request_id)
-                .await;
+            return self.aggregate(agg, &key, req).await;
         }
         let table = self.table.load();
         match table.lookup(req.method(), &path) {
             RouteMatch::Found(route) => {
                 span.record("component", route.component.as_str());
                 span.record("route", route.prefix.as_str());
-                let mut user = None;
-                if route.protected {
-                    let identity = match self.authenticate(req.headers()) {
-                        Ok(identity) => identity,
-                        Err(why) => return unauthorized(&why),
-                    };
-                    if !identity.has_any_role(&route.roles) {
-                        return forbidden(&route.roles);
-                    }
-                    match HeaderValue::from_str(&identity.user) {
-                        Ok(v) => {
-                            req.headers_mut().insert(auth::USER_ID_HEADER, v);
-                            user = Some(identity.user);
-                        }
-                        Err(_) => return unauthorized("token subject is not a valid header value"),
-                    }
-                }
-                if let Some(limit) = &route.rate_limit {
-                    let ip = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
-                    let checked = self
-                        .limiter
-                        .check(&route.prefix, limit, ip, user.as_deref());
-                    if let Err(wait) = checked {
-                        return too_many(&route.prefix, wait);
-                    }
+                if let Err(refusal) = self.admit(route, &mut req) {
+                    return *refusal;
                 }
                 let component = route.component.clone();
                 drop(table);
@@ -261,6 +226,48 @@ impl Gateway {
                 serde_json::json!({ "path": path }),
             ),
         }
+    }
+
+    /// Answer an aggregate route (its token checked when it is protected).
+    async fn aggregate(&self, agg: &Aggregate, key: &str, req: Request) -> http::Response<Body> {
+        let user = if agg.protected() {
+            match self.authenticate(req.headers()) {
+                Ok(identity) => Some(identity.user),
+                Err(why) => return unauthorized(&why),
+            }
+        } else {
+            None
+        };
+        let request_id = req.headers().get(request_id::HEADER).cloned();
+        drop(req);
+        agg.answer(self.backend.as_ref(), key, user.as_deref(), request_id)
+            .await
+    }
+
+    /// Let `req` through to `route`: the token and its roles when the route is
+    /// protected (the verified user then rides in [`auth::USER_ID_HEADER`]), and the
+    /// route's rate limit; else the refusal to send.
+    fn admit(&self, route: &Route, req: &mut Request) -> Result<(), Box<http::Response<Body>>> {
+        let mut user = None;
+        if route.protected {
+            let identity = self
+                .authenticate(req.headers())
+                .map_err(|why| Box::new(unauthorized(&why)))?;
+            if !identity.has_any_role(&route.roles) {
+                return Err(Box::new(forbidden(&route.roles)));
+            }
+            let v = HeaderValue::from_str(&identity.user)
+                .map_err(|_| Box::new(unauthorized("token subject is not a valid header value")))?;
+            req.headers_mut().insert(auth::USER_ID_HEADER, v);
+            user = Some(identity.user);
+        }
+        if let Some(limit) = &route.rate_limit {
+            let ip = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+            self.limiter
+                .check(&route.prefix, limit, ip, user.as_deref())
+                .map_err(|wait| Box::new(too_many(&route.prefix, wait)))?;
+        }
+        Ok(())
     }
 
     /// The verified identity of a request to a protected route, or why it gets 401.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_main, Criterion};
 use http_body_util::{BodyExt, Empty};
-use panal::kv::{sqlite::SqliteBackend, KvBackend};
+use panal::capabilities::keyvalue::{sqlite::SqliteBackend, KvBackend};
 use panal::manifest::Manifest;
 
 fn wasm(name: &str) -> String {
@@ -56,18 +56,21 @@ fn benches(c: &mut Criterion) {
         .block_on(panal::server::load_registry(
             &manifest,
             data.path(),
-            Some(kv.clone()),
-            None,
+            panal::capabilities::Backends {
+                kv: Some(kv.clone()),
+                broker: None,
+            },
             None,
         ))
         .expect("registry");
+    let executor = panal::triggers::Executor::new(registry.clone());
 
     let call = |name: &'static str, path: &'static str| {
-        let registry = registry.clone();
+        let executor = executor.clone();
         move || {
-            let registry = registry.clone();
+            let executor = executor.clone();
             async move {
-                let resp = registry.call(name, request(path), 0).await;
+                let resp = executor.call_http(name, request(path), 0).await;
                 let expected = if path.ends_with("/none") { 404 } else { 200 };
                 assert_eq!(resp.status().as_u16(), expected, "{name} {path}");
                 resp.into_body().collect().await.expect("body");
@@ -85,7 +88,7 @@ fn benches(c: &mut Criterion) {
     let store = rt
         .block_on(kv.namespace(
             "micro",
-            panal::kv::quota::KvLimits::of(&panal::manifest::Limits::default()),
+            panal::capabilities::keyvalue::quota::KvLimits::of(&panal::manifest::Limits::default()),
         ))
         .expect("namespace");
     rt.block_on(store.set("b", "k", b"0")).expect("seed");

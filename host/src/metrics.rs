@@ -208,77 +208,8 @@ impl Metrics {
     /// serves now.
     pub fn render(&self, current: &[(String, String)]) -> String {
         let mut out = String::with_capacity(4096);
-        let versions = lock(&self.versions).clone();
         let components = lock(&self.components).clone();
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-
-        family(
-            &mut out,
-            "panal_requests_total",
-            "counter",
-            "Requests a component answered, by component, version and status.",
-        );
-        for ((c, v), s) in &versions {
-            for (i, n) in s.by_status.iter().enumerate() {
-                let n = load(n);
-                if n > 0 {
-                    let status = (i + 100).to_string();
-                    sample(
-                        &mut out,
-                        "panal_requests_total",
-                        &[("component", c), ("version", v), ("status", &status)],
-                        n,
-                    );
-                }
-            }
-        }
-
-        family(
-            &mut out,
-            "panal_request_duration_seconds",
-            "histogram",
-            "Time from a request reaching its component to its response head.",
-        );
-        for ((c, v), s) in &versions {
-            let mut total = 0;
-            for (i, bucket) in s.buckets.iter().enumerate() {
-                total += load(bucket);
-                let le = BOUNDS
-                    .get(i)
-                    .map_or_else(|| "+Inf".to_string(), f64::to_string);
-                sample(
-                    &mut out,
-                    "panal_request_duration_seconds_bucket",
-                    &[("component", c), ("version", v), ("le", &le)],
-                    total,
-                );
-            }
-            let labels = [("component", c.as_str()), ("version", v.as_str())];
-            let sum = load(&s.sum_micros) as f64 / 1e6;
-            sample(&mut out, "panal_request_duration_seconds_sum", &labels, sum);
-            sample(
-                &mut out,
-                "panal_request_duration_seconds_count",
-                &labels,
-                total,
-            );
-        }
-
-        family(
-            &mut out,
-            "panal_instances_created_total",
-            "counter",
-            "Component instances created (one per request or delivery, plus deploy trials).",
-        );
-        for ((c, v), s) in &versions {
-            sample(
-                &mut out,
-                "panal_instances_created_total",
-                &[("component", c), ("version", v)],
-                load(&s.instances),
-            );
-        }
-
+        self.render_versions(&mut out);
         family(
             &mut out,
             "panal_requests_in_flight",
@@ -357,6 +288,73 @@ impl Metrics {
             |s| &s.msg,
         );
         out
+    }
+
+    /// The families counted per version: requests, their durations, instances.
+    fn render_versions(&self, out: &mut String) {
+        let versions = lock(&self.versions).clone();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        family(
+            out,
+            "panal_requests_total",
+            "counter",
+            "Requests a component answered, by component, version and status.",
+        );
+        for ((c, v), s) in &versions {
+            for (i, n) in s.by_status.iter().enumerate() {
+                let n = load(n);
+                if n > 0 {
+                    let status = (i + 100).to_string();
+                    sample(
+                        out,
+                        "panal_requests_total",
+                        &[("component", c), ("version", v), ("status", &status)],
+                        n,
+                    );
+                }
+            }
+        }
+
+        family(
+            out,
+            "panal_request_duration_seconds",
+            "histogram",
+            "Time from a request reaching its component to its response head.",
+        );
+        for ((c, v), s) in &versions {
+            let mut total = 0;
+            for (i, bucket) in s.buckets.iter().enumerate() {
+                total += load(bucket);
+                let le = BOUNDS
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_string(), f64::to_string);
+                sample(
+                    out,
+                    "panal_request_duration_seconds_bucket",
+                    &[("component", c), ("version", v), ("le", &le)],
+                    total,
+                );
+            }
+            let labels = [("component", c.as_str()), ("version", v.as_str())];
+            let sum = load(&s.sum_micros) as f64 / 1e6;
+            sample(out, "panal_request_duration_seconds_sum", &labels, sum);
+            sample(out, "panal_request_duration_seconds_count", &labels, total);
+        }
+
+        family(
+            out,
+            "panal_instances_created_total",
+            "counter",
+            "Component instances created (one per request or delivery, plus deploy trials).",
+        );
+        for ((c, v), s) in &versions {
+            sample(
+                out,
+                "panal_instances_created_total",
+                &[("component", c), ("version", v)],
+                load(&s.instances),
+            );
+        }
     }
 }
 

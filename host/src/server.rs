@@ -1,6 +1,7 @@
-//! `panal run` and `panal check`: wiring the manifest, engine, storage, registry and
-//! gateway together, and the clean shutdown (stop accepting, finish in-flight requests,
-//! flush storage).
+//! `panal run` and `panal check`: wiring the manifest, engine, backends, registry,
+//! triggers and gateway together, and the clean shutdown (stop accepting, finish
+//! in-flight requests, flush storage). [`serve`] runs the whole host on listeners the
+//! caller bound, until a shutdown future resolves, so a test can start it in-process.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,17 +11,21 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use panal_gateway::server::Gateway;
+
 use crate::admin::Admin;
-use crate::deploy::store::DeployStore;
-use crate::engine::{new_engine, Compiler, EpochTicker, PoolSize};
-use crate::invoke::GatewayBackend;
-use crate::kv::sqlite::SqliteBackend;
-use crate::kv::KvBackend;
+use crate::capabilities::keyvalue::sqlite::SqliteBackend;
+use crate::capabilities::keyvalue::KvBackend;
+use crate::capabilities::messaging::inprocess::InProcessBroker;
+use crate::capabilities::messaging::nats::NatsBroker;
+use crate::capabilities::messaging::Broker;
+use crate::capabilities::Backends;
 use crate::manifest::{Manifest, MessagingBackend, Storage};
-use crate::messaging::inprocess::InProcessBroker;
-use crate::messaging::nats::NatsBroker;
-use crate::messaging::Broker;
+use crate::registry::store::DeployStore;
 use crate::registry::Registry;
+use crate::runtime::engine::{new_engine, Compiler, EpochTicker, PoolSize};
+use crate::triggers::http::GatewayBackend;
+use crate::triggers::Executor;
 
 /// How long a start waits for NATS before serving anyway (and catching up later).
 const NATS_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -58,14 +63,13 @@ fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
 pub async fn load_registry(
     manifest: &Manifest,
     data_dir: &Path,
-    kv: Option<Arc<dyn KvBackend>>,
-    broker: Option<Arc<dyn Broker>>,
+    backends: Backends,
     deployments: Option<DeployStore>,
 ) -> anyhow::Result<(Arc<Registry>, EpochTicker)> {
     let engine = new_engine(PoolSize::for_manifest(manifest))?;
     let ticker = EpochTicker::start(&engine);
     let compiler = Compiler::new(&engine, data_dir.join("cache"))?;
-    let (registry, stats) = Registry::load(manifest, &engine, compiler, kv, broker, deployments)
+    let (registry, stats) = Registry::load(manifest, compiler, backends, deployments)
         .await
         .map_err(|errors| {
             let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -82,7 +86,7 @@ pub async fn load_registry(
 /// Validate the manifest and compile and link every component, serving nothing.
 pub async fn check(manifest: &Path, data_dir: &Path) -> anyhow::Result<()> {
     let manifest = load_manifest(manifest)?;
-    let (registry, _ticker) = load_registry(&manifest, data_dir, None, None, None).await?;
+    let (registry, _ticker) = load_registry(&manifest, data_dir, Backends::default(), None).await?;
     println!(
         "{}: ok ({} components: {})",
         manifest.path.display(),
@@ -92,20 +96,164 @@ pub async fn check(manifest: &Path, data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serve until SIGINT or SIGTERM.
+/// Serve until SIGINT or SIGTERM, on the addresses of `opts`.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
+    let listeners = Listeners {
+        public: bind(opts.listen, "--listen").await?,
+        admin: bind(opts.admin_listen, "--admin-listen").await?,
+    };
+    serve(&opts, listeners, shutdown).await
+}
+
+/// The two listeners the host serves on, bound by the caller (a test binds port 0).
+pub struct Listeners {
+    /// The public gateway.
+    pub public: TcpListener,
+    /// The admin API.
+    pub admin: TcpListener,
+}
+
+/// The whole host on `listeners` until `shutdown` resolves: load the manifest and the
+/// components, start the triggers, serve the gateway and the admin API, then stop
+/// cleanly (stop accepting, finish in-flight requests, flush messaging and storage).
+/// `opts`' listen addresses are not used; the listeners are.
+pub async fn serve(
+    opts: &RunOptions,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (public_addr, admin_addr) = (
+        listeners.public.local_addr()?,
+        listeners.admin.local_addr()?,
+    );
+    let admin_token = std::env::var("PANAL_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if admin_token.is_none() && !admin_addr.ip().is_loopback() {
+        return Err(Refused(format!(
+            "--admin-listen {admin_addr} is not a loopback address: set PANAL_ADMIN_TOKEN so \
+             the admin API (deploy, rollback, undeploy) needs a bearer token"
+        ))
+        .into());
+    }
     let mut manifest = load_manifest(&opts.manifest)?;
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create the data dir {}", opts.data_dir.display()))?;
+    let secret = jwt_secret(&mut manifest, &opts.data_dir)?;
+    let backends = open_backends(&manifest, opts).await?;
+    let deployments = open_deployments(opts)?;
+    let (registry, _ticker) = load_registry(
+        &manifest,
+        &opts.data_dir,
+        backends.clone(),
+        Some(deployments),
+    )
+    .await?;
+    let executor = Executor::new(registry.clone());
+    let triggers = start_triggers(&executor, &backends, &manifest).await?;
+    let gateway = gateway(&manifest, &executor, secret)?;
+    let admin_api = Arc::new(Admin {
+        registry: registry.clone(),
+        gateway: gateway.clone(),
+        token: admin_token,
+        hosts: manifest.gateway.admin_hosts.clone(),
+    });
+    let watcher = opts.watch.then(|| {
+        let files = manifest
+            .components
+            .iter()
+            .map(|c| (c.name.clone(), c.source.clone()))
+            .collect();
+        crate::registry::watch::start(registry.clone(), files)
+    });
+
+    tracing::info!(%public_addr, %admin_addr, "panal is serving");
+    // Scripts and tests read the bound ports from this line (with `--listen :0`).
+    println!("panal listening on http://{public_addr} (admin http://{admin_addr})");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let limits = manifest.gateway.limits;
+    let public_task = tokio::spawn(panal_gateway::serve(
+        listeners.public,
+        gateway,
+        stopped(stop_rx.clone()),
+    ));
+    let admin_task = tokio::spawn(panal_gateway::server::accept_loop(
+        listeners.admin,
+        limits,
+        stopped(stop_rx),
+        move |req| {
+            let admin_api = admin_api.clone();
+            async move { admin_api.handle(req).await }
+        },
+    ));
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    let _ = public_task.await;
+    let _ = admin_task.await;
+    for task in triggers {
+        task.abort();
+    }
+    close(&backends).await;
+    Ok(())
+}
+
+/// Flush what the backends buffer: messages first (their outbox is on disk), then
+/// storage.
+async fn close(backends: &Backends) {
+    if let Some(broker) = &backends.broker {
+        broker.flush().await;
+    }
+    if let Some(kv) = &backends.kv {
+        kv.close().await;
+    }
+    tracing::info!("storage flushed; bye");
+}
+
+/// Start the triggers other than HTTP: every subscription and every schedule.
+async fn start_triggers(
+    executor: &Arc<Executor>,
+    backends: &Backends,
+    manifest: &Manifest,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = match &backends.broker {
+        Some(broker) => crate::triggers::messaging::start(executor, broker, &manifest.streams)
+            .await
+            .map_err(|e| Refused(format!("{e:#}")))?,
+        None => Vec::new(),
+    };
+    tasks.extend(crate::triggers::timer::start(
+        executor,
+        &manifest.components,
+    ));
+    Ok(tasks)
+}
+
+/// The JWT secret: the manifest's, or one generated once into the data dir; given to
+/// the issuing components as config `jwt_secret`.
+fn jwt_secret(manifest: &mut Manifest, data_dir: &Path) -> anyhow::Result<String> {
     let secret = match &manifest.auth.jwt_secret {
         Some(secret) => secret.clone(),
-        None => crate::secret::load_or_create(&opts.data_dir.join("jwt-secret"))?,
+        None => crate::secret::load_or_create(&data_dir.join("jwt-secret"))?,
     };
     for issuer in &manifest.auth.issuers {
         if let Some(spec) = manifest.components.iter_mut().find(|c| c.name == *issuer) {
             spec.config.push(("jwt_secret".into(), secret.clone()));
         }
     }
+    Ok(secret)
+}
+
+/// Storage and messaging as the manifest (or `--nats`) asks.
+async fn open_backends(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result<Backends> {
     let kv: Arc<dyn KvBackend> = match manifest.storage {
         Storage::Sqlite => Arc::new(SqliteBackend::new(opts.data_dir.join("kv"))?),
     };
@@ -125,118 +273,51 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             broker
         }
     };
-    let deployments_dir = opts.data_dir.join("deployments");
-    if opts.reset_deployments && deployments_dir.exists() {
-        std::fs::remove_dir_all(&deployments_dir)
-            .with_context(|| format!("cannot reset {}", deployments_dir.display()))?;
+    Ok(Backends {
+        kv: Some(kv),
+        broker: Some(broker),
+    })
+}
+
+fn open_deployments(opts: &RunOptions) -> anyhow::Result<DeployStore> {
+    let dir = opts.data_dir.join("deployments");
+    if opts.reset_deployments && dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot reset {}", dir.display()))?;
         tracing::info!("deployments reset: serving the manifest's files");
     }
-    let deployments = DeployStore::open(deployments_dir)?;
-    let (registry, _ticker) = load_registry(
-        &manifest,
-        &opts.data_dir,
-        Some(kv.clone()),
-        Some(broker.clone()),
-        Some(deployments),
-    )
-    .await?;
-    let subscriptions = crate::messaging::dispatch::start(&registry, &broker, &manifest.streams)
-        .await
-        .map_err(|e| Refused(format!("{e:#}")))?;
-    let timers = crate::timer::start(&registry, &manifest.components);
+    DeployStore::open(dir)
+}
+
+/// The public gateway over `executor`, with the manifest's aggregates, OpenAPI document
+/// and limits.
+fn gateway(
+    manifest: &Manifest,
+    executor: &Arc<Executor>,
+    secret: String,
+) -> anyhow::Result<Arc<Gateway>> {
     // From the registry, not the manifest: deployed versions may have other routes.
-    let table =
-        panal_gateway::RouteTable::new(registry.routes()).map_err(|e| Refused(e.to_string()))?;
+    let table = panal_gateway::RouteTable::new(executor.registry().routes())
+        .map_err(|e| Refused(e.to_string()))?;
     let aggregates = manifest
         .aggregates
         .iter()
         .map(|a| panal_gateway::aggregate::Aggregate::new(&a.path, a.protected, a.kind.clone()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Refused)?;
-    let mut gateway = panal_gateway::server::Gateway::new(
+    let mut gateway = Gateway::new(
         table,
-        Arc::new(GatewayBackend(registry.clone())),
+        Arc::new(GatewayBackend(executor.clone())),
         Some(panal_gateway::auth::Verifier::new(secret.into_bytes())),
         aggregates,
     );
     if let Some(doc) = manifest.openapi.clone() {
         gateway = gateway.with_openapi(doc);
     }
-    let limits = manifest.gateway.limits;
-    gateway = gateway
-        .with_limits(limits)
-        .with_rate_buckets(manifest.gateway.max_rate_buckets);
-    let gateway = Arc::new(gateway);
-
-    let admin_token = std::env::var("PANAL_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
-    if admin_token.is_none() && !opts.admin_listen.ip().is_loopback() {
-        return Err(Refused(format!(
-            "--admin-listen {} is not a loopback address: set PANAL_ADMIN_TOKEN so the \
-             admin API (deploy, rollback, undeploy) needs a bearer token",
-            opts.admin_listen
-        ))
-        .into());
-    }
-    let admin_api = Arc::new(Admin {
-        registry: registry.clone(),
-        gateway: gateway.clone(),
-        token: admin_token,
-        hosts: manifest.gateway.admin_hosts.clone(),
-    });
-
-    let watcher = opts.watch.then(|| {
-        let files = manifest
-            .components
-            .iter()
-            .map(|c| (c.name.clone(), c.source.clone()))
-            .collect();
-        crate::watch::start(registry.clone(), files)
-    });
-
-    let shutdown = shutdown_signal()?;
-    let public = bind(opts.listen, "--listen").await?;
-    let admin = bind(opts.admin_listen, "--admin-listen").await?;
-    let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
-    tracing::info!(%public_addr, %admin_addr, "panal is serving");
-    // Scripts and tests read the bound ports from this line (with `--listen :0`).
-    println!("panal listening on http://{public_addr} (admin http://{admin_addr})");
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let public_task = tokio::spawn(panal_gateway::serve(
-        public,
-        gateway,
-        stopped(stop_rx.clone()),
-    ));
-    let admin_task = tokio::spawn(panal_gateway::server::accept_loop(
-        admin,
-        limits,
-        stopped(stop_rx),
-        move |req| {
-            let admin_api = admin_api.clone();
-            async move { admin_api.handle(req).await }
-        },
-    ));
-
-    shutdown.await;
-    tracing::info!("shutting down: no new connections; finishing in-flight requests");
-    let _ = stop_tx.send(true);
-    if let Some(watcher) = watcher {
-        watcher.abort();
-    }
-    let _ = public_task.await;
-    let _ = admin_task.await;
-    for task in subscriptions.into_iter().chain(timers) {
-        task.abort();
-    }
-    broker.flush().await;
-    kv.close().await;
-    tracing::info!("storage flushed; bye");
-    Ok(())
+    Ok(Arc::new(
+        gateway
+            .with_limits(manifest.gateway.limits)
+            .with_rate_buckets(manifest.gateway.max_rate_buckets),
+    ))
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {

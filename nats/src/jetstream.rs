@@ -14,10 +14,10 @@ use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::{from_message, to_headers, Delivery, Nats, NatsError};
+use crate::{from_message, to_headers, Msg, MsgError, Nats};
 
 /// A stream to keep: created if missing, its subjects updated if it exists.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSpec {
     /// Stream name.
     pub name: String,
@@ -45,7 +45,7 @@ pub struct ConsumerSpec {
 /// One JetStream delivery: the message, which attempt this is, and its acknowledgment.
 pub struct JsDelivery {
     /// The message (never with a reply subject: on JetStream that is the ack subject).
-    pub delivery: Delivery,
+    pub delivery: Msg,
     /// 1 on first delivery, then one more per redelivery.
     pub attempt: u32,
     /// How to settle it.
@@ -57,25 +57,25 @@ pub struct JsAcker(jetstream::Message);
 
 impl JsAcker {
     /// Done: never deliver it again.
-    pub async fn ack(&self) -> Result<(), NatsError> {
+    pub async fn ack(&self) -> Result<(), MsgError> {
         self.send(AckKind::Ack).await
     }
 
     /// Failed: deliver it again after `delay`.
-    pub async fn retry(&self, delay: Duration) -> Result<(), NatsError> {
+    pub async fn retry(&self, delay: Duration) -> Result<(), MsgError> {
         self.send(AckKind::Nak(Some(delay))).await
     }
 
     /// Given up on (after dead-lettering): never deliver it again.
-    pub async fn term(&self) -> Result<(), NatsError> {
+    pub async fn term(&self) -> Result<(), MsgError> {
         self.send(AckKind::Term).await
     }
 
-    async fn send(&self, kind: AckKind) -> Result<(), NatsError> {
+    async fn send(&self, kind: AckKind) -> Result<(), MsgError> {
         self.0
             .ack_with(kind)
             .await
-            .map_err(|e| NatsError::Connection(e.to_string()))
+            .map_err(|e| MsgError::Connection(e.to_string()))
     }
 }
 
@@ -85,9 +85,9 @@ impl Nats {
     }
 
     /// Create `spec` if it is missing (file storage), or bring its subjects up to date.
-    pub async fn ensure_stream(&self, spec: &StreamSpec) -> Result<(), NatsError> {
+    pub async fn ensure_stream(&self, spec: &StreamSpec) -> Result<(), MsgError> {
         if !self.connected() {
-            return Err(NatsError::Connection("not connected to NATS".into()));
+            return Err(MsgError::Connection("not connected to NATS".into()));
         }
         let config = stream::Config {
             name: spec.name.clone(),
@@ -99,7 +99,7 @@ impl Nats {
             .create_or_update_stream(config)
             .await
             .map(drop)
-            .map_err(|e| NatsError::Other(format!("stream `{}`: {e}", spec.name)))
+            .map_err(|e| MsgError::Other(format!("stream `{}`: {e}", spec.name)))
     }
 
     /// Publish into `stream` and wait for the server to store it. `msg_id` lets the
@@ -108,12 +108,12 @@ impl Nats {
     pub async fn publish_durable(
         &self,
         stream: &StreamSpec,
-        msg: Delivery,
+        msg: Msg,
         msg_id: &str,
         timeout: Duration,
-    ) -> Result<(), NatsError> {
+    ) -> Result<(), MsgError> {
         if !self.connected() {
-            return Err(NatsError::Connection("not connected to NATS".into()));
+            return Err(MsgError::Connection("not connected to NATS".into()));
         }
         let headers = to_headers(&msg.headers)?;
         let attempt = || async {
@@ -131,8 +131,8 @@ impl Nats {
             tokio::time::timeout(timeout, stored).await
         };
         let failed = |e: async_nats::jetstream::context::PublishError| match e.kind() {
-            PublishErrorKind::MaxPayloadExceeded => NatsError::Invalid(e.to_string()),
-            _ => NatsError::Other(e.to_string()),
+            PublishErrorKind::MaxPayloadExceeded => MsgError::Invalid(e.to_string()),
+            _ => MsgError::Other(e.to_string()),
         };
         match attempt().await {
             Ok(Ok(())) => Ok(()),
@@ -141,11 +141,11 @@ impl Nats {
                 match attempt().await {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(failed(e)),
-                    Err(_) => Err(NatsError::Timeout),
+                    Err(_) => Err(MsgError::Timeout),
                 }
             }
             Ok(Err(e)) => Err(failed(e)),
-            Err(_) => Err(NatsError::Timeout),
+            Err(_) => Err(MsgError::Timeout),
         }
     }
 
@@ -180,13 +180,13 @@ impl Nats {
         &self,
         spec: &ConsumerSpec,
         tx: &mpsc::Sender<JsDelivery>,
-    ) -> Result<(), NatsError> {
+    ) -> Result<(), MsgError> {
         self.ensure_stream(&spec.stream).await?;
         let stream = self
             .js()
             .get_stream(&spec.stream.name)
             .await
-            .map_err(|e| NatsError::Other(e.to_string()))?;
+            .map_err(|e| MsgError::Other(e.to_string()))?;
         let consumer = stream
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(spec.name.clone()),
@@ -197,16 +197,16 @@ impl Nats {
                 ..Default::default()
             })
             .await
-            .map_err(|e| NatsError::Other(format!("consumer `{}`: {e}", spec.name)))?;
+            .map_err(|e| MsgError::Other(format!("consumer `{}`: {e}", spec.name)))?;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(spec.batch.max(1))
             .heartbeat(Duration::from_secs(5))
             .messages()
             .await
-            .map_err(|e| NatsError::Other(e.to_string()))?;
+            .map_err(|e| MsgError::Other(e.to_string()))?;
         while let Some(next) = messages.next().await {
-            let message = next.map_err(|e| NatsError::Connection(e.to_string()))?;
+            let message = next.map_err(|e| MsgError::Connection(e.to_string()))?;
             let attempt = message
                 .info()
                 .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))

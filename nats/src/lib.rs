@@ -14,9 +14,9 @@ use async_nats::{Client, ConnectOptions, HeaderMap};
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 
-/// A message in plain types.
-#[derive(Debug, Clone, Default)]
-pub struct Delivery {
+/// A message on the wire, as every broker of the host (in-process or NATS) carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Msg {
     /// Subject.
     pub subject: String,
     /// Reply subject, for requests.
@@ -27,31 +27,23 @@ pub struct Delivery {
     pub payload: Bytes,
 }
 
-/// Why a NATS operation failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NatsError {
+/// Why a messaging operation failed, whichever broker it went to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MsgError {
     /// No reply in time.
+    #[error("timed out")]
     Timeout,
     /// Not connected, or the connection broke.
+    #[error("connection: {0}")]
     Connection(String),
     /// Anything else (bad subject, ...).
+    #[error("{0}")]
     Other(String),
     /// The message itself can never be sent (a header NATS cannot carry, over the
     /// server's `max_payload`): retrying is pointless.
+    #[error("{0}")]
     Invalid(String),
 }
-
-impl std::fmt::Display for NatsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Timeout => f.write_str("timed out"),
-            Self::Connection(e) => write!(f, "connection: {e}"),
-            Self::Other(e) | Self::Invalid(e) => f.write_str(e),
-        }
-    }
-}
-
-impl std::error::Error for NatsError {}
 
 /// The host's one NATS client.
 #[derive(Clone)]
@@ -62,7 +54,7 @@ pub struct Nats {
 impl Nats {
     /// Connect to `url`. The first connection is retried in the background, so a host
     /// may start before its NATS server does.
-    pub async fn connect(url: &str) -> Result<Self, NatsError> {
+    pub async fn connect(url: &str) -> Result<Self, MsgError> {
         let client = ConnectOptions::new()
             .name("panal")
             .retry_on_initial_connect()
@@ -71,7 +63,7 @@ impl Nats {
             })
             .connect(url)
             .await
-            .map_err(|e| NatsError::Connection(format!("{url}: {e}")))?;
+            .map_err(|e| MsgError::Connection(format!("{url}: {e}")))?;
         Ok(Self { client })
     }
 
@@ -94,7 +86,7 @@ impl Nats {
 
     /// Why `msg` can never be sent, if it cannot: a header NATS cannot carry, or (once
     /// the server said its limit) headers and payload over its `max_payload`.
-    pub fn check(&self, msg: &Delivery) -> Result<(), NatsError> {
+    pub fn check(&self, msg: &Msg) -> Result<(), MsgError> {
         to_headers(&msg.headers)?;
         let max = self.client.server_info().max_payload;
         let size = msg.payload.len()
@@ -104,7 +96,7 @@ impl Nats {
                 .map(|(k, v)| k.len() + v.len() + 4)
                 .sum::<usize>();
         if max > 0 && size > max {
-            return Err(NatsError::Invalid(format!(
+            return Err(MsgError::Invalid(format!(
                 "message of {size} bytes is over the NATS server's max_payload of {max}"
             )));
         }
@@ -112,7 +104,7 @@ impl Nats {
     }
 
     /// Publish a message (with a reply subject when given).
-    pub async fn publish(&self, msg: Delivery) -> Result<(), NatsError> {
+    pub async fn publish(&self, msg: Msg) -> Result<(), MsgError> {
         let headers = to_headers(&msg.headers)?;
         let result = match msg.reply {
             Some(reply) => {
@@ -128,9 +120,9 @@ impl Nats {
         };
         result.map_err(|e| match e.kind() {
             async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
-                NatsError::Invalid(e.to_string())
+                MsgError::Invalid(e.to_string())
             }
-            _ => NatsError::Other(e.to_string()),
+            _ => MsgError::Other(e.to_string()),
         })
     }
 
@@ -138,13 +130,13 @@ impl Nats {
     /// within `timeout`.
     pub async fn request(
         &self,
-        mut msg: Delivery,
+        mut msg: Msg,
         timeout: Duration,
         expected: usize,
-    ) -> Result<Vec<Delivery>, NatsError> {
+    ) -> Result<Vec<Msg>, MsgError> {
         if !self.connected() {
             // Fail fast and clearly rather than waiting out the timeout for nothing.
-            return Err(NatsError::Connection("not connected to NATS".into()));
+            return Err(MsgError::Connection("not connected to NATS".into()));
         }
         let subject = msg.subject.clone();
         let inbox = self.client.new_inbox();
@@ -152,7 +144,7 @@ impl Nats {
             .client
             .subscribe(inbox.clone())
             .await
-            .map_err(|e| NatsError::Connection(e.to_string()))?;
+            .map_err(|e| MsgError::Connection(e.to_string()))?;
         msg.reply = Some(inbox);
         self.publish(msg).await?;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -161,7 +153,7 @@ impl Nats {
             match tokio::time::timeout_at(deadline, replies.next()).await {
                 // A "no responders" status: nobody listens on the subject.
                 Ok(Some(m)) if m.status == Some(async_nats::StatusCode::NO_RESPONDERS) => {
-                    return Err(NatsError::Other(format!(
+                    return Err(MsgError::Other(format!(
                         "no responders on subject `{subject}`"
                     )))
                 }
@@ -170,7 +162,7 @@ impl Nats {
             }
         }
         if out.is_empty() {
-            Err(NatsError::Timeout)
+            Err(MsgError::Timeout)
         } else {
             Ok(out)
         }
@@ -181,7 +173,7 @@ impl Nats {
         &self,
         subject: &str,
         queue: Option<&str>,
-    ) -> Result<BoxStream<'static, Delivery>, NatsError> {
+    ) -> Result<BoxStream<'static, Msg>, MsgError> {
         let sub = match queue {
             Some(q) => {
                 self.client
@@ -190,29 +182,29 @@ impl Nats {
             }
             None => self.client.subscribe(subject.to_string()).await,
         }
-        .map_err(|e| NatsError::Connection(e.to_string()))?;
+        .map_err(|e| MsgError::Connection(e.to_string()))?;
         Ok(sub.map(from_message).boxed())
     }
 
     /// Send what the client buffered.
-    pub async fn flush(&self) -> Result<(), NatsError> {
+    pub async fn flush(&self) -> Result<(), MsgError> {
         self.client
             .flush()
             .await
-            .map_err(|e| NatsError::Connection(e.to_string()))
+            .map_err(|e| MsgError::Connection(e.to_string()))
     }
 }
 
 /// NATS headers of `headers`; a name or value NATS cannot carry (a space, `:`, a line
 /// break, a control character) is an error naming it, never a panic.
-pub(crate) fn to_headers(headers: &[(String, String)]) -> Result<HeaderMap, NatsError> {
+pub(crate) fn to_headers(headers: &[(String, String)]) -> Result<HeaderMap, MsgError> {
     let mut map = HeaderMap::new();
     for (k, v) in headers {
         let name = async_nats::HeaderName::try_from(k.as_str()).map_err(|_| {
-            NatsError::Invalid(format!("metadata name `{k}` cannot be a NATS header"))
+            MsgError::Invalid(format!("metadata name `{k}` cannot be a NATS header"))
         })?;
         if k.is_empty() || v.contains(['\r', '\n']) {
-            return Err(NatsError::Invalid(format!(
+            return Err(MsgError::Invalid(format!(
                 "metadata `{k}` cannot be a NATS header (empty name or a line break in its value)"
             )));
         }
@@ -221,7 +213,7 @@ pub(crate) fn to_headers(headers: &[(String, String)]) -> Result<HeaderMap, Nats
     Ok(map)
 }
 
-pub(crate) fn from_message(m: async_nats::Message) -> Delivery {
+pub(crate) fn from_message(m: async_nats::Message) -> Msg {
     let headers = m
         .headers
         .as_ref()
@@ -231,7 +223,7 @@ pub(crate) fn from_message(m: async_nats::Message) -> Delivery {
                 .collect()
         })
         .unwrap_or_default();
-    Delivery {
+    Msg {
         subject: m.subject.to_string(),
         reply: m.reply.map(|r| r.to_string()),
         headers,

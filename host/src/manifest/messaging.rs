@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 use super::raw::{RawMessaging, RawMessagingBackend, RawStream, RawSubscription};
+use super::subject::{pattern_covers, patterns_overlap, subject_matches, valid_subject};
 use super::validate::{substitute_env, Checker};
 use super::{Durable, MessagingBackend, StreamSpec, Subscription};
-use crate::messaging::{pattern_covers, patterns_overlap, subject_matches, valid_subject};
 
 /// Default deliveries of a durable subscription before its message is dead-lettered.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;

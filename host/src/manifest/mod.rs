@@ -9,6 +9,7 @@ mod gateway;
 mod messaging;
 mod raw;
 mod schedule;
+pub mod subject;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -75,15 +76,10 @@ pub enum MessagingBackend {
     Nats(String),
 }
 
-/// A stream of durable messages: a JetStream stream on NATS (created or updated at
-/// start), kept in memory by the in-process backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamSpec {
-    /// Its name (letters, digits, `-`, `_`).
-    pub name: String,
-    /// The subjects it captures (wildcards allowed, no overlap with another stream).
-    pub subjects: Vec<String>,
-}
+/// A stream of durable messages (`[[messaging.streams]]`): a JetStream stream on NATS
+/// (created or updated at start), kept in memory by the in-process backend. The manifest
+/// and the NATS client share this one type.
+pub use panal_nats::jetstream::StreamSpec;
 
 /// One subscription of a component.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use panal::kv::{sqlite::SqliteBackend, KvBackend, KvStore};
+use panal::capabilities::keyvalue::{sqlite::SqliteBackend, KvBackend, KvStore};
 
 enum Handler {
     Hello,
@@ -52,7 +52,7 @@ impl Handler {
                         .unwrap_or(0);
                     let new = (n + 1).to_string();
                     store.set("default", &last, new.as_bytes()).await?;
-                    Ok::<_, panal::kv::KvError>(new)
+                    Ok::<_, panal::capabilities::keyvalue::KvError>(new)
                 };
                 match bumped.await {
                     Ok(v) => text(StatusCode::OK, v),
@@ -84,7 +84,9 @@ async fn handler(args: &[String]) -> anyhow::Result<Handler> {
         Some("kv") => {
             let backend = SqliteBackend::new(PathBuf::from(arg(1, "DIR")?))?;
             // The same path a component's storage takes, quota included.
-            let limits = panal::kv::quota::KvLimits::of(&panal::manifest::Limits::default());
+            let limits = panal::capabilities::keyvalue::quota::KvLimits::of(
+                &panal::manifest::Limits::default(),
+            );
             Handler::Kv(backend.namespace("native", limits).await?)
         }
         Some("publish") => Handler::Publish(async_nats::connect(arg(1, "NATS_URL")?).await?),

@@ -1,0 +1,159 @@
+//! `wasi:http/outgoing-handler` policy. `http://NAME/...` where NAME is a component the
+//! caller's manifest grants goes to that component in-process (no socket); an external
+//! host goes out only if the caller's allow-list names it; anything else fails with the
+//! `HTTP-request-denied` error code, which the guest can handle. In-process calls go
+//! through [`Calls`] (so this capability never names the registry), with a deadline,
+//! retries and a circuit breaker ([`resilience`]).
+
+mod calls;
+pub mod resilience;
+
+use std::future::Future;
+use std::sync::{Arc, Weak};
+
+use wasmtime::component::Linker;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use panal_gateway::auth::USER_ID_HEADER;
+
+pub use calls::Calls;
+pub use resilience::Breakers;
+
+use super::{CallContext, Capability, State, Version};
+use crate::manifest;
+
+/// The outgoing HTTP capability.
+pub struct HttpOut;
+
+/// What one version may call: its name (for logs) and its `outbound` grants.
+#[derive(Clone)]
+pub struct HttpOutGrant {
+    caller: Arc<str>,
+    grants: Arc<manifest::Outbound>,
+}
+
+impl Capability for HttpOut {
+    type Grant = HttpOutGrant;
+    type Instance = Outbound;
+
+    fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+    }
+
+    async fn configure(version: &Version<'_>) -> Result<HttpOutGrant, String> {
+        Ok(HttpOutGrant {
+            caller: version.spec.name.as_str().into(),
+            grants: Arc::new(version.spec.outbound.clone()),
+        })
+    }
+
+    fn prepare(grant: &HttpOutGrant, ctx: &CallContext) -> Outbound {
+        let mut out = Outbound {
+            caller: grant.caller.clone(),
+            grants: grant.grants.clone(),
+            calls: None,
+            depth: 0,
+            identity: None,
+            trace: Arc::from([]),
+        };
+        Self::enter(&mut out, ctx);
+        out
+    }
+
+    fn enter(out: &mut Outbound, ctx: &CallContext) {
+        out.calls.clone_from(&ctx.calls);
+        out.depth = ctx.depth;
+        out.identity.clone_from(&ctx.identity);
+        out.trace = ctx.trace.clone();
+    }
+}
+
+/// How deep in-process calls may nest before they are taken for a loop.
+pub const MAX_CALL_DEPTH: u32 = 16;
+
+type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+type SendFuture =
+    Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send>;
+
+/// The outbound side of one instance.
+pub struct Outbound {
+    /// Who is calling (for logs).
+    pub caller: Arc<str>,
+    /// The caller's grants.
+    pub grants: Arc<manifest::Outbound>,
+    /// Where in-process calls go; weak so instances never keep the host alive.
+    pub calls: Option<Weak<dyn Calls>>,
+    /// How many in-process hops led to this instance (0 for a gateway request).
+    pub depth: u32,
+    /// The verified user of the request this instance serves, if any.
+    pub identity: Option<String>,
+    /// Request id and trace context, added to calls that do not carry their own.
+    pub trace: Arc<[(String, String)]>,
+}
+
+fn done() -> IoFuture {
+    Box::new(async { Ok(()) })
+}
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: IoFuture,
+    ) -> SendFuture {
+        drop(fut);
+        // A guest cannot speak for a user: the identity header is the host's to set.
+        request.headers_mut().remove(USER_ID_HEADER);
+        for (name, value) in self.trace.iter() {
+            if !request.headers().contains_key(name.as_str()) {
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(name.as_bytes()),
+                    http::HeaderValue::from_str(value),
+                ) {
+                    request.headers_mut().insert(n, v);
+                }
+            }
+        }
+        let uri = request.uri();
+        let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let in_process = !https && uri.port().is_none() && self.grants.components.contains(&host);
+        if in_process {
+            if let Some(v) = self
+                .identity
+                .as_deref()
+                .and_then(|id| http::HeaderValue::from_str(id).ok())
+            {
+                request.headers_mut().insert(USER_ID_HEADER, v);
+            }
+            let calls = self.calls.clone();
+            let depth = self.depth + 1;
+            return Box::new(async move {
+                if depth > MAX_CALL_DEPTH {
+                    return Err(Error::LoopDetected);
+                }
+                let calls = calls
+                    .and_then(|c| c.upgrade())
+                    .ok_or(Error::DestinationUnavailable)?;
+                let resp = resilience::call(&*calls, &host, request, depth, options.as_ref()).await;
+                Ok((resp, done()))
+            });
+        }
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        if self.grants.allows_host(&host, port) {
+            return Box::new(async move {
+                use http_body_util::BodyExt;
+                let (resp, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+                Ok((resp.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
+            });
+        }
+        tracing::warn!(
+            component = %self.caller,
+            host = %host,
+            port,
+            "outbound request denied: not in the component's `outbound` grants"
+        );
+        Box::new(async { Err(Error::HttpRequestDenied) })
+    }
+}

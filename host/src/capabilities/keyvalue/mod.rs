@@ -1,0 +1,96 @@
+//! Keyed storage: one backend trait, its backends, and the `wasi:keyvalue` host written
+//! once over the trait.
+//!
+//! - [`KvBackend`] opens one [`KvStore`] per component: database per service, so one
+//!   component never sees another's keys.
+//! - [`sqlite`]: the embedded default, one WAL SQLite file per component.
+//! - [`host`]: `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft2` over `Arc<dyn KvStore>`,
+//!   checking bucket grants.
+//! - `grant`: the [`Keyvalue`] capability: a bucket is needed to import it, the
+//!   namespace is opened at load.
+//! - [`quota`]: size caps on keys, values and batches, and each component's quota.
+//!
+//! Counters written by `increment` are stored as decimal ASCII (`b"42"`), so a plain
+//! `get` reads them back as text.
+
+mod grant;
+pub mod host;
+pub mod quota;
+pub mod sqlite;
+
+pub use grant::Keyvalue;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// A storage failure, reported to the guest as `error::other`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct KvError(pub String);
+
+impl From<sqlx::Error> for KvError {
+    fn from(err: sqlx::Error) -> Self {
+        Self(format!("storage error: {err}"))
+    }
+}
+
+/// Most keys one `list-keys` call returns; the cursor fetches the next page.
+pub const LIST_PAGE: usize = 1000;
+
+/// A storage backend: hands out one isolated namespace per component.
+#[async_trait]
+pub trait KvBackend: Send + Sync {
+    /// The namespace of `component`, created on first use, under `limits` (the same
+    /// namespace, with its limits updated, when asked again).
+    async fn namespace(
+        &self,
+        component: &str,
+        limits: quota::KvLimits,
+    ) -> anyhow::Result<Arc<dyn KvStore>>;
+    /// Flush and close everything (on shutdown).
+    async fn close(&self);
+}
+
+/// One component's keys, grouped in buckets.
+#[async_trait]
+pub trait KvStore: Send + Sync {
+    /// The value of `key`, if any.
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    /// Set `key` to `value`.
+    async fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), KvError>;
+    /// Remove `key`; absent keys are fine.
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), KvError>;
+    /// Whether `key` has a value.
+    async fn exists(&self, bucket: &str, key: &str) -> Result<bool, KvError>;
+    /// Keys after `cursor` in key order, at most [`LIST_PAGE`], and the cursor for the
+    /// next page (`None` on the last page).
+    async fn list_keys(
+        &self,
+        bucket: &str,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<String>, Option<String>), KvError>;
+    /// Atomically add `delta` to the counter at `key` (absent: 0) and return the result.
+    async fn increment(&self, bucket: &str, key: &str, delta: i64) -> Result<i64, KvError>;
+    /// Atomically set `key` to `new` if its value is still `expected` (`None`: absent).
+    async fn compare_and_swap(
+        &self,
+        bucket: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, KvError>;
+    /// Values of `keys`, in order.
+    async fn get_many(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, KvError>;
+    /// Set all pairs in one transaction.
+    async fn set_many(&self, bucket: &str, pairs: &[(String, Vec<u8>)]) -> Result<(), KvError>;
+    /// Delete all keys in one transaction.
+    async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<(), KvError>;
+    /// Keys and bytes (keys plus values) stored, across buckets.
+    async fn usage(&self) -> Result<(u64, u64), KvError>;
+    /// The size of `key`'s value, if it has one.
+    async fn value_len(&self, bucket: &str, key: &str) -> Result<Option<u64>, KvError>;
+}

@@ -1,0 +1,105 @@
+//! The state of one `Store`: one instance. Each capability gets its own view of it (the
+//! wasmtime `*View` pattern), so capability code never sees the rest.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::config::{Config, ConfigView};
+use super::http_out::HttpOut;
+use super::keyvalue::{host::KvView, Keyvalue};
+use super::messaging::{host::MsgView, Messaging};
+use super::{CallContext, Capability, Grants};
+use crate::logging::{ComponentLog, Output};
+use crate::runtime::instance::Limited;
+use crate::runtime::limits::Limiter;
+
+/// Per-instance state.
+pub struct State {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: Limiter,
+    http_out: <HttpOut as Capability>::Instance,
+    keyvalue: <Keyvalue as Capability>::Instance,
+    messaging: <Messaging as Capability>::Instance,
+    config: <Config as Capability>::Instance,
+}
+
+impl State {
+    /// The state of a fresh instance of `component` (guest output logged under its
+    /// name), with memory capped at `memory_mb`, started by `ctx`.
+    pub fn new(component: &Arc<str>, grants: &Grants, memory_mb: u64, ctx: &CallContext) -> Self {
+        let wasi = WasiCtx::builder()
+            .stdout(ComponentLog::new(component.clone(), Output::Stdout))
+            .stderr(ComponentLog::new(component.clone(), Output::Stderr))
+            .build();
+        let memory = usize::try_from(memory_mb << 20).unwrap_or(usize::MAX);
+        Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: Limiter::new(memory),
+            http_out: HttpOut::prepare(&grants.http_out, ctx),
+            keyvalue: Keyvalue::prepare(&grants.keyvalue, ctx),
+            messaging: Messaging::prepare(&grants.messaging, ctx),
+            config: Config::prepare(&grants.config, ctx),
+        }
+    }
+
+    /// Take on the context of the request this kept instance serves next.
+    pub fn enter(&mut self, ctx: &CallContext) {
+        HttpOut::enter(&mut self.http_out, ctx);
+        Keyvalue::enter(&mut self.keyvalue, ctx);
+        Messaging::enter(&mut self.messaging, ctx);
+        Config::enter(&mut self.config, ctx);
+    }
+
+    pub(crate) fn kv(&mut self) -> KvView<'_> {
+        KvView {
+            grant: &self.keyvalue,
+            table: &mut self.table,
+        }
+    }
+
+    pub(crate) fn msg(&mut self) -> MsgView<'_> {
+        let m = &mut self.messaging;
+        MsgView {
+            grant: &m.grant,
+            table: &mut self.table,
+            trace: &m.trace,
+            held: &mut m.held,
+        }
+    }
+
+    pub(crate) fn config(&mut self) -> ConfigView<'_> {
+        ConfigView(&self.config)
+    }
+}
+
+impl Limited for State {
+    fn limiter(&mut self) -> &mut Limiter {
+        &mut self.limits
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_out,
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The component registry: every component's current version, each behind an
+//! `ArcSwap`, so the request path takes the current version with one atomic load and a
+//! later swap never blocks it.
+//!
+//! - [`version`]: one version ready to serve ([`Deployed`]), and how it is prepared.
+//! - [`load`]: the manifest's components at start.
+//! - [`deploy`]: deploy, rollback and undeploy while the others keep serving;
+//!   [`store`]: their record on disk (history, blobs).
+//! - [`watch`]: `panal run --watch` redeploys a component whose file changed.
+
+pub mod deploy;
+mod load;
+pub mod store;
+mod version;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use arc_swap::ArcSwap;
+use serde_json::{json, Value};
+use wasmtime::Engine;
+
+pub use load::{LoadError, LoadStats};
+pub use version::Deployed;
+pub(crate) use version::{prepare, Env, Warm};
+
+use store::DeployStore;
+
+/// All loaded components.
+pub struct Registry {
+    /// Copied on write: a deploy that adds or removes a component swaps the whole map,
+    /// a deploy that replaces one swaps only its slot.
+    components: ArcSwap<HashMap<String, Arc<ArcSwap<Deployed>>>>,
+    pub(crate) env: Env,
+    pub(crate) deployments: Option<DeployStore>,
+    /// One deploy, rollback or undeploy at a time.
+    pub(crate) deploy_lock: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    fn new(
+        components: HashMap<String, Arc<ArcSwap<Deployed>>>,
+        env: Env,
+        deployments: Option<DeployStore>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            components: ArcSwap::from_pointee(components),
+            env,
+            deployments,
+            deploy_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The engine every version is compiled for.
+    pub fn engine(&self) -> &Engine {
+        self.env.compiler.engine()
+    }
+
+    /// The host's backends (storage, broker).
+    pub fn backends(&self) -> &crate::capabilities::Backends {
+        &self.env.backends
+    }
+
+    /// The current version of every component, sorted by name.
+    pub fn all(&self) -> Vec<Arc<Deployed>> {
+        self.names()
+            .into_iter()
+            .filter_map(|n| self.current(&n))
+            .collect()
+    }
+
+    /// The current version of `name`.
+    pub fn current(&self, name: &str) -> Option<Arc<Deployed>> {
+        self.components
+            .load()
+            .get(name)
+            .map(|slot| slot.load_full())
+    }
+
+    /// Names of all components, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.components.load().keys().cloned().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Every route of every component, for the gateway's table.
+    pub fn routes(&self) -> Vec<panal_gateway::Route> {
+        self.all()
+            .iter()
+            .flat_map(|d| d.spec.routes.iter().cloned())
+            .collect()
+    }
+
+    /// Make `deployed` the current version of its component (adding the component when
+    /// it is new). Requests that already hold the old version finish on it.
+    pub(crate) fn install(&self, deployed: Deployed) {
+        let name = deployed.name.to_string();
+        if let Some(slot) = self.components.load().get(&name) {
+            slot.swap(Arc::new(deployed)).drop_idle();
+            return;
+        }
+        let mut map = HashMap::clone(&self.components.load());
+        map.insert(name, Arc::new(ArcSwap::from_pointee(deployed)));
+        self.components.store(Arc::new(map));
+    }
+
+    /// Remove `name`; whether it was there.
+    pub(crate) fn remove(&self, name: &str) -> bool {
+        let mut map = HashMap::clone(&self.components.load());
+        let removed = map.remove(name);
+        if let Some(slot) = &removed {
+            slot.load().drop_idle();
+        }
+        let was = removed.is_some();
+        self.components.store(Arc::new(map));
+        was
+    }
+
+    /// The Prometheus exposition of everything counted so far.
+    pub fn metrics(&self) -> String {
+        let current: Vec<(String, String)> = self
+            .all()
+            .iter()
+            .map(|d| (d.name.to_string(), d.version().to_string()))
+            .collect();
+        self.env.metrics.render(&current)
+    }
+
+    /// Every component: version, when, routes, counters, history length.
+    pub fn status(&self) -> Value {
+        let components: Vec<Value> = self.all().iter().map(|d| self.status_of(d)).collect();
+        json!({ "components": components })
+    }
+
+    fn status_of(&self, d: &Deployed) -> Value {
+        let history = self
+            .deployments
+            .as_ref()
+            .and_then(|s| s.record(&d.name).ok().flatten())
+            .map_or(1, |r| r.versions.len().max(1));
+        let at = d
+            .deployed_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_secs());
+        let routes: Vec<&str> = d.spec.routes.iter().map(|r| r.prefix.as_str()).collect();
+        let stats = &d.stats;
+        json!({
+            "name": &*d.name,
+            "version": d.version(),
+            "sha256": d.sha256,
+            "deployed_at": at,
+            "routes": routes,
+            "requests": stats.requests.load(Ordering::Relaxed),
+            "errors": stats.errors.load(Ordering::Relaxed),
+            "in_flight": stats.in_flight.load(Ordering::Relaxed),
+            "versions": history,
+        })
+    }
+}

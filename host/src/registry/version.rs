@@ -1,0 +1,155 @@
+//! One version of a component, ready to serve: compiled, linked, checked against every
+//! capability's grant rules and pre-instantiated ([`prepare`]), with its counters, its
+//! concurrency slots and the instances it keeps for reuse.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::Semaphore;
+use wasmtime::component::Linker;
+use wasmtime::{Engine, Store};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+
+use crate::capabilities::bindings::Host_Pre as HostPre;
+use crate::capabilities::{Backends, CallContext, Grants, State, Version};
+use crate::manifest::{ComponentSpec, Limits, Subscription};
+use crate::metrics::{Metrics, Stats, VersionStats};
+use crate::runtime::engine::{self, Compiled, Compiler};
+
+/// One ready version of a component.
+pub struct Deployed {
+    /// The component's name.
+    pub name: Arc<str>,
+    /// sha256 of the `.wasm` it was built from.
+    pub sha256: String,
+    /// What it was deployed with (routes and grants).
+    pub spec: Arc<ComponentSpec>,
+    /// When this version became current.
+    pub deployed_at: SystemTime,
+    /// Counters shared by every version of the component.
+    pub stats: Arc<Stats>,
+    /// Counters of this version.
+    pub metrics: Arc<VersionStats>,
+    /// Its limits (copied from the spec: read on every request).
+    pub limits: Limits,
+    /// What the host delivers to this component's messaging handler.
+    pub subscriptions: Vec<Subscription>,
+    pub(crate) pre: ProxyPre<State>,
+    /// The messaging handler, when the component subscribes to anything.
+    pub(crate) handler: Option<HostPre<State>>,
+    pub(crate) grants: Grants,
+    /// `max_concurrency` slots, shared with the versions before and after it.
+    pub(crate) running: Arc<Semaphore>,
+    /// Instances that served a request and may serve another (`limits.reuse` > 1).
+    pub(crate) idle: Mutex<Vec<Warm>>,
+}
+
+/// An instance that answered a request cleanly, kept for the next (`limits.reuse`).
+pub(crate) struct Warm {
+    pub store: Store<State>,
+    pub proxy: Proxy,
+    /// Requests it has answered.
+    pub served: u32,
+}
+
+impl Deployed {
+    /// Give the pool back the slots of idle instances (the version stops being current;
+    /// requests still running on it finish on their own instances).
+    pub(crate) fn drop_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
+    /// A fresh instance's store, started by `ctx`: the only place one is made, for every
+    /// trigger and for a deploy's trial, so each gets the version's limits and deadline.
+    pub(crate) fn store(&self, engine: &Engine, ctx: &CallContext) -> Store<State> {
+        self.metrics.instances.fetch_add(1, Ordering::Relaxed);
+        let state = State::new(&self.name, &self.grants, self.limits.memory_mb, ctx);
+        crate::runtime::instance::store(engine, state, self.limits.timeout_ms)
+    }
+
+    /// The version clients see in `x-panal-version`: the sha256 prefix.
+    pub fn version(&self) -> &str {
+        &self.sha256[..12]
+    }
+}
+
+/// What loading and deploying need besides the component itself.
+pub(crate) struct Env {
+    pub compiler: Compiler,
+    pub linker: Linker<State>,
+    pub backends: Backends,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Compile, link and check one component from its bytes. The error says which phase
+/// failed. `previous` hands over the concurrency slots of the version it replaces.
+pub(crate) async fn prepare(
+    spec: Arc<ComponentSpec>,
+    bytes: &[u8],
+    env: &Env,
+    previous: Option<&Deployed>,
+) -> Result<(Deployed, Compiled), String> {
+    let source = spec.source.display();
+    if let Some(why) = engine::not_a_component(bytes) {
+        return Err(format!("`{source}` {why}"));
+    }
+    let sha256 = engine::sha256(bytes);
+    let (component, how) = env
+        .compiler
+        .compile(bytes, &sha256)
+        .map_err(|e| format!("cannot compile `{source}`: {e}"))?;
+    let imports: Vec<String> = component
+        .component_type()
+        .imports(env.linker.engine())
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let pre = env
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| format!("cannot link: {e:#}"))?;
+    let handler = if spec.subscribe.is_empty() {
+        None
+    } else {
+        Some(HostPre::new(pre.clone()).map_err(|e| {
+            format!(
+                "subscribes to messages but does not export \
+                 `wasi:messaging/incoming-handler@0.2.0-draft` ({e:#})"
+            )
+        })?)
+    };
+    let pre = ProxyPre::new(pre).map_err(|e| {
+        format!("does not export `wasi:http/incoming-handler@0.2.x`, so it cannot serve requests ({e:#})")
+    })?;
+    // Last: storage is opened only for a version that links.
+    let stats = env.metrics.component(&spec.name);
+    let grants = Grants::configure(&Version {
+        spec: &spec,
+        imports: &imports,
+        stats: &stats,
+        backends: &env.backends,
+    })
+    .await?;
+    let metrics = env.metrics.version(&spec.name, &sha256[..12]);
+    let deployed = Deployed {
+        name: spec.name.as_str().into(),
+        sha256,
+        spec: spec.clone(),
+        deployed_at: SystemTime::now(),
+        stats,
+        metrics,
+        limits: spec.limits,
+        subscriptions: spec.subscribe.clone(),
+        pre,
+        handler,
+        grants,
+        running: previous.map_or_else(
+            || Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
+            |p| p.running.clone(),
+        ),
+        idle: Mutex::new(Vec::new()),
+    };
+    Ok((deployed, how))
+}

@@ -1,0 +1,187 @@
+//! The one executor behind every trigger (HTTP, messages, timers): a concurrency slot,
+//! an instance of the current version with its limits and the caller's context, the
+//! deadline over the whole run, the classification of what went wrong ([`Failure`]) and
+//! the counters. Each trigger only adapts its input and output: [`super::http`] a
+//! request and a streamed response, [`super::messaging`] a delivery and its settlement.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+use wasmtime_wasi_http::WasiBody;
+
+use crate::capabilities::http_out::{Breakers, Calls};
+use crate::capabilities::{CallContext, State};
+use crate::manifest::Limits;
+use crate::metrics::Stats;
+use crate::registry::{Deployed, Registry};
+use crate::runtime::instance::arm_deadline;
+use crate::runtime::Failure;
+
+/// Runs components for every trigger.
+pub struct Executor {
+    registry: Arc<Registry>,
+    /// Circuit breakers of in-process calls, per target component.
+    breakers: Breakers,
+    /// Itself, handed to instances as where their calls go.
+    me: Weak<Executor>,
+}
+
+/// An instance ready for one request: kept from an earlier one (`proxy` set) or fresh.
+pub(crate) struct Instance {
+    pub store: Store<State>,
+    pub proxy: Option<Proxy>,
+    /// Requests it answered before this one.
+    pub served: u32,
+}
+
+impl Executor {
+    /// The executor of `registry`'s components.
+    pub fn new(registry: Arc<Registry>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            registry,
+            breakers: Breakers::default(),
+            me: me.clone(),
+        })
+    }
+
+    /// The components it runs.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The context of an instance started `depth` calls deep, for `identity`, carrying
+    /// `trace`; its own calls come back to this executor.
+    pub(crate) fn context(
+        &self,
+        depth: u32,
+        identity: Option<String>,
+        trace: Arc<[(String, String)]>,
+    ) -> CallContext {
+        let calls: Weak<dyn Calls> = self.me.clone();
+        CallContext {
+            depth,
+            identity,
+            trace,
+            calls: Some(calls),
+        }
+    }
+
+    /// An instance of `deployed` for `ctx`: a kept one when the component opted into
+    /// reuse and one is waiting, else a fresh one.
+    pub(crate) fn instance(&self, deployed: &Deployed, ctx: &CallContext) -> Instance {
+        let kept = (deployed.limits.reuse > 1)
+            .then(|| deployed.idle.lock().ok().and_then(|mut idle| idle.pop()))
+            .flatten();
+        match kept {
+            Some(mut warm) => {
+                warm.store.data_mut().enter(ctx);
+                arm_deadline(&mut warm.store, deployed.limits.timeout_ms);
+                Instance {
+                    store: warm.store,
+                    proxy: Some(warm.proxy),
+                    served: warm.served,
+                }
+            }
+            None => Instance {
+                store: deployed.store(self.registry.engine(), ctx),
+                proxy: None,
+                served: 0,
+            },
+        }
+    }
+}
+
+/// A slot among the component's `max_concurrency`: within `queue_ms` for a request
+/// (else [`Failure::Busy`]); for a message, `None`, as long as it takes (back-pressure
+/// on the broker instead of a refusal).
+pub(crate) async fn slot(
+    deployed: &Deployed,
+    queue: Option<Duration>,
+) -> Result<OwnedSemaphorePermit, Failure> {
+    let busy = Failure::Busy {
+        max_concurrency: deployed.limits.max_concurrency,
+    };
+    match queue {
+        Some(queue) => crate::runtime::limits::slot(&deployed.running, queue)
+            .await
+            .ok_or(busy),
+        None => deployed
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| busy),
+    }
+}
+
+/// Run `work` (an instance's whole run: instantiation, the call, a streamed body) under
+/// the component's `timeout_ms`, and name what went wrong. `out_of_memory` is the
+/// instance's limiter flag, so a trap after refused growth is reported as the limit.
+pub(crate) async fn deadline<T>(
+    limits: &Limits,
+    out_of_memory: &AtomicBool,
+    work: impl Future<Output = wasmtime::Result<T>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(Duration::from_millis(limits.timeout_ms), work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(Failure::of(
+            &err,
+            out_of_memory.load(Ordering::Relaxed),
+            limits,
+        )),
+        Err(_) => Err(Failure::Stopped {
+            timeout_ms: limits.timeout_ms,
+        }),
+    }
+}
+
+/// Counts a request in flight until it is answered or dropped.
+pub(crate) struct InFlight(Arc<Stats>);
+
+impl InFlight {
+    pub fn enter(stats: Arc<Stats>) -> Self {
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+
+    pub fn answered(self, status: StatusCode) {
+        self.0.requests.fetch_add(1, Ordering::Relaxed);
+        if status.is_server_error() {
+            self.0.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[async_trait::async_trait]
+impl Calls for Executor {
+    async fn call(
+        &self,
+        target: &str,
+        req: http::Request<WasiBody>,
+        depth: u32,
+    ) -> http::Response<WasiBody> {
+        self.call_http(target, req, depth).await
+    }
+
+    fn max_body(&self, target: &str) -> Option<u64> {
+        self.registry
+            .current(target)
+            .map(|d| d.limits.max_body_kb.saturating_mul(1024))
+    }
+
+    fn breakers(&self) -> &Breakers {
+        &self.breakers
+    }
+}

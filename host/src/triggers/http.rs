@@ -1,0 +1,268 @@
+//! The HTTP trigger: a request (from the gateway, a timer or another component) answered
+//! by an instance of the component's current version. Read top to bottom:
+//! [`Executor::call_http`] counts and labels the answer; `serve` checks the body size,
+//! takes a slot and an instance and hands the request over; `start` runs the handler in
+//! its own task (so the body can stream after the head is sent); `answer` waits for the
+//! head within the deadline. Failures are [`Failure`]s, answered as JSON errors that
+//! name the component; they never take the host down.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::{WasiBody, WasiHttpView};
+
+use super::executor::{deadline, slot, Executor, InFlight, Instance};
+use crate::capabilities::{trace_of, CallContext};
+use crate::registry::{Deployed, Warm};
+use crate::runtime::limits::{Capped, Ending, Guarded};
+use crate::runtime::Failure;
+use panal_gateway::auth::USER_ID_HEADER;
+
+/// Every response names the version that answered it (the sha256 prefix).
+pub const VERSION_HEADER: &str = "x-panal-version";
+
+type Head = Result<http::Response<WasiBody>, ErrorCode>;
+
+/// A started handler: where its response head arrives, and its task.
+type Started = (oneshot::Receiver<Head>, JoinHandle<Result<(), Failure>>);
+
+impl Executor {
+    /// Answer `req` with an instance of component `name`. `depth` counts in-process hops
+    /// (0 from the gateway or a timer).
+    pub async fn call_http(
+        &self,
+        name: &str,
+        req: http::Request<WasiBody>,
+        depth: u32,
+    ) -> http::Response<WasiBody> {
+        let Some(deployed) = self.registry().current(name) else {
+            return Failure::NoComponent.response(name);
+        };
+        let started = Instant::now();
+        let counting = InFlight::enter(deployed.stats.clone());
+        let mut resp = match self.serve(&deployed, req, depth).await {
+            Ok(resp) => resp,
+            Err(failure) => {
+                failure.log(name);
+                failure.response(name)
+            }
+        };
+        counting.answered(resp.status());
+        deployed
+            .metrics
+            .answered(resp.status().as_u16(), started.elapsed());
+        if let Ok(v) = http::HeaderValue::from_str(deployed.version()) {
+            resp.headers_mut().insert(VERSION_HEADER, v);
+        }
+        resp
+    }
+
+    /// [`Executor::call_http`] on one version, which the request keeps to its end even
+    /// when a deploy swaps in another meanwhile.
+    async fn serve(
+        &self,
+        deployed: &Arc<Deployed>,
+        req: http::Request<WasiBody>,
+        depth: u32,
+    ) -> Result<http::Response<WasiBody>, Failure> {
+        let limits = deployed.limits;
+        let max_body = limits.max_body_kb.saturating_mul(1024);
+        let too_large = Failure::TooLarge {
+            max_body_kb: limits.max_body_kb,
+        };
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            return Err(too_large);
+        }
+        let permit = slot(deployed, Some(Duration::from_millis(limits.queue_ms))).await?;
+        let over = Arc::new(AtomicBool::new(false));
+        let req = req.map(|body| Capped::new(body, max_body, over.clone()).boxed_unsync());
+        let ctx = self.context_of(&req, depth);
+        let instance = self.instance(deployed, &ctx);
+        let ending = Arc::new(Ending::default());
+        let (head, task) = start(deployed, instance, req, permit, ending.clone())?;
+        let stop = task.abort_handle();
+        let answer = answer(deployed, head, task, &over).await;
+        if over.load(Ordering::Relaxed) {
+            stop.abort();
+            return Err(too_large);
+        }
+        let resp = answer?;
+        let component: Arc<str> = deployed.name.clone();
+        Ok(resp.map(|body| Guarded::new(body, ending, over, component, limits).boxed_unsync()))
+    }
+
+    /// The context a request hands its instance. Trusted here: the gateway strips the
+    /// client's identity header and sets the verified one, and in-process calls carry
+    /// the identity of the request that caused them.
+    fn context_of(&self, req: &http::Request<WasiBody>, depth: u32) -> CallContext {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        self.context(depth, header(USER_ID_HEADER), trace_of(header))
+    }
+}
+
+/// Hand `req` to the instance and run its handler in a task of its own. The task holds
+/// the slot as long as the instance lives (streaming included), keeps the instance for
+/// the next request when the component opted into reuse and it ended cleanly, and
+/// notes in `ending` how it ended, for the response body.
+fn start(
+    deployed: &Arc<Deployed>,
+    instance: Instance,
+    req: http::Request<WasiBody>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    ending: Arc<Ending>,
+) -> Result<Started, Failure> {
+    let Instance {
+        mut store,
+        proxy,
+        served,
+    } = instance;
+    let (tx, rx) = oneshot::channel();
+    let handed = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, req)
+        .and_then(|req| Ok((req, store.data_mut().http().new_response_outparam(tx)?)));
+    let (req, out) = handed.map_err(|e| Failure::BadRequest(format!("{e:#}")))?;
+    let pre = deployed.pre.clone();
+    let limits = deployed.limits;
+    let keep = (served + 1 < limits.reuse).then(|| deployed.clone());
+    let task = async move {
+        let _permit = permit;
+        let hit = store.data().limits.hit.clone();
+        // The deadline covers the whole instance: a guest parked in a host call (a
+        // slow body, an outbound call) is stopped too, not only one running wasm.
+        let run = deadline(&limits, &hit, async {
+            let proxy = match proxy {
+                Some(proxy) => proxy,
+                None => pre.instantiate_async(&mut store).await?,
+            };
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await?;
+            Ok(proxy)
+        })
+        .await;
+        // Before the store (and the response body's sender in it) is dropped.
+        ending.set(&run, matches!(run, Err(Failure::Stopped { .. })));
+        match (run, keep) {
+            (Ok(proxy), Some(deployed)) if !hit.load(Ordering::Relaxed) => {
+                if let Ok(mut idle) = deployed.idle.lock() {
+                    idle.push(Warm {
+                        store,
+                        proxy,
+                        served: served + 1,
+                    });
+                }
+                Ok(())
+            }
+            (run, _) => run.map(drop),
+        }
+    };
+    // Guest log lines carry the request's span (id, component, route).
+    Ok((rx, tokio::spawn(task.in_current_span())))
+}
+
+/// Wait for the response head within the deadline; when the guest ended without one,
+/// say why from how its task ended.
+async fn answer(
+    deployed: &Deployed,
+    head: oneshot::Receiver<Head>,
+    task: JoinHandle<Result<(), Failure>>,
+    over: &AtomicBool,
+) -> Result<http::Response<WasiBody>, Failure> {
+    let timeout_ms = deployed.limits.timeout_ms;
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), head).await {
+        Ok(Ok(Ok(resp))) => Ok(resp),
+        Ok(Ok(Err(code))) => Err(Failure::ErrorCode(format!("{code:?}"))),
+        // The guest ended without setting a response: it trapped or returned early.
+        Ok(Err(_)) => {
+            let outcome = task.await;
+            if over.load(Ordering::Relaxed) {
+                return Err(Failure::TooLarge {
+                    max_body_kb: deployed.limits.max_body_kb,
+                });
+            }
+            match outcome {
+                Ok(Ok(())) => Err(Failure::NoResponse),
+                Ok(Err(failure)) => Err(failure),
+                Err(join) => {
+                    tracing::error!(component = %deployed.name, %join, "component task failed");
+                    Err(Failure::TaskFailed)
+                }
+            }
+        }
+        Err(_) => {
+            task.abort();
+            Err(Failure::NoAnswer { timeout_ms })
+        }
+    }
+}
+
+/// A client body failure, in wasi:http's terms.
+fn body_error(err: panal_gateway::BoxError) -> wasmtime_wasi_http::Error {
+    match err.downcast::<hyper::Error>() {
+        Ok(hyper) => wasmtime_wasi_http::Error::Hyper(*hyper),
+        Err(other) => wasmtime_wasi_http::Error::InternalError(Some(other.to_string())),
+    }
+}
+
+/// The gateway's view of the executor.
+pub struct GatewayBackend(pub Arc<Executor>);
+
+#[async_trait::async_trait]
+impl panal_gateway::Backend for GatewayBackend {
+    async fn handle(
+        &self,
+        component: &str,
+        req: panal_gateway::Request,
+    ) -> http::Response<panal_gateway::Body> {
+        let (mut parts, body) = req.into_parts();
+        // wasi:http wants an absolute URI; the authority comes from the Host header.
+        if parts.uri.authority().is_none() {
+            let authority = parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost")
+                .to_string();
+            let path = parts
+                .uri
+                .path_and_query()
+                .map_or("/", http::uri::PathAndQuery::as_str)
+                .to_string();
+            if let Ok(uri) = http::Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(path)
+                .build()
+            {
+                parts.uri = uri;
+            }
+        }
+        let body = body.map_err(body_error).boxed_unsync();
+        let resp = self
+            .0
+            .call_http(component, http::Request::from_parts(parts, body), 0)
+            .await;
+        resp.map(|b| {
+            b.map_err(|e| Box::new(e) as panal_gateway::BoxError)
+                .boxed_unsync()
+        })
+    }
+}

@@ -1,0 +1,241 @@
+//! The messaging trigger: each component's subscriptions on the broker, every message
+//! handled by the component's `wasi:messaging/incoming-handler` in a fresh instance
+//! from the [`Executor`], with the same limits, deadline and failure naming as an HTTP
+//! request. The current version is looked up per message, so a
+//! redeployed component takes over its subscriptions at once.
+//!
+//! Plain subscriptions are at most once. Durable ones are at least once: settled after
+//! the handler, retried with backoff after a trap, error or timeout, and after
+//! `max_attempts` published to the dead-letter subject (headers say from where, how
+//! often and why) with one error line in the log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::executor::{deadline, slot, Executor};
+use crate::capabilities::messaging::host::Message;
+use crate::capabilities::messaging::{
+    Broker, DurableSub, Incoming, Msg, MsgError, Settle, StreamSpec,
+};
+use crate::capabilities::trace_of;
+use crate::metrics::MsgOp;
+use crate::runtime::Failure;
+
+/// Subscribe every component's `messaging.subscribe` entries; the returned tasks run
+/// until aborted (at shutdown).
+pub async fn start(
+    executor: &Arc<Executor>,
+    broker: &Arc<dyn Broker>,
+    streams: &[StreamSpec],
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    for deployed in executor.registry().all() {
+        for sub in &deployed.subscriptions {
+            let cannot = |e: MsgError| {
+                anyhow::anyhow!(
+                    "component `{}` cannot subscribe to `{}`: {e}",
+                    deployed.name,
+                    sub.subject
+                )
+            };
+            let executor = executor.clone();
+            let name = deployed.name.to_string();
+            let task = match &sub.durable {
+                None => {
+                    let stream = broker
+                        .subscribe(&sub.subject, sub.queue.as_deref())
+                        .await
+                        .map_err(cannot)?;
+                    tokio::spawn(plain(executor, name, stream))
+                }
+                Some(durable) => {
+                    let stream = streams
+                        .iter()
+                        .find(|s| s.name == durable.stream)
+                        .cloned()
+                        .ok_or_else(|| anyhow::anyhow!("no stream `{}`", durable.stream))?;
+                    let limits = deployed.limits;
+                    let spec = DurableSub {
+                        subject: sub.subject.clone(),
+                        stream,
+                        consumer: durable.consumer.clone(),
+                        max_attempts: durable.max_attempts,
+                        // Room for the handler's own deadline, plus the wait for a slot.
+                        ack_wait: Duration::from_millis(limits.timeout_ms) + ACK_WAIT_SLACK,
+                        batch: (limits.max_concurrency as usize).clamp(1, 64),
+                    };
+                    let incoming = broker.subscribe_durable(&spec).await.map_err(cannot)?;
+                    let settings = Arc::new(DurableSettings {
+                        max_attempts: durable.max_attempts,
+                        dead_letter: durable.dead_letter.clone(),
+                        broker: broker.clone(),
+                    });
+                    tokio::spawn(durably(executor, name, incoming, settings))
+                }
+            };
+            tracing::info!(component = %deployed.name, subject = %sub.subject, queue = ?sub.queue,
+                durable = sub.durable.is_some(), "subscribed");
+            tasks.push(task);
+        }
+    }
+    Ok(tasks)
+}
+
+/// Extra time a durable delivery may stay unacknowledged beyond the handler's deadline.
+const ACK_WAIT_SLACK: Duration = Duration::from_secs(30);
+
+/// At most once: each message handled once, failures logged.
+async fn plain(executor: Arc<Executor>, name: String, mut stream: BoxStream<'static, Msg>) {
+    while let Some(msg) = stream.next().await {
+        let Some(current) = executor.registry().current(&name) else {
+            break;
+        };
+        // Back-pressure instead of 503: a message waits for a free slot.
+        let Ok(permit) = slot(&current, None).await else {
+            break;
+        };
+        let executor = executor.clone();
+        let name = name.clone();
+        let span = tracing::info_span!("message", component = %name, subject = %msg.subject);
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                // Logged in `handle`; a plain delivery is at most once.
+                let _ = handle(&executor, &name, msg).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+struct DurableSettings {
+    max_attempts: u32,
+    dead_letter: String,
+    broker: Arc<dyn Broker>,
+}
+
+/// At least once: acknowledged after success, retried after a failure, dead-lettered
+/// after the last attempt.
+async fn durably(
+    executor: Arc<Executor>,
+    name: String,
+    mut stream: BoxStream<'static, Incoming>,
+    settings: Arc<DurableSettings>,
+) {
+    while let Some(incoming) = stream.next().await {
+        let Some(current) = executor.registry().current(&name) else {
+            break;
+        };
+        let Ok(permit) = slot(&current, None).await else {
+            break;
+        };
+        let executor = executor.clone();
+        let settings = settings.clone();
+        let name = name.clone();
+        let stats = current.stats.clone();
+        let span = tracing::info_span!("message", component = %name,
+            subject = %incoming.msg.subject, attempt = incoming.attempt);
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let Incoming { msg, attempt, ack } = incoming;
+                let how = match handle(&executor, &name, msg.clone()).await {
+                    Ok(()) => Settle::Done,
+                    Err(_) if attempt < settings.max_attempts => Settle::Retry(backoff(attempt)),
+                    Err(why) => dead_letter(&settings, msg, attempt, &why).await,
+                };
+                if matches!(how, Settle::GiveUp) {
+                    stats.msg(MsgOp::DeadLettered);
+                }
+                if let Err(e) = ack.settle(how).await {
+                    tracing::warn!(%e, ?how, "cannot settle a delivery; the broker will redeliver it");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Wait before attempt `attempt + 1`: 100 ms, doubling, at most 5 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.saturating_sub(1).min(6)))
+        .min(Duration::from_secs(5))
+}
+
+/// Publish the message to its dead-letter subject with why it failed; retry later if
+/// even that fails.
+async fn dead_letter(settings: &DurableSettings, msg: Msg, attempts: u32, why: &str) -> Settle {
+    let subject = msg.subject.clone();
+    let mut headers = msg.headers;
+    headers.retain(|(k, _)| !k.eq_ignore_ascii_case("nats-msg-id"));
+    headers.push(("panal-dead-letter-subject".into(), subject.clone()));
+    headers.push(("panal-dead-letter-attempts".into(), attempts.to_string()));
+    headers.push(("panal-dead-letter-error".into(), why.to_string()));
+    let letter = Msg {
+        subject: settings.dead_letter.clone(),
+        reply: None,
+        headers,
+        payload: msg.payload,
+    };
+    match settings.broker.publish(letter).await {
+        Ok(()) => {
+            tracing::error!(%subject, attempts, dead_letter = %settings.dead_letter, error = %why,
+                "message dead-lettered after its last attempt");
+            Settle::GiveUp
+        }
+        Err(e) => {
+            tracing::error!(%subject, %e, "cannot dead-letter a message; retrying it later");
+            Settle::Retry(backoff(attempts))
+        }
+    }
+}
+
+/// Run one delivery; a failure is logged and returned as why.
+async fn handle(executor: &Executor, name: &str, msg: Msg) -> Result<(), String> {
+    let Some(deployed) = executor.registry().current(name) else {
+        return Err(format!("component `{name}` is gone"));
+    };
+    let Some(pre) = deployed.handler.clone() else {
+        return Err(format!("component `{name}` has no message handler"));
+    };
+    let header = |name: &str| {
+        msg.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let ctx = executor.context(0, None, trace_of(header));
+    let mut store = deployed.store(executor.registry().engine(), &ctx);
+    let message = match store.data_mut().table.push(Message::from_msg(msg)) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(%e, "cannot hand the message to the component");
+            return Err(e.to_string());
+        }
+    };
+    let hit = store.data().limits.hit.clone();
+    let outcome = deadline(&deployed.limits, &hit, async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance
+            .wasi_messaging_incoming_handler()
+            .call_handle(&mut store, message)
+            .await
+    })
+    .await
+    .and_then(|handled| handled.map_err(|e| Failure::Handler(format!("{e:?}"))));
+    let op = if outcome.is_ok() {
+        MsgOp::Delivered
+    } else {
+        MsgOp::Failed
+    };
+    deployed.stats.msg(op);
+    outcome.map_err(|failure| {
+        failure.log(name);
+        failure.why()
+    })
+}
