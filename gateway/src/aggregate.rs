@@ -1,178 +1,190 @@
-//! Composite routes: the gateway answers one request by calling several components
-//! concurrently and merging their JSON. A part that fails is named in `missing` instead
-//! of failing the whole answer; only the root part (without which there is nothing to
-//! summarise) passes its error through.
+//! Aggregate routes: the gateway answers one `GET` by fanning out to several internal
+//! paths at once and merging their JSON under the parts' names. It knows nothing of
+//! what the parts are: each is a component and a path in which the route's `{params}`
+//! are filled in. A part that fails (an error status, no JSON, too large) is `null` and
+//! named in `missing`, with `complete: false`, instead of failing the whole answer;
+//! when every part fails the answer is 502.
 //!
-//! One kind exists so far, the order summary: the order, each item with its product's
-//! name, and the payment's status.
+//! An aggregate is guarded like any route ([`Aggregate::guard`]: token, roles, rate
+//! limit), and its parts are called as the verified user, with the request id.
 
 use futures::future::join_all;
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::auth::USER_ID_HEADER;
+use crate::routes::{match_template, param, Route};
 use crate::{empty, json_error, json_response, request_id, Backend, Body};
 
 /// Largest part body the gateway reads; larger parts count as missing.
 const MAX_PART: usize = 1 << 20;
 
-/// What an aggregate fans out to.
+/// One part of an aggregate: `GET path` (with the route's parameters filled in) from
+/// `component`, merged under `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
-    /// `GET .../{id}/...` → order `/orders/{id}`, then concurrently product
-    /// `/products/{product_id}` per item and payment `/payments/{payment_id}`.
-    OrderSummary {
-        /// The order component.
-        order: String,
-        /// The product component.
-        product: String,
-        /// The payment component.
-        payment: String,
+pub struct Part {
+    /// The key it is merged under.
+    pub name: String,
+    /// The component that answers it.
+    pub component: String,
+    /// Its path, with `{param}`s of the aggregate's path.
+    pub path: String,
+}
+
+/// A composite `GET` route.
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    guard: Route,
+    parts: Vec<Part>,
+}
+
+/// Why an aggregate is not valid.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AggregateError {
+    /// The path is not a clean pattern (the pattern, and why).
+    #[error("{1}")]
+    Path(String, String),
+    /// A part is wrong.
+    #[error("part `{part}`: {why}")]
+    Part {
+        /// The part's name.
+        part: String,
+        /// What is wrong with it.
+        why: String,
     },
 }
 
-/// A composite GET route with one `{id}` in its path.
-#[derive(Debug, Clone)]
-pub struct Aggregate {
-    pattern: String,
-    before: String,
-    after: String,
-    protected: bool,
-    kind: Kind,
-}
-
 impl Aggregate {
-    /// An aggregate at `pattern` (e.g. `/orders/{id}/summary`, exactly one `{id}`).
-    pub fn new(pattern: &str, protected: bool, kind: Kind) -> Result<Self, String> {
-        let (before, after) = pattern
-            .split_once("{id}")
-            .ok_or_else(|| format!("path `{pattern}` must contain `{{id}}` once"))?;
-        if !before.starts_with('/') || !before.ends_with('/') || after.contains("{id}") {
-            return Err(format!(
-                "path `{pattern}` must start with `/` and have `{{id}}` as one whole segment, once"
-            ));
+    /// An aggregate at `guard.prefix` (its pattern, `{params}` allowed), guarded as
+    /// `guard` says (token, roles, rate limit), fanning out to `parts`.
+    pub fn new(guard: Route, parts: Vec<Part>) -> Result<Self, AggregateError> {
+        let pattern = guard.prefix.clone();
+        crate::RouteTable::new(vec![guard.clone()])
+            .map_err(|e| AggregateError::Path(pattern.clone(), e.to_string()))?;
+        let params: Vec<&str> = pattern.split('/').filter_map(param).collect();
+        if parts.is_empty() {
+            let why = format!("aggregate `{pattern}` has no parts");
+            return Err(AggregateError::Path(pattern, why));
         }
-        if !(after.is_empty() || after.starts_with('/')) || after.ends_with('/') {
-            return Err(format!(
-                "path `{pattern}` must have `{{id}}` as one whole segment"
-            ));
+        for part in &parts {
+            let bad = |why: String| AggregateError::Part {
+                part: part.name.clone(),
+                why,
+            };
+            if ["complete", "missing"].contains(&part.name.as_str()) {
+                return Err(bad(
+                    "`complete` and `missing` are the answer's own keys".into()
+                ));
+            }
+            if !part.path.starts_with('/') || part.path.contains(['#', ' ']) {
+                return Err(bad(format!("path `{}` must start with `/`", part.path)));
+            }
+            let route_part = part.path.split('?').next().unwrap_or_default();
+            for seg in route_part.split('/').filter(|s| s.contains('{')) {
+                match param(seg) {
+                    Some(name) if params.contains(&name) => {}
+                    _ => {
+                        return Err(bad(format!(
+                            "`{seg}` is not a parameter of `{pattern}` (they are: {})",
+                            params.join(", ")
+                        )))
+                    }
+                }
+            }
         }
-        Ok(Self {
-            pattern: pattern.to_string(),
-            before: before.to_string(),
-            after: after.to_string(),
-            protected,
-            kind,
-        })
+        Ok(Self { guard, parts })
     }
 
     /// The path pattern.
     pub fn pattern(&self) -> &str {
-        &self.pattern
+        &self.guard.prefix
     }
 
-    /// Whether a bearer token is required.
-    pub fn protected(&self) -> bool {
-        self.protected
+    /// How it is guarded, as a route: `protected`, `roles`, `rate_limit`.
+    pub fn guard(&self) -> &Route {
+        &self.guard
     }
 
-    /// The `{id}` of a matching request.
-    pub fn matches(&self, method: &Method, path: &str) -> Option<String> {
+    /// The parts.
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
+    /// The path's parameters, when a request matches (`GET` only, the whole path).
+    pub fn matches(&self, method: &Method, path: &str) -> Option<Vec<(String, String)>> {
         if method != Method::GET {
             return None;
         }
-        let id = path.strip_prefix(&self.before)?.strip_suffix(&self.after)?;
-        (!id.is_empty() && !id.contains('/')).then(|| id.to_string())
+        let params = match_template(&self.guard.prefix, path, true)?;
+        Some(
+            params
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
     }
 
-    /// Fan out and merge.
+    /// Fan out to every part at once, as `user`, and merge.
     pub async fn answer(
         &self,
         backend: &dyn Backend,
-        id: &str,
+        params: &[(String, String)],
         user: Option<&str>,
         request_id: Option<HeaderValue>,
     ) -> http::Response<Body> {
-        let Kind::OrderSummary {
-            order,
-            product,
-            payment,
-        } = &self.kind;
         let ctx = Ctx {
             backend,
             user,
             request_id: request_id.as_ref(),
         };
-        let order_doc = match ctx.get(order, format!("/orders/{id}")).await {
-            Ok((StatusCode::OK, doc)) => doc,
-            // No order (or not the caller's): nothing to summarise; say what order said.
-            Ok((status, doc)) => return json_response(status, &doc),
-            Err(why) => {
-                return json_error(
-                    StatusCode::BAD_GATEWAY,
-                    "order part unavailable",
-                    json!({ "part": "order", "reason": why }),
-                )
-            }
-        };
-        let items: Vec<Value> = order_doc["items"].as_array().cloned().unwrap_or_default();
-        let product_ids: Vec<String> = items
-            .iter()
-            .filter_map(|i| i["product_id"].as_str().map(str::to_string))
-            .collect();
-        let payment_id = order_doc["payment_id"].as_str().map(str::to_string);
-        let products = join_all(
-            product_ids
+        let got = join_all(
+            self.parts
                 .iter()
-                .map(|pid| ctx.get(product, format!("/products/{pid}"))),
-        );
-        let pay = async {
-            match &payment_id {
-                Some(pid) => Some(ctx.get(payment, format!("/payments/{pid}")).await),
-                None => None,
-            }
-        };
-        let (products, pay) = futures::join!(products, pay);
-
+                .map(|p| ctx.get(&p.component, fill(&p.path, params))),
+        )
+        .await;
+        let mut merged = Map::new();
         let mut missing = Vec::new();
-        let mut merged_items = Vec::new();
-        for (item, (pid, got)) in items.iter().zip(product_ids.iter().zip(products)) {
-            let mut item = item.clone();
+        for (part, got) in self.parts.iter().zip(got) {
             match got {
-                Ok((StatusCode::OK, doc)) => item["name"] = doc["name"].clone(),
+                Ok((status, doc)) if status.is_success() => {
+                    merged.insert(part.name.clone(), doc);
+                }
                 other => {
-                    item["name"] = Value::Null;
-                    missing.push(json!({ "part": "product", "id": pid, "reason": reason(other) }));
+                    merged.insert(part.name.clone(), Value::Null);
+                    missing.push(json!({ "part": part.name, "reason": reason(other) }));
                 }
             }
-            merged_items.push(item);
         }
-        let payment_doc = match (payment_id, pay) {
-            (Some(_), Some(Ok((StatusCode::OK, doc)))) => {
-                json!({ "id": doc["id"], "status": doc["status"] })
-            }
-            (Some(pid), Some(other)) => {
-                missing.push(json!({ "part": "payment", "id": pid, "reason": reason(other) }));
-                Value::Null
-            }
-            _ => Value::Null,
-        };
-        let mut order_summary = order_doc.clone();
-        if let Some(o) = order_summary.as_object_mut() {
-            o.remove("items");
+        if missing.len() == self.parts.len() {
+            return json_error(
+                StatusCode::BAD_GATEWAY,
+                "no part of the aggregate answered",
+                json!({ "missing": missing }),
+            );
         }
-        json_response(
-            StatusCode::OK,
-            &json!({
-                "order": order_summary,
-                "items": merged_items,
-                "payment": payment_doc,
-                "complete": missing.is_empty(),
-                "missing": missing,
-            }),
-        )
+        merged.insert("complete".into(), Value::Bool(missing.is_empty()));
+        merged.insert("missing".into(), Value::Array(missing));
+        json_response(StatusCode::OK, &Value::Object(merged))
     }
+}
+
+/// `path` with each `{name}` replaced by its value, in which anything but unreserved
+/// characters (and the percent-encoding the gateway already checked) is
+/// percent-encoded, so a value cannot add a segment or a query parameter.
+fn fill(path: &str, params: &[(String, String)]) -> String {
+    params.iter().fold(path.to_string(), |p, (name, value)| {
+        let mut safe = String::with_capacity(value.len());
+        for b in value.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~%".contains(&b) {
+                safe.push(char::from(b));
+            } else {
+                safe.push_str(&format!("%{b:02X}"));
+            }
+        }
+        p.replace(&format!("{{{name}}}"), &safe)
+    })
 }
 
 fn reason(got: Result<(StatusCode, Value), String>) -> String {
@@ -234,44 +246,61 @@ impl Ctx<'_> {
 mod tests {
     use super::*;
 
-    fn summary() -> Aggregate {
-        Aggregate::new(
-            "/orders/{id}/summary",
-            true,
-            Kind::OrderSummary {
-                order: "order".into(),
-                product: "product".into(),
-                payment: "payment".into(),
-            },
-        )
-        .expect("valid")
-    }
-
-    #[test]
-    fn matches_only_get_with_one_whole_segment() {
-        let a = summary();
-        assert_eq!(
-            a.matches(&Method::GET, "/orders/abc/summary"),
-            Some("abc".into())
-        );
-        assert_eq!(a.matches(&Method::POST, "/orders/abc/summary"), None);
-        assert_eq!(a.matches(&Method::GET, "/orders//summary"), None);
-        assert_eq!(a.matches(&Method::GET, "/orders/a/b/summary"), None);
-        assert_eq!(a.matches(&Method::GET, "/orders/abc"), None);
-    }
-
-    #[test]
-    fn patterns_need_one_whole_id_segment() {
-        let kind = summary().kind;
-        for bad in [
-            "/orders/summary",
-            "/orders/x{id}/s",
-            "orders/{id}",
-            "/o/{id}/{id}",
-            "/o/{id}x",
-        ] {
-            assert!(Aggregate::new(bad, false, kind.clone()).is_err(), "{bad}");
+    fn guard(pattern: &str) -> Route {
+        Route {
+            prefix: pattern.into(),
+            methods: Some(vec![Method::GET]),
+            component: "(aggregate)".into(),
+            protected: false,
+            roles: Vec::new(),
+            rate_limit: None,
         }
-        assert!(Aggregate::new("/o/{id}", false, kind).is_ok());
+    }
+
+    fn part(name: &str, path: &str) -> Part {
+        Part {
+            name: name.into(),
+            component: "c".into(),
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn matches_only_get_on_the_whole_pattern() {
+        let a = Aggregate::new(
+            guard("/users/{id}/overview"),
+            vec![part("u", "/users/{id}")],
+        )
+        .expect("valid");
+        assert_eq!(
+            a.matches(&Method::GET, "/users/abc/overview"),
+            Some(vec![("id".into(), "abc".into())])
+        );
+        assert_eq!(a.matches(&Method::POST, "/users/abc/overview"), None);
+        assert_eq!(a.matches(&Method::GET, "/users/abc/overview/x"), None);
+        assert_eq!(a.matches(&Method::GET, "/users/abc"), None);
+    }
+
+    #[test]
+    fn parts_fill_in_the_parameters() {
+        let params = vec![("id".to_string(), "7".to_string())];
+        assert_eq!(
+            fill("/list?owner={id}&x={id}", &params),
+            "/list?owner=7&x=7"
+        );
+        let sly = vec![("id".to_string(), "a&admin=1".to_string())];
+        assert_eq!(fill("/list?owner={id}", &sly), "/list?owner=a%26admin%3D1");
+    }
+
+    #[test]
+    fn bad_aggregates_are_named() {
+        let ok = || vec![part("u", "/u/{id}")];
+        let err =
+            |g: &str, parts: Vec<Part>| Aggregate::new(guard(g), parts).expect_err(g).to_string();
+        assert!(err("/u/x{id}", ok()).contains("prefix `/u/x{id}`"));
+        assert!(err("/u/{id}", vec![]).contains("no parts"));
+        assert!(err("/u/{id}", vec![part("u", "/u/{key}")]).contains("`{key}` is not a parameter"));
+        assert!(err("/u/{id}", vec![part("missing", "/u")]).contains("own keys"));
+        assert!(err("/u/{id}", vec![part("u", "u")]).contains("must start with `/`"));
     }
 }

@@ -1,6 +1,9 @@
 //! The route table: path prefix (on segment boundaries) and an optional method list →
-//! component. The longest matching prefix wins; a prefix and method claimed twice is an
-//! error when the table is built, never a coin toss at request time.
+//! component. A prefix segment may be a parameter, `{name}`, which matches any one
+//! segment (`/jobs/{id}/report`). The most specific matching prefix wins: the one
+//! with the most segments, then the most literal ones; a prefix (up to parameter names)
+//! and method claimed twice is an error when the table is built, never a coin toss at
+//! request time.
 
 use http::Method;
 
@@ -60,10 +63,13 @@ pub enum RouteMatch<'a> {
     NotFound,
 }
 
-/// Routes sorted longest prefix first.
+/// Routes sorted most specific prefix first.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// Each route's prefix with parameter names blanked (`/jobs/{}/report`): routes
+    /// of one shape match the same paths.
+    shapes: Vec<String>,
 }
 
 impl RouteTable {
@@ -71,9 +77,10 @@ impl RouteTable {
     pub fn new(routes: Vec<Route>) -> Result<Self, RouteError> {
         for (index, route) in routes.iter().enumerate() {
             check_prefix(&route.prefix)?;
+            let own = shape(&route.prefix);
             if let Some(earlier) = routes[..index]
                 .iter()
-                .find(|r| r.prefix == route.prefix && overlap(&r.methods, &route.methods))
+                .find(|r| shape(&r.prefix) == own && overlap(&r.methods, &route.methods))
             {
                 return Err(RouteError::ClaimedTwice {
                     prefix: route.prefix.clone(),
@@ -86,31 +93,33 @@ impl RouteTable {
         }
         let mut routes = routes;
         // Stable sort: among equal prefixes the declaration order is kept.
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Ok(Self { routes })
+        routes.sort_by_key(|r| std::cmp::Reverse(specificity(&r.prefix)));
+        let shapes = routes.iter().map(|r| shape(&r.prefix)).collect();
+        Ok(Self { routes, shapes })
     }
 
     /// Match a request's method and path.
     pub fn lookup(&self, method: &Method, path: &str) -> RouteMatch<'_> {
         let mut allowed: Vec<Method> = Vec::new();
-        let mut matched_len = None;
-        for route in &self.routes {
+        let mut matched: Option<&str> = None;
+        for (route, shape) in self.routes.iter().zip(&self.shapes) {
             if !prefix_matches(&route.prefix, path) {
                 continue;
             }
-            // Routes are sorted longest first: once a longer prefix matched, shorter ones
-            // are not consulted, so a specific route is never shadowed by a general one.
-            if matched_len.is_some_and(|len| len != route.prefix.len()) {
+            // Routes are sorted most specific first: once a prefix matched, less specific
+            // ones are not consulted, so a specific route is never shadowed by a general
+            // one.
+            if matched.is_some_and(|m| m != shape) {
                 break;
             }
-            matched_len = Some(route.prefix.len());
+            matched = Some(shape);
             match &route.methods {
                 None => return RouteMatch::Found(route),
                 Some(methods) if methods.contains(method) => return RouteMatch::Found(route),
                 Some(methods) => allowed.extend(methods.iter().cloned()),
             }
         }
-        if matched_len.is_some() {
+        if matched.is_some() {
             allowed.dedup();
             RouteMatch::MethodNotAllowed(allowed)
         } else {
@@ -118,7 +127,7 @@ impl RouteTable {
         }
     }
 
-    /// All routes, longest prefix first.
+    /// All routes, most specific prefix first.
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
@@ -142,15 +151,70 @@ fn check_prefix(prefix: &str) -> Result<(), RouteError> {
     }
     if let Some(c) = prefix
         .chars()
-        .find(|c| matches!(c, '?' | '#' | '*' | '{' | '}') || c.is_whitespace() || c.is_control())
+        .find(|c| matches!(c, '?' | '#' | '*') || c.is_whitespace() || c.is_control())
     {
         return match c {
             '?' | '#' => bad("must be a path only, without `?` or `#`"),
-            '*' | '{' | '}' => bad("is a plain prefix: no wildcards or `{params}`"),
+            '*' => bad("has no wildcards: a `{param}` segment matches any one segment"),
             _ => bad("must not contain whitespace or control characters"),
         };
     }
+    let braces = |seg: &str| seg.contains('{') || seg.contains('}');
+    if prefix
+        .split('/')
+        .any(|seg| braces(seg) && param(seg).is_none())
+    {
+        return bad("has a `{` or `}` outside a whole `{param}` segment (lower-case name)");
+    }
     Ok(())
+}
+
+/// The name of a `{param}` segment (lower-case letters, digits, `_`, starting with a
+/// letter); `None` for a literal segment.
+pub fn param(segment: &str) -> Option<&str> {
+    let name = segment.strip_prefix('{')?.strip_suffix('}')?;
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    (first_ok && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        .then_some(name)
+}
+
+/// The values of `pattern`'s parameters in `path`, when `path` matches it: the whole
+/// path when `exact`, else `pattern` as a prefix on segment boundaries. A parameter
+/// matches one non-empty segment.
+pub fn match_template<'p>(
+    pattern: &'p str,
+    path: &str,
+    exact: bool,
+) -> Option<Vec<(&'p str, String)>> {
+    let mut params = Vec::new();
+    let mut segments = path.split('/').skip(1);
+    for want in pattern.split('/').skip(1).filter(|s| !s.is_empty()) {
+        let got = segments.next().filter(|s| !s.is_empty())?;
+        match param(want) {
+            Some(name) => params.push((name, got.to_string())),
+            None if want == got => {}
+            None => return None,
+        }
+    }
+    let rest_ok = !exact || segments.all(str::is_empty) && !path.ends_with("//");
+    rest_ok.then_some(params)
+}
+
+/// Sort key: more segments first, then more literal segments.
+fn specificity(prefix: &str) -> (usize, usize) {
+    let segments: Vec<&str> = prefix.split('/').filter(|s| !s.is_empty()).collect();
+    let literal = segments.iter().filter(|s| param(s).is_none()).count();
+    (segments.len(), literal)
+}
+
+/// `prefix` with its parameter names blanked.
+fn shape(prefix: &str) -> String {
+    prefix
+        .split('/')
+        .map(|s| if param(s).is_some() { "{}" } else { s })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Refuse paths that a component could read differently from the route table: empty or
@@ -183,15 +247,19 @@ pub fn canonical(path: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `/products` matches `/products` and `/products/7`, never `/productsx`.
+/// `/items` matches `/items` and `/items/7`, never `/itemsx`;
+/// `/jobs/{id}/report` matches `/jobs/7/report`.
 fn prefix_matches(prefix: &str, path: &str) -> bool {
     if prefix == "/" {
         return true;
     }
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
+    if !prefix.contains('{') {
+        return match path.strip_prefix(prefix) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        };
     }
+    match_template(prefix, path, false).is_some()
 }
 
 fn overlap(a: &Option<Vec<Method>>, b: &Option<Vec<Method>>) -> bool {
@@ -244,25 +312,25 @@ mod tests {
     fn longest_prefix_wins_on_segment_boundaries() {
         let t = table(vec![
             route("/", None, "root"),
-            route("/products", None, "product"),
-            route("/products/admin", None, "admin"),
+            route("/items", None, "catalog"),
+            route("/items/admin", None, "admin"),
         ]);
-        assert_eq!(found(t.lookup(&Method::GET, "/products")), "product");
-        assert_eq!(found(t.lookup(&Method::GET, "/products/7")), "product");
-        assert_eq!(found(t.lookup(&Method::GET, "/products/admin/x")), "admin");
-        assert_eq!(found(t.lookup(&Method::GET, "/productsx")), "root");
+        assert_eq!(found(t.lookup(&Method::GET, "/items")), "catalog");
+        assert_eq!(found(t.lookup(&Method::GET, "/items/7")), "catalog");
+        assert_eq!(found(t.lookup(&Method::GET, "/items/admin/x")), "admin");
+        assert_eq!(found(t.lookup(&Method::GET, "/itemsx")), "root");
     }
 
     #[test]
     fn methods_split_one_prefix_and_report_405() {
         let t = table(vec![
-            route("/orders", Some(&[Method::GET]), "reader"),
-            route("/orders", Some(&[Method::POST]), "writer"),
+            route("/jobs", Some(&[Method::GET]), "reader"),
+            route("/jobs", Some(&[Method::POST]), "writer"),
         ]);
-        assert_eq!(found(t.lookup(&Method::GET, "/orders/1")), "reader");
-        assert_eq!(found(t.lookup(&Method::POST, "/orders")), "writer");
+        assert_eq!(found(t.lookup(&Method::GET, "/jobs/1")), "reader");
+        assert_eq!(found(t.lookup(&Method::POST, "/jobs")), "writer");
         assert_eq!(
-            t.lookup(&Method::DELETE, "/orders"),
+            t.lookup(&Method::DELETE, "/jobs"),
             RouteMatch::MethodNotAllowed(vec![Method::GET, Method::POST])
         );
         assert_eq!(t.lookup(&Method::GET, "/nothing"), RouteMatch::NotFound);
@@ -280,6 +348,46 @@ mod tests {
             "route `/a` for PUT is claimed twice: by component `one` and by component `two`"
         );
         assert!(RouteTable::new(vec![route("/a", None, "x"), route("/a", None, "y")]).is_err());
+    }
+
+    #[test]
+    fn a_parameter_segment_is_more_specific_than_a_shorter_prefix() {
+        let t = table(vec![
+            route("/jobs", None, "jobs"),
+            route("/jobs/{id}/report", Some(&[Method::GET]), "report"),
+            route("/jobs/special/report", None, "special"),
+        ]);
+        assert_eq!(found(t.lookup(&Method::GET, "/jobs/7/report")), "report");
+        assert_eq!(found(t.lookup(&Method::GET, "/jobs/7/report/x")), "report");
+        assert_eq!(
+            found(t.lookup(&Method::GET, "/jobs/special/report")),
+            "special"
+        );
+        assert_eq!(found(t.lookup(&Method::GET, "/jobs/7")), "jobs");
+        assert_eq!(found(t.lookup(&Method::GET, "/jobs/7/other")), "jobs");
+        assert_eq!(
+            t.lookup(&Method::POST, "/jobs/7/report"),
+            RouteMatch::MethodNotAllowed(vec![Method::GET])
+        );
+        // Parameter names do not make two routes different.
+        assert!(RouteTable::new(vec![
+            route("/o/{id}", None, "x"),
+            route("/o/{key}", None, "y")
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn templates_give_their_parameters() {
+        let got = match_template("/jobs/{id}/report", "/jobs/a1/report", true);
+        assert_eq!(got, Some(vec![("id", "a1".to_string())]));
+        assert_eq!(
+            match_template("/jobs/{id}/report", "/jobs/a1/report/x", true),
+            None
+        );
+        assert!(match_template("/jobs/{id}/report", "/jobs/a1/report/x", false).is_some());
+        assert_eq!(match_template("/jobs/{id}", "/jobs/", true), None);
+        assert_eq!(match_template("/jobs/{id}", "/jobs", false), None);
     }
 
     #[test]
@@ -308,7 +416,9 @@ mod tests {
             ("a", "start with"),
             ("/a/", "end with"),
             ("/a?b", "path only"),
-            ("/a/{id}", "wildcards"),
+            ("/a/*", "wildcards"),
+            ("/a/x{id}", "whole `{param}`"),
+            ("/a/{Id}", "whole `{param}`"),
             ("/a//b", "empty segment"),
         ] {
             let err = RouteTable::new(vec![route(p, None, "c")]).expect_err(p);

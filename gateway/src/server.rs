@@ -198,14 +198,14 @@ impl Gateway {
                 return resp;
             }
         }
-        if let Some((agg, key)) = self
+        if let Some((agg, params)) = self
             .aggregates
             .iter()
-            .find_map(|a| a.matches(req.method(), &path).map(|k| (a, k)))
+            .find_map(|a| a.matches(req.method(), &path).map(|p| (a, p)))
         {
             span.record("component", "(aggregate)");
             span.record("route", agg.pattern());
-            return self.aggregate(agg, &key, req).await;
+            return self.aggregate(agg, &params, req).await;
         }
         let table = self.table.load();
         match table.lookup(req.method(), &path) {
@@ -228,19 +228,24 @@ impl Gateway {
         }
     }
 
-    /// Answer an aggregate route (its token checked when it is protected).
-    async fn aggregate(&self, agg: &Aggregate, key: &str, req: Request) -> http::Response<Body> {
-        let user = if agg.protected() {
-            match self.authenticate(req.headers()) {
-                Ok(identity) => Some(identity.user),
-                Err(why) => return unauthorized(&why),
-            }
-        } else {
-            None
-        };
+    /// Answer an aggregate route, guarded like any route.
+    async fn aggregate(
+        &self,
+        agg: &Aggregate,
+        params: &[(String, String)],
+        mut req: Request,
+    ) -> http::Response<Body> {
+        if let Err(refusal) = self.admit(agg.guard(), &mut req) {
+            return *refusal;
+        }
+        let user = req
+            .headers()
+            .get(auth::USER_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let request_id = req.headers().get(request_id::HEADER).cloned();
         drop(req);
-        agg.answer(self.backend.as_ref(), key, user.as_deref(), request_id)
+        agg.answer(self.backend.as_ref(), params, user.as_deref(), request_id)
             .await
     }
 

@@ -298,12 +298,7 @@ fn gateway(
     // From the registry, not the manifest: deployed versions may have other routes.
     let table = panal_gateway::RouteTable::new(executor.registry().routes())
         .map_err(|e| Refused(e.to_string()))?;
-    let aggregates = manifest
-        .aggregates
-        .iter()
-        .map(|a| panal_gateway::aggregate::Aggregate::new(&a.path, a.protected, a.kind.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Refused)?;
+    let aggregates = manifest.aggregates.clone();
     let mut gateway = Gateway::new(
         table,
         Arc::new(GatewayBackend(executor.clone())),

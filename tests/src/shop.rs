@@ -67,22 +67,22 @@ messaging = {{ subscribe = [{{ subject = "payments.charge", queue = "payment" }}
 source = "{probe}"
 keyvalue = ["default"]
 
-[aggregates.summary]
-kind = "order-summary"
-path = "/orders/{{id}}/summary"
-protected = true
-order = "order"
-product = "product"
-payment = "payment"
+[components.storefront]
+source = "{storefront}"
+routes = [{{ prefix = "/orders/{{id}}/summary", methods = ["GET"], protected = true }}]
+outbound = ["order", "product", "payment"]
 
-# The same fan-out with a payment part that cannot answer.
-[aggregates.broken]
-kind = "order-summary"
-path = "/orders/{{id}}/broken-summary"
+# The same summary with a payment part that cannot answer.
+[components.storefront-broken]
+source = "{storefront}"
+routes = [{{ prefix = "/orders/{{id}}/broken-summary", methods = ["GET"], protected = true }}]
+outbound = ["order", "product", "probe"]
+config = {{ payment = "probe" }}
+
+[aggregates.me]
+path = "/me/overview"
 protected = true
-order = "order"
-product = "product"
-payment = "probe"
+parts = {{ profile = {{ component = "user", path = "/users/me" }}, orders = {{ component = "order", path = "/orders" }}, inbox = {{ component = "notification", path = "/notifications" }} }}
 "#,
         user = component("user"),
         product = component("product"),
@@ -90,6 +90,7 @@ payment = "probe"
         payment = component("payment"),
         notification = component("notification"),
         probe = component("probe"),
+        storefront = component("storefront"),
         openapi = crate::repo().join("openapi.json").display(),
     )
 }

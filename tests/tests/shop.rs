@@ -158,6 +158,24 @@ async fn the_whole_flow_through_the_gateway_survives_a_restart() {
     let (s, _) = shop.get(&format!("/orders/{paid_id}/summary"), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
+    // The gateway's own fan-out: profile, orders and inbox in one document.
+    let (s, me) = shop.get("/me/overview", Some(&ana_token)).await;
+    assert_eq!(s, StatusCode::OK, "{me}");
+    assert_eq!(me["profile"]["email"], "ana@example.com", "{me}");
+    assert!(
+        me["orders"]["items"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|o| o["id"] == paid_id)),
+        "{me}"
+    );
+    assert!(me["inbox"].is_object(), "{me}");
+    assert_eq!(
+        (me["complete"].clone(), me["missing"].clone()),
+        (json!(true), json!([]))
+    );
+    let (s, _) = shop.get("/me/overview", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
     // Idempotent payments: same key → same payment, other body → 422.
     let pay = |key: &'static str, amount: i64| {
         shop.c

@@ -1,5 +1,6 @@
-//! Outgoing HTTP over `wasi:http/outgoing-handler`: `get`, `post`, `send_json` and the
-//! general `send`.
+//! Outgoing HTTP over `wasi:http/outgoing-handler`: `get`, `post`, `send_json`, the
+//! general `send`, and `get_all`, which sends several requests at once and waits for
+//! all of them.
 //!
 //! Errors are strings. When the host or the network refuses, the string is the
 //! `ErrorCode` Debug text, e.g. `ErrorCode::HttpRequestDenied` for a call the host's
@@ -8,9 +9,14 @@
 use std::io::Write as _;
 
 use wasi::http::outgoing_handler;
-use wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+use wasi::http::types::{
+    Fields, FutureIncomingResponse, IncomingResponse, Method, OutgoingBody, OutgoingRequest, Scheme,
+};
 
 use crate::request::read_incoming_body;
+
+/// A whole answer, `(status, body)`, or why there is none.
+pub type Answer = Result<(u16, Vec<u8>), String>;
 
 /// `GET url` → `(status, body)`.
 pub fn get(url: &str) -> Result<(u16, Vec<u8>), String> {
@@ -51,6 +57,86 @@ pub fn send(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Result<(u16, Vec<u8>), String> {
+    let pending = start(method, url, headers, body)?;
+    loop {
+        if let Some(done) = pending.poll() {
+            return done;
+        }
+        pending.future.subscribe().block();
+    }
+}
+
+/// `GET` every url at once; the answers in the same order, each `(status, body)` or
+/// why it failed. The requests run concurrently: the whole takes about as long as
+/// the slowest.
+pub fn get_all(urls: &[String]) -> Vec<Answer> {
+    let mut results: Vec<Option<Answer>> = Vec::new();
+    let mut pending = Vec::new();
+    for url in urls {
+        match start(Method::Get, url, &[], None) {
+            Ok(p) => {
+                pending.push((results.len(), p));
+                results.push(None);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    while !pending.is_empty() {
+        let pollables: Vec<_> = pending.iter().map(|(_, p)| p.future.subscribe()).collect();
+        let refs: Vec<&wasi::io::poll::Pollable> = pollables.iter().collect();
+        wasi::io::poll::poll(&refs);
+        // A pollable is its future's child: drop them before any future is.
+        drop(refs);
+        drop(pollables);
+        pending.retain(|(i, p)| match p.poll() {
+            Some(done) => {
+                results[*i] = Some(done);
+                false
+            }
+            None => true,
+        });
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("no answer".into())))
+        .collect()
+}
+
+/// A request handed to the host, its response still to come.
+struct Pending {
+    future: FutureIncomingResponse,
+    written: Result<(), String>,
+}
+
+impl Pending {
+    /// The whole answer once the response head is there; `None` while it is not.
+    fn poll(&self) -> Option<Answer> {
+        let response: IncomingResponse = match self.future.get()? {
+            Ok(Ok(response)) => response,
+            Ok(Err(code)) => return Some(Err(format!("{code:?}"))),
+            Err(()) => return Some(Err("response already taken".to_string())),
+        };
+        if let Err(e) = &self.written {
+            return Some(Err(e.clone()));
+        }
+        let status = response.status();
+        Some(
+            response
+                .consume()
+                .map_err(|()| "response body already taken".to_string())
+                .and_then(read_incoming_body)
+                .map(|bytes| (status, bytes)),
+        )
+    }
+}
+
+/// Hands a request to the host and writes its body; the response comes later.
+fn start(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Pending, String> {
     let (scheme, authority, path_with_query) = split_url(url)?;
     let entries: Vec<(String, Vec<u8>)> = headers
         .iter()
@@ -82,22 +168,7 @@ pub fn send(
         (Some(out_body), Some(bytes)) => write_body(out_body, bytes),
         _ => Ok(()),
     };
-
-    let response = loop {
-        match future.get() {
-            Some(Ok(Ok(response))) => break response,
-            Some(Ok(Err(code))) => return Err(format!("{code:?}")),
-            Some(Err(())) => return Err("response already taken".to_string()),
-            None => future.subscribe().block(),
-        }
-    };
-    written?;
-    let status = response.status();
-    let body = response
-        .consume()
-        .map_err(|()| "response body already taken".to_string())?;
-    let bytes = read_incoming_body(body)?;
-    Ok((status, bytes))
+    Ok(Pending { future, written })
 }
 
 /// Writes all of `bytes` to a request body and finishes it.

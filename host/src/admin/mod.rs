@@ -101,11 +101,12 @@ impl Admin {
                 json_response(StatusCode::OK, &outcome.json())
             }
             Err(why) => {
-                tracing::warn!(%path, error = %why, "admin change refused");
+                let phase = why.phase.name();
+                tracing::warn!(%path, error = %why, phase, "admin change refused");
                 json_error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "refused; nothing changed",
-                    json!({ "reason": why }),
+                    json!({ "reason": why.message, "phase": phase, "component": why.component }),
                 )
             }
         }

@@ -43,14 +43,25 @@ pub trait Capability {
     /// Check `version` (its imports against its grants) and build what it holds; at load
     /// and on every deploy, so a version that breaks a grant rule never serves. The
     /// error says what to add to the manifest.
-    fn configure(version: &Version<'_>)
-        -> impl Future<Output = Result<Self::Grant, String>> + Send;
+    fn configure(
+        version: &Version<'_>,
+    ) -> impl Future<Output = Result<Self::Grant, GrantError>> + Send;
 
     /// Its state for one instance started by `ctx`.
     fn prepare(grant: &Self::Grant, ctx: &CallContext) -> Self::Instance;
 
     /// A kept instance (`limits.reuse`) takes its next request, started by `ctx`.
     fn enter(_instance: &mut Self::Instance, _ctx: &CallContext) {}
+}
+
+/// A capability refused a version, naming the manifest field to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct GrantError {
+    /// The manifest field of the grant (`keyvalue`, `outbound`, ...).
+    pub field: &'static str,
+    /// What is wrong and what to add.
+    pub message: String,
 }
 
 /// What [`Capability::configure`] sees of the version being loaded.
@@ -85,7 +96,7 @@ pub struct Grants {
 
 impl Grants {
     /// Configure every capability for `version`.
-    pub async fn configure(version: &Version<'_>) -> Result<Self, String> {
+    pub async fn configure(version: &Version<'_>) -> Result<Self, GrantError> {
         Ok(Self {
             http_out: http_out::HttpOut::configure(version).await?,
             keyvalue: keyvalue::Keyvalue::configure(version).await?,

@@ -8,7 +8,8 @@ use toml::Spanned;
 
 use super::raw::{RawAggregate, RawAuth, RawGateway};
 use super::validate::{substitute_env, Checker};
-use super::{AggregateSpec, Auth, ComponentSpec, GatewaySettings};
+use super::{Auth, ComponentSpec, GatewaySettings};
+use panal_gateway::aggregate::{Aggregate, AggregateError, Part};
 
 pub(super) fn auth(
     c: &mut Checker,
@@ -68,52 +69,75 @@ pub(super) fn aggregates(
     c: &mut Checker,
     raw: BTreeMap<String, Spanned<RawAggregate>>,
     names: &[String],
-) -> Vec<AggregateSpec> {
+) -> Vec<Aggregate> {
     let mut out = Vec::new();
     for (name, agg) in raw {
+        let span = agg.span();
         let agg = agg.into_inner();
         let field = |f: &str| format!("aggregates.{name}.{f}");
-        if agg.kind.get_ref() != "order-summary" {
-            c.problem(
-                Some(agg.kind.span()),
-                field("kind"),
-                format!(
-                    "unknown aggregate kind `{}`; expected `order-summary`",
-                    agg.kind.get_ref()
-                ),
-            );
-            continue;
-        }
-        let mut part = |f: &str, v: &Spanned<String>| {
-            if !names.contains(v.get_ref()) {
+        check_roles(c, &agg.roles, &field(""), span.clone());
+        let protected = agg.protected || !agg.roles.is_empty();
+        let rate_limit = agg.rate_limit.as_ref().and_then(|raw| {
+            super::validate::rate_limit(raw, protected)
+                .map_err(|why| c.problem(Some(span.clone()), field("rate_limit"), why))
+                .ok()
+        });
+        let mut parts = Vec::new();
+        for (part, raw) in agg.parts {
+            let raw = raw.into_inner();
+            if !names.contains(raw.component.get_ref()) {
                 c.problem(
-                    Some(v.span()),
-                    field(f),
-                    format!("`{}` is not a component of this manifest", v.get_ref()),
+                    Some(raw.component.span()),
+                    field(&format!("parts.{part}.component")),
+                    format!(
+                        "`{}` is not a component of this manifest",
+                        raw.component.get_ref()
+                    ),
                 );
             }
-            v.get_ref().clone()
+            parts.push(Part {
+                name: part,
+                component: raw.component.into_inner(),
+                path: raw.path.into_inner(),
+            });
+        }
+        let guard = panal_gateway::Route {
+            prefix: agg.path.get_ref().clone(),
+            methods: Some(vec![http::Method::GET]),
+            component: format!("(aggregate {name})"),
+            protected,
+            roles: agg.roles,
+            rate_limit,
         };
-        let kind = panal_gateway::aggregate::Kind::OrderSummary {
-            order: part("order", &agg.order),
-            product: part("product", &agg.product),
-            payment: part("payment", &agg.payment),
-        };
-        match panal_gateway::aggregate::Aggregate::new(
-            agg.path.get_ref(),
-            agg.protected,
-            kind.clone(),
-        ) {
-            Ok(_) => out.push(AggregateSpec {
-                name: name.clone(),
-                path: agg.path.get_ref().clone(),
-                protected: agg.protected,
-                kind,
-            }),
-            Err(why) => c.problem(Some(agg.path.span()), field("path"), why),
+        match Aggregate::new(guard, parts) {
+            Ok(a) => out.push(a),
+            Err(e @ AggregateError::Path(..)) => {
+                c.problem(Some(agg.path.span()), field("path"), e.to_string());
+            }
+            Err(AggregateError::Part { part, why }) => {
+                c.problem(Some(span.clone()), field(&format!("parts.{part}")), why);
+            }
         }
     }
     out
+}
+
+/// Role names of a route or an aggregate: 1-64 visible ASCII characters each.
+pub(super) fn check_roles(
+    c: &mut Checker,
+    roles: &[String],
+    at: &str,
+    span: std::ops::Range<usize>,
+) {
+    for (j, role) in roles.iter().enumerate() {
+        if role.is_empty() || role.len() > 64 || !role.bytes().all(|b| b.is_ascii_graphic()) {
+            c.problem(
+                Some(span.clone()),
+                format!("{at}.roles[{j}]").replace("..", "."),
+                format!("`{role}` is not a role name (1-64 visible ASCII characters)"),
+            );
+        }
+    }
 }
 
 /// `[gateway] openapi`: a JSON OpenAPI document whose every operation the gateway
@@ -124,7 +148,7 @@ pub(super) fn openapi(
     raw: &RawGateway,
     dir: &std::path::Path,
     table: &panal_gateway::RouteTable,
-    aggregates: &[AggregateSpec],
+    aggregates: &[Aggregate],
 ) -> Option<Vec<u8>> {
     let file = raw.openapi.as_ref()?;
     let span = Some(file.span());
@@ -163,7 +187,9 @@ pub(super) fn openapi(
                 table.lookup(&m, &concrete),
                 panal_gateway::RouteMatch::Found(_)
             ) || (m == http::Method::GET
-                && aggregates.iter().any(|a| same_pattern(&a.path, pattern)));
+                && aggregates
+                    .iter()
+                    .any(|a| same_pattern(a.pattern(), pattern)));
             if !routed {
                 unrouted.push(format!("{} {pattern}", m.as_str()));
             }

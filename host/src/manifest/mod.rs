@@ -34,8 +34,8 @@ pub struct Manifest {
     pub streams: Vec<StreamSpec>,
     /// Bearer-token settings for protected routes.
     pub auth: Auth,
-    /// Composite routes the gateway answers itself.
-    pub aggregates: Vec<AggregateSpec>,
+    /// Aggregate routes (`[aggregates.NAME]`): the gateway fans out to their parts.
+    pub aggregates: Vec<panal_gateway::aggregate::Aggregate>,
     /// The components, sorted by name.
     pub components: Vec<ComponentSpec>,
     /// The OpenAPI document the gateway serves at `GET /openapi.json`, checked against
@@ -114,19 +114,6 @@ pub struct Auth {
     pub jwt_secret: Option<String>,
     /// Components that receive the secret as their config key `jwt_secret`.
     pub issuers: Vec<String>,
-}
-
-/// A composite route (`[aggregates.NAME]`).
-#[derive(Debug, Clone)]
-pub struct AggregateSpec {
-    /// Its name in the manifest.
-    pub name: String,
-    /// Path pattern with one `{id}`.
-    pub path: String,
-    /// Whether a bearer token is required.
-    pub protected: bool,
-    /// What it fans out to.
-    pub kind: panal_gateway::aggregate::Kind,
 }
 
 /// Which keyed-storage backend serves `wasi:keyvalue`.

@@ -89,7 +89,7 @@ impl<'de> Deserialize<'de> for RawSubscription {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let t: SubscriptionTable = string_or_table(
             d,
-            r#"a subject like "orders.*" or { subject = "orders.*", queue = "workers" }"#,
+            r#"a subject like "jobs.*" or { subject = "jobs.*", queue = "workers" }"#,
         )?;
         Ok(RawSubscription {
             subject: t.subject,
@@ -124,13 +124,21 @@ pub(super) struct RawAuth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAggregate {
-    pub kind: Spanned<String>,
     pub path: Spanned<String>,
     #[serde(default)]
     pub protected: bool,
-    pub order: Spanned<String>,
-    pub product: Spanned<String>,
-    pub payment: Spanned<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    pub rate_limit: Option<RawRateLimit>,
+    pub parts: BTreeMap<String, Spanned<RawPart>>,
+}
+
+/// One part of an aggregate: `{ component = "user", path = "/users/{id}" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPart {
+    pub component: Spanned<String>,
+    pub path: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,7 +223,7 @@ impl<'de> Deserialize<'de> for RawRoute {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let t: RouteTable = string_or_table(
             d,
-            r#"a path prefix like "/products" or { prefix = "/products", methods = ["GET"], protected = true, roles = ["admin"], rate_limit = { per_ip = "10/s" } }"#,
+            r#"a path prefix like "/api" or { prefix = "/api", methods = ["GET"], protected = true, roles = ["admin"], rate_limit = { per_ip = "10/s" } }"#,
         )?;
         Ok(RawRoute {
             prefix: t.prefix,

@@ -67,10 +67,10 @@ mod tests {
 
     #[test]
     fn wildcards_match_like_nats() {
-        assert!(subject_matches("orders.*", "orders.paid"));
-        assert!(!subject_matches("orders.*", "orders.paid.late"));
-        assert!(subject_matches("orders.>", "orders.paid.late"));
-        assert!(!subject_matches("orders.>", "orders"));
+        assert!(subject_matches("jobs.*", "jobs.done"));
+        assert!(!subject_matches("jobs.*", "jobs.done.late"));
+        assert!(subject_matches("jobs.>", "jobs.done.late"));
+        assert!(!subject_matches("jobs.>", "jobs"));
         assert!(subject_matches("a.b", "a.b"));
         assert!(!subject_matches("a.b", "a.b.c"));
         assert!(subject_matches("*.b.>", "x.b.c.d"));
@@ -78,26 +78,26 @@ mod tests {
 
     #[test]
     fn patterns_cover_and_overlap() {
-        assert!(pattern_covers("orders.>", "orders.*"));
-        assert!(pattern_covers("orders.>", "orders.paid.late"));
-        assert!(pattern_covers("orders.*", "orders.paid"));
-        assert!(!pattern_covers("orders.*", "orders.>"));
-        assert!(!pattern_covers("orders.paid", "orders.*"));
-        assert!(!pattern_covers("orders.>", "orders"));
-        assert!(patterns_overlap("orders.*", "orders.paid"));
-        assert!(patterns_overlap("*.paid", "orders.>"));
-        assert!(!patterns_overlap("orders.*", "payments.*"));
-        assert!(!patterns_overlap("orders.*", "orders.a.b"));
+        assert!(pattern_covers("jobs.>", "jobs.*"));
+        assert!(pattern_covers("jobs.>", "jobs.done.late"));
+        assert!(pattern_covers("jobs.*", "jobs.done"));
+        assert!(!pattern_covers("jobs.*", "jobs.>"));
+        assert!(!pattern_covers("jobs.done", "jobs.*"));
+        assert!(!pattern_covers("jobs.>", "jobs"));
+        assert!(patterns_overlap("jobs.*", "jobs.done"));
+        assert!(patterns_overlap("*.done", "jobs.>"));
+        assert!(!patterns_overlap("jobs.*", "mail.*"));
+        assert!(!patterns_overlap("jobs.*", "jobs.a.b"));
     }
 
     #[test]
     fn subjects_are_checked() {
-        assert!(valid_subject("orders.created", false));
-        assert!(!valid_subject("orders.*", false));
-        assert!(valid_subject("orders.*", true));
-        assert!(valid_subject("orders.>", true));
-        assert!(!valid_subject("orders.>.x", true));
-        assert!(!valid_subject("orders..x", true));
+        assert!(valid_subject("jobs.created", false));
+        assert!(!valid_subject("jobs.*", false));
+        assert!(valid_subject("jobs.*", true));
+        assert!(valid_subject("jobs.>", true));
+        assert!(!valid_subject("jobs.>.x", true));
+        assert!(!valid_subject("jobs..x", true));
         assert!(!valid_subject("", true));
         assert!(!valid_subject("a b", true));
     }

@@ -18,21 +18,21 @@ fn a_full_component_parses() {
     let m = parse(
         r#"
 version = 1
-[components.product]
+[components.catalog]
 source = "SRC"
-routes = ["/products", { prefix = "/stock", methods = ["get", "POST"] }]
+routes = ["/items", { prefix = "/stock", methods = ["get", "POST"] }]
 keyvalue = ["default", "cache"]
-outbound = ["product", "api.example.com", "127.0.0.1:9000"]
+outbound = ["catalog", "api.example.com", "127.0.0.1:9000"]
 config = { key = "${SECRET}-x", literal = "$$HOME" }
 limits = { memory_mb = 64, timeout_ms = 2000, max_concurrency = 8 }
 "#,
     )
     .expect("valid");
-    let p = m.component("product").expect("product");
+    let p = m.component("catalog").expect("catalog");
     assert_eq!(p.routes.len(), 2);
     assert_eq!(p.routes[1].methods, Some(vec![Method::GET, Method::POST]));
     assert_eq!(p.buckets, ["default", "cache"]);
-    assert_eq!(p.outbound.components, ["product"]);
+    assert_eq!(p.outbound.components, ["catalog"]);
     assert!(p.outbound.allows_host("api.example.com", 443));
     assert!(p.outbound.allows_host("127.0.0.1", 9000));
     assert!(!p.outbound.allows_host("127.0.0.1", 9001));

@@ -225,15 +225,8 @@ fn component(
                 })
                 .collect::<Vec<_>>()
         });
-        for (j, role) in route.roles.iter().enumerate() {
-            if role.is_empty() || role.len() > 64 || !role.bytes().all(|b| b.is_ascii_graphic()) {
-                c.problem(
-                    Some(r.span()),
-                    field(&format!("routes[{i}].roles[{j}]")),
-                    format!("`{role}` is not a role name (1-64 visible ASCII characters)"),
-                );
-            }
-        }
+        let at = field(&format!("routes[{i}]"));
+        super::gateway::check_roles(c, &route.roles, &at, r.span());
         // Roles are checked against a verified token: a route with roles is protected.
         let protected = route.protected || !route.roles.is_empty();
         let rate_limit = route.rate_limit.as_ref().and_then(|raw| {
@@ -359,7 +352,7 @@ fn limits(c: &mut Checker, name: &str, raw: &RawLimits) -> Limits {
 
 /// A route's `rate_limit`: at least one of `per_ip`, `per_user` (the latter only where
 /// a verified user exists, on a protected route).
-fn rate_limit(
+pub(super) fn rate_limit(
     raw: &RawRateLimit,
     protected: bool,
 ) -> Result<panal_gateway::ratelimit::RateLimit, String> {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use super::error::{ChangeError, Phase};
 use super::store::{self, added_spec, Grants, RouteRecord, VersionRecord};
 use super::{prepare, Deployed, Registry};
 use crate::capabilities::CallContext;
@@ -70,19 +71,19 @@ impl Registry {
         name: &str,
         bytes: &[u8],
         req: DeployRequest,
-    ) -> Result<Outcome, String> {
+    ) -> Result<Outcome, ChangeError> {
         self.one_change(name, Change::Deploy, self.try_deploy(name, bytes, req))
             .await
     }
 
     /// Go back to the version before the current one.
-    pub async fn rollback(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
+    pub async fn rollback(self: &Arc<Self>, name: &str) -> Result<Outcome, ChangeError> {
         self.one_change(name, Change::Rollback, self.try_rollback(name))
             .await
     }
 
     /// Stop serving `name` (also after a restart, until it is deployed again).
-    pub async fn undeploy(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
+    pub async fn undeploy(self: &Arc<Self>, name: &str) -> Result<Outcome, ChangeError> {
         self.one_change(name, Change::Undeploy, self.try_undeploy(name))
             .await
     }
@@ -93,8 +94,8 @@ impl Registry {
         &self,
         name: &str,
         change: Change,
-        work: impl std::future::Future<Output = Result<Outcome, String>>,
-    ) -> Result<Outcome, String> {
+        work: impl std::future::Future<Output = Result<Outcome, ChangeError>>,
+    ) -> Result<Outcome, ChangeError> {
         let started = Instant::now();
         let one_at_a_time = self.deploy_lock.lock().await;
         let mut result = work.await;
@@ -107,9 +108,10 @@ impl Registry {
     }
 
     /// The running version of `name`, for a change that needs one.
-    fn running(&self, name: &str) -> Result<Arc<Deployed>, String> {
-        self.current(name)
-            .ok_or_else(|| format!("`{name}` is not deployed"))
+    fn running(&self, name: &str) -> Result<Arc<Deployed>, ChangeError> {
+        self.current(name).ok_or_else(|| {
+            ChangeError::new(name, Phase::Request, format!("`{name}` is not deployed"))
+        })
     }
 
     async fn try_deploy(
@@ -117,10 +119,11 @@ impl Registry {
         name: &str,
         bytes: &[u8],
         req: DeployRequest,
-    ) -> Result<Outcome, String> {
-        let store = self.store()?;
+    ) -> Result<Outcome, ChangeError> {
+        let store = self.store(name)?;
+        let record_err = ChangeError::at(name, Phase::Record);
         let existing = self.current(name);
-        let mut record = store.record(name)?.unwrap_or_default();
+        let mut record = store.record(name).map_err(&record_err)?.unwrap_or_default();
         let spec = match &existing {
             Some(old) => {
                 let mut spec = ComponentSpec::clone(&old.spec);
@@ -131,11 +134,15 @@ impl Registry {
             }
             None => {
                 if let Some(why) = crate::manifest::bad_name(name) {
-                    return Err(why);
+                    return Err(ChangeError::new(name, Phase::Request, why));
                 }
                 let Some(routes) = &req.routes else {
-                    return Err(format!(
-                        "`{name}` is not deployed: a new component needs at least one --route"
+                    return Err(ChangeError::new(
+                        name,
+                        Phase::Request,
+                        format!(
+                            "`{name}` is not deployed: a new component needs at least one --route"
+                        ),
                     ));
                 };
                 let routes: Vec<RouteRecord> = routes.iter().map(RouteRecord::of).collect();
@@ -163,22 +170,31 @@ impl Registry {
         }
         record.removed = false;
         record.versions.push(version_record(&deployed, "deploy"));
-        store.put_blob(&deployed.sha256, bytes)?;
-        store.save(name, &record)?;
+        store
+            .put_blob(&deployed.sha256, bytes)
+            .map_err(&record_err)?;
+        store.save(name, &record).map_err(&record_err)?;
         Ok(self.swap_in(deployed, existing.as_deref(), routes_changed, "deployed"))
     }
 
-    async fn try_rollback(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
-        let store = self.store()?;
+    async fn try_rollback(self: &Arc<Self>, name: &str) -> Result<Outcome, ChangeError> {
+        let store = self.store(name)?;
+        let record_err = ChangeError::at(name, Phase::Record);
         let current = self.running(name)?;
-        let mut record = store.record(name)?.unwrap_or_default();
+        let mut record = store.record(name).map_err(&record_err)?.unwrap_or_default();
         if record.versions.len() < 2 {
-            return Err(format!(
-                "`{name}` has no earlier version to roll back to (it was never redeployed)"
+            return Err(ChangeError::new(
+                name,
+                Phase::Request,
+                format!(
+                    "`{name}` has no earlier version to roll back to (it was never redeployed)"
+                ),
             ));
         }
         let back = record.versions[record.versions.len() - 2].clone();
-        let bytes = store.blob(&back.sha256)?;
+        let bytes = store
+            .blob(&back.sha256)
+            .map_err(ChangeError::at(name, Phase::Read))?;
         let mut spec = ComponentSpec::clone(&current.spec);
         spec.routes = back.routes.iter().map(|r| r.route(name)).collect();
         let routes_changed = spec.routes != current.spec.routes;
@@ -187,7 +203,7 @@ impl Registry {
         }
         let deployed = self.trial(spec, &bytes, Some(&current)).await?;
         record.versions.pop();
-        store.save(name, &record)?;
+        store.save(name, &record).map_err(&record_err)?;
         Ok(self.swap_in(deployed, Some(&current), routes_changed, "rolled back"))
     }
 
@@ -213,15 +229,16 @@ impl Registry {
         }
     }
 
-    async fn try_undeploy(self: &Arc<Self>, name: &str) -> Result<Outcome, String> {
-        let store = self.store()?;
+    async fn try_undeploy(self: &Arc<Self>, name: &str) -> Result<Outcome, ChangeError> {
+        let store = self.store(name)?;
+        let record_err = ChangeError::at(name, Phase::Record);
         let current = self.running(name)?;
-        let mut record = store.record(name)?.unwrap_or_default();
+        let mut record = store.record(name).map_err(&record_err)?.unwrap_or_default();
         if record.versions.is_empty() {
             record.versions.push(version_record(&current, "manifest"));
         }
         record.removed = true;
-        store.save(name, &record)?;
+        store.save(name, &record).map_err(&record_err)?;
         self.remove(name);
         tracing::info!(component = name, version = current.version(), "undeployed");
         Ok(Outcome {
@@ -233,14 +250,14 @@ impl Registry {
         })
     }
 
-    fn store(&self) -> Result<&store::DeployStore, String> {
+    fn store(&self, name: &str) -> Result<&store::DeployStore, ChangeError> {
         self.deployments
             .as_ref()
-            .ok_or_else(|| "this host keeps no deployments".to_string())
+            .ok_or_else(|| ChangeError::new(name, Phase::Request, "this host keeps no deployments"))
     }
 
     /// The route table with `name` on `routes` must still be unambiguous.
-    fn check_routes(&self, name: &str, routes: &[panal_gateway::Route]) -> Result<(), String> {
+    fn check_routes(&self, name: &str, routes: &[panal_gateway::Route]) -> Result<(), ChangeError> {
         let mut all: Vec<panal_gateway::Route> = self
             .routes()
             .into_iter()
@@ -249,7 +266,7 @@ impl Registry {
         all.extend(routes.iter().cloned());
         panal_gateway::RouteTable::new(all)
             .map(drop)
-            .map_err(|e| format!("routes: {e}"))
+            .map_err(|e| ChangeError::new(name, Phase::Routes, format!("routes: {e}")))
     }
 
     /// Compile, link and check `bytes` as `spec`, then instantiate it once: a version
@@ -259,7 +276,8 @@ impl Registry {
         spec: ComponentSpec,
         bytes: &[u8],
         previous: Option<&Deployed>,
-    ) -> Result<Deployed, String> {
+    ) -> Result<Deployed, ChangeError> {
+        let name = spec.name.clone();
         let (deployed, _) = prepare(Arc::new(spec), bytes, &self.env, previous).await?;
         let mut store = deployed.store(self.engine(), &CallContext::default());
         let instance = deployed.pre.instance_pre().instantiate_async(&mut store);
@@ -271,6 +289,7 @@ impl Registry {
                 TRIAL_TIMEOUT.as_secs()
             )),
         }
+        .map_err(ChangeError::at(&name, Phase::Trial))
     }
 }
 

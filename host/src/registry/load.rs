@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::error::{ChangeError, Phase};
 use super::store::DeployStore;
 use super::version::{prepare, Deployed, Env};
 use super::Registry;
@@ -27,7 +28,9 @@ pub struct LoadError {
     pub col: usize,
     /// The component.
     pub name: String,
-    /// What went wrong, phase included.
+    /// Where it stopped.
+    pub phase: Phase,
+    /// What went wrong.
     pub message: String,
 }
 
@@ -49,15 +52,18 @@ impl Registry {
         backends: Backends,
         deployments: Option<DeployStore>,
     ) -> Result<(Arc<Self>, LoadStats), Vec<LoadError>> {
-        let error = |spec: Option<&ComponentSpec>, message: String| LoadError {
+        let error = |spec: Option<&ComponentSpec>, e: ChangeError| LoadError {
             manifest: manifest.path.display().to_string(),
             line: spec.map_or(0, |s| s.source_at.line),
             col: spec.map_or(0, |s| s.source_at.col),
             name: spec.map_or_else(|| "*".into(), |s| s.name.clone()),
-            message,
+            phase: e.phase,
+            message: e.message,
         };
-        let linker = linker(compiler.engine())
-            .map_err(|e| vec![error(None, format!("host linker setup failed: {e:#}"))])?;
+        let linker = linker(compiler.engine()).map_err(|e| {
+            let why = format!("host linker setup failed: {e:#}");
+            vec![error(None, ChangeError::new("*", Phase::Link, why))]
+        })?;
         let env = Env {
             compiler,
             linker,
@@ -84,7 +90,7 @@ impl Registry {
                     }
                     components.insert(spec.name.clone(), Arc::new(ArcSwap::from_pointee(deployed)));
                 }
-                Err(message) => errors.push(error(Some(&spec), message)),
+                Err(e) => errors.push(error(Some(&spec), e)),
             }
         }
         if !errors.is_empty() {
@@ -101,12 +107,13 @@ async fn load_one(
     deployed_sha: Option<&str>,
     env: &Env,
     store: Option<&DeployStore>,
-) -> Result<(Deployed, Compiled), String> {
+) -> Result<(Deployed, Compiled), ChangeError> {
     let bytes = match (deployed_sha, store) {
-        (Some(sha), Some(store)) => store.blob(sha)?,
-        (Some(_), None) => return Err("no deployment store".into()),
-        (None, _) => read(&spec.source)?,
-    };
+        (Some(sha), Some(store)) => store.blob(sha),
+        (Some(_), None) => Err("no deployment store".into()),
+        (None, _) => read(&spec.source),
+    }
+    .map_err(ChangeError::at(&spec.name, Phase::Read))?;
     let (deployed, how) = prepare(Arc::new(spec.clone()), &bytes, env, None).await?;
     if let (Some(store), None) = (store, deployed_sha) {
         if let Err(e) = store.put_blob(&deployed.sha256, &bytes) {

@@ -2,6 +2,7 @@
 //! `ArcSwap`, so the request path takes the current version with one atomic load and a
 //! later swap never blocks it.
 //!
+//! - [`error`]: [`ChangeError`], a load or change refused, naming component and phase.
 //! - [`version`]: one version ready to serve ([`Deployed`]), and how it is prepared.
 //! - [`load`]: the manifest's components at start.
 //! - [`deploy`]: deploy, rollback and undeploy while the others keep serving;
@@ -9,6 +10,7 @@
 //! - [`watch`]: `panal run --watch` redeploys a component whose file changed.
 
 pub mod deploy;
+pub mod error;
 mod load;
 pub mod store;
 mod version;
@@ -23,6 +25,7 @@ use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 use wasmtime::Engine;
 
+pub use error::{ChangeError, Phase};
 pub use load::{LoadError, LoadStats};
 pub use version::Deployed;
 pub(crate) use version::{prepare, Env, Warm};

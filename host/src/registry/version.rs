@@ -11,6 +11,7 @@ use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
+use super::error::{ChangeError, Phase};
 use crate::capabilities::bindings::Host_Pre as HostPre;
 use crate::capabilities::{Backends, CallContext, Grants, State, Version};
 use crate::manifest::{ComponentSpec, Limits, Subscription};
@@ -91,16 +92,18 @@ pub(crate) async fn prepare(
     bytes: &[u8],
     env: &Env,
     previous: Option<&Deployed>,
-) -> Result<(Deployed, Compiled), String> {
+) -> Result<(Deployed, Compiled), ChangeError> {
     let source = spec.source.display();
+    let name = spec.name.as_str();
+    let failed = |phase: Phase, message: String| ChangeError::new(name, phase, message);
     if let Some(why) = engine::not_a_component(bytes) {
-        return Err(format!("`{source}` {why}"));
+        return Err(failed(Phase::Compile, format!("`{source}` {why}")));
     }
     let sha256 = engine::sha256(bytes);
     let (component, how) = env
         .compiler
         .compile(bytes, &sha256)
-        .map_err(|e| format!("cannot compile `{source}`: {e}"))?;
+        .map_err(|e| failed(Phase::Compile, format!("cannot compile `{source}`: {e}")))?;
     let imports: Vec<String> = component
         .component_type()
         .imports(env.linker.engine())
@@ -109,19 +112,25 @@ pub(crate) async fn prepare(
     let pre = env
         .linker
         .instantiate_pre(&component)
-        .map_err(|e| format!("cannot link: {e:#}"))?;
+        .map_err(|e| failed(Phase::Link, format!("cannot link: {e:#}")))?;
     let handler = if spec.subscribe.is_empty() {
         None
     } else {
         Some(HostPre::new(pre.clone()).map_err(|e| {
-            format!(
-                "subscribes to messages but does not export \
-                 `wasi:messaging/incoming-handler@0.2.0-draft` ({e:#})"
+            failed(
+                Phase::Exports,
+                format!(
+                    "subscribes to messages but does not export \
+                     `wasi:messaging/incoming-handler@0.2.0-draft` ({e:#})"
+                ),
             )
         })?)
     };
     let pre = ProxyPre::new(pre).map_err(|e| {
-        format!("does not export `wasi:http/incoming-handler@0.2.x`, so it cannot serve requests ({e:#})")
+        failed(
+            Phase::Exports,
+            format!("does not export `wasi:http/incoming-handler@0.2.x`, so it cannot serve requests ({e:#})"),
+        )
     })?;
     // Last: storage is opened only for a version that links.
     let stats = env.metrics.component(&spec.name);
@@ -131,7 +140,8 @@ pub(crate) async fn prepare(
         stats: &stats,
         backends: &env.backends,
     })
-    .await?;
+    .await
+    .map_err(|e| failed(Phase::Grants, e.to_string()))?;
     let metrics = env.metrics.version(&spec.name, &sha256[..12]);
     let deployed = Deployed {
         name: spec.name.as_str().into(),

@@ -8,7 +8,7 @@ use wasmtime::component::{HasData, Linker};
 use wasmtime::Result;
 
 use super::bindings::config;
-use super::{CallContext, Capability, State, Version};
+use super::{CallContext, Capability, GrantError, State, Version};
 
 /// The config capability.
 pub struct Config;
@@ -21,7 +21,7 @@ impl Capability for Config {
         config::add_to_linker::<State, ConfigData>(linker, State::config)
     }
 
-    async fn configure(version: &Version<'_>) -> Result<Self::Grant, String> {
+    async fn configure(version: &Version<'_>) -> Result<Self::Grant, GrantError> {
         Ok(version.spec.config.clone().into())
     }
 

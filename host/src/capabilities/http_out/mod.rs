@@ -19,7 +19,7 @@ use panal_gateway::auth::USER_ID_HEADER;
 pub use calls::Calls;
 pub use resilience::Breakers;
 
-use super::{CallContext, Capability, State, Version};
+use super::{CallContext, Capability, GrantError, State, Version};
 use crate::manifest;
 
 /// The outgoing HTTP capability.
@@ -40,7 +40,7 @@ impl Capability for HttpOut {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
     }
 
-    async fn configure(version: &Version<'_>) -> Result<HttpOutGrant, String> {
+    async fn configure(version: &Version<'_>) -> Result<HttpOutGrant, GrantError> {
         Ok(HttpOutGrant {
             caller: version.spec.name.as_str().into(),
             grants: Arc::new(version.spec.outbound.clone()),

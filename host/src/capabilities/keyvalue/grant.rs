@@ -6,7 +6,7 @@ use wasmtime::component::Linker;
 
 use super::host::{self, KvGrant};
 use super::quota::KvLimits;
-use crate::capabilities::{CallContext, Capability, State, Version};
+use crate::capabilities::{CallContext, Capability, GrantError, State, Version};
 
 /// The keyvalue capability.
 pub struct Keyvalue;
@@ -19,24 +19,30 @@ impl Capability for Keyvalue {
         host::add_to_linker(linker, State::kv)
     }
 
-    async fn configure(version: &Version<'_>) -> Result<KvGrant, String> {
+    async fn configure(version: &Version<'_>) -> Result<KvGrant, GrantError> {
         let spec = version.spec;
         let imports_kv = version
             .imports
             .iter()
             .any(|name| name.starts_with("wasi:keyvalue/"));
         if imports_kv && spec.buckets.is_empty() {
-            return Err(format!(
-                "imports wasi:keyvalue but no bucket is granted: add `keyvalue = [\"...\"]` to \
-                 [components.{}] (bucket not granted)",
-                spec.name
-            ));
+            return Err(GrantError {
+                field: "keyvalue",
+                message: format!(
+                    "imports wasi:keyvalue but no bucket is granted: add `keyvalue = [\"...\"]` \
+                     to [components.{}] (bucket not granted)",
+                    spec.name
+                ),
+            });
         }
         let store = match &version.backends.kv {
             Some(kv) if !spec.buckets.is_empty() => Some(
                 kv.namespace(&spec.name, KvLimits::of(&spec.limits))
                     .await
-                    .map_err(|e| format!("cannot open its storage: {e:#}"))?,
+                    .map_err(|e| GrantError {
+                        field: "keyvalue",
+                        message: format!("cannot open its storage: {e:#}"),
+                    })?,
             ),
             _ => None,
         };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use wasmtime::component::Linker;
 
 use super::host::{self, MsgGrant};
-use crate::capabilities::{CallContext, Capability, State, Version};
+use crate::capabilities::{CallContext, Capability, GrantError, State, Version};
 
 /// The messaging capability.
 pub struct Messaging;
@@ -29,7 +29,7 @@ impl Capability for Messaging {
         host::add_to_linker(linker, State::msg)
     }
 
-    async fn configure(version: &Version<'_>) -> Result<MsgGrant, String> {
+    async fn configure(version: &Version<'_>) -> Result<MsgGrant, GrantError> {
         Ok(MsgGrant {
             component: version.spec.name.as_str().into(),
             broker: version.backends.broker.clone(),

@@ -241,11 +241,11 @@ mod tests {
     #[tokio::test]
     async fn fan_out_and_one_delivery_per_queue_group() {
         let b = InProcessBroker::new();
-        let mut all = b.subscribe("orders.>", None).await.expect("sub");
-        let mut q1 = b.subscribe("orders.*", Some("g")).await.expect("sub");
-        let mut q2 = b.subscribe("orders.*", Some("g")).await.expect("sub");
+        let mut all = b.subscribe("jobs.>", None).await.expect("sub");
+        let mut q1 = b.subscribe("jobs.*", Some("g")).await.expect("sub");
+        let mut q2 = b.subscribe("jobs.*", Some("g")).await.expect("sub");
         for i in 0..10 {
-            b.publish(msg("orders.paid", &i.to_string()))
+            b.publish(msg("jobs.done", &i.to_string()))
                 .await
                 .expect("pub");
         }

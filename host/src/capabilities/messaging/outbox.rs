@@ -169,7 +169,7 @@ mod tests {
         let outbox = Outbox::open(&path).await.expect("open");
         for i in 0..3 {
             let msg = Msg {
-                subject: format!("orders.{i}"),
+                subject: format!("jobs.{i}"),
                 headers: vec![("k".into(), i.to_string())],
                 payload: Bytes::from(vec![i as u8, 0xff]),
                 ..Msg::default()
@@ -180,7 +180,7 @@ mod tests {
         let outbox = Outbox::open(&path).await.expect("reopen");
         let pending = outbox.peek(10).await.expect("peek");
         let subjects: Vec<&str> = pending.iter().map(|p| p.msg.subject.as_str()).collect();
-        assert_eq!(subjects, ["orders.0", "orders.1", "orders.2"]);
+        assert_eq!(subjects, ["jobs.0", "jobs.1", "jobs.2"]);
         assert_eq!(pending[2].msg_id, "id-2");
         assert_eq!(pending[2].msg.payload.as_ref(), [2, 0xff]);
         assert_eq!(
@@ -198,6 +198,6 @@ mod tests {
             .fetch_one(&outbox.pool)
             .await
             .expect("kept");
-        assert_eq!(kept, ("orders.1".to_string(), "too big".to_string()));
+        assert_eq!(kept, ("jobs.1".to_string(), "too big".to_string()));
     }
 }
