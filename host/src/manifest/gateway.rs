@@ -75,10 +75,10 @@ pub(super) fn aggregates(
         let span = agg.span();
         let agg = agg.into_inner();
         let field = |f: &str| format!("aggregates.{name}.{f}");
-        check_roles(c, &agg.roles, &field(""), span.clone());
+        super::routes::check_roles(c, &agg.roles, &field(""), span.clone());
         let protected = agg.protected || !agg.roles.is_empty();
         let rate_limit = agg.rate_limit.as_ref().and_then(|raw| {
-            super::validate::rate_limit(raw, protected)
+            super::routes::rate_limit(raw, protected)
                 .map_err(|why| c.problem(Some(span.clone()), field("rate_limit"), why))
                 .ok()
         });
@@ -120,24 +120,6 @@ pub(super) fn aggregates(
         }
     }
     out
-}
-
-/// Role names of a route or an aggregate: 1-64 visible ASCII characters each.
-pub(super) fn check_roles(
-    c: &mut Checker,
-    roles: &[String],
-    at: &str,
-    span: std::ops::Range<usize>,
-) {
-    for (j, role) in roles.iter().enumerate() {
-        if role.is_empty() || role.len() > 64 || !role.bytes().all(|b| b.is_ascii_graphic()) {
-            c.problem(
-                Some(span.clone()),
-                format!("{at}.roles[{j}]").replace("..", "."),
-                format!("`{role}` is not a role name (1-64 visible ASCII characters)"),
-            );
-        }
-    }
 }
 
 /// `[gateway] openapi`: a JSON OpenAPI document whose every operation the gateway

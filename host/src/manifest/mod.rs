@@ -8,6 +8,7 @@
 mod gateway;
 mod messaging;
 mod raw;
+mod routes;
 mod schedule;
 pub mod subject;
 mod validate;

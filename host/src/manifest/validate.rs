@@ -4,10 +4,9 @@
 use std::ops::Range;
 use std::path::Path;
 
-use http::Method;
 use toml::Spanned;
 
-use super::raw::{RawComponent, RawLimits, RawManifest, RawRateLimit};
+use super::raw::{RawComponent, RawLimits, RawManifest};
 use super::{
     ComponentSpec, Limits, Location, Manifest, ManifestError, Outbound, Problem, Storage, VERSION,
 };
@@ -64,6 +63,47 @@ impl Checker<'_> {
     }
 }
 
+/// `[storage]`: the keyed-storage backend (only `sqlite` so far).
+fn storage(c: &mut Checker, raw: Option<super::raw::RawStorage>) -> Storage {
+    match raw {
+        None => Storage::Sqlite,
+        Some(s) => match s.backend.get_ref().as_str() {
+            "sqlite" => Storage::Sqlite,
+            other => {
+                c.problem(
+                    Some(s.backend.span()),
+                    "storage.backend".into(),
+                    format!("unknown backend `{other}`; expected `sqlite`"),
+                );
+                Storage::Sqlite
+            }
+        },
+    }
+}
+
+/// The route table refused the routes together (a prefix and method claimed twice):
+/// point at the second claim when every route was valid on its own.
+fn table_problem(
+    c: &mut Checker,
+    err: &panal_gateway::RouteError,
+    route_spans: &[(String, Range<usize>)],
+) {
+    let (field, span) = match &err {
+        panal_gateway::RouteError::ClaimedTwice { index, .. } if c.problems.is_empty() => {
+            route_spans
+                .get(*index)
+                .cloned()
+                .map_or((None, None), |(f, s)| (Some(f), Some(s)))
+        }
+        _ => (None, None),
+    };
+    c.problem(
+        span,
+        field.unwrap_or_else(|| "routes".into()),
+        err.to_string(),
+    );
+}
+
 pub(super) fn parse(
     path: &Path,
     text: &str,
@@ -100,20 +140,7 @@ pub(super) fn parse(
             ),
         );
     }
-    let storage = match raw.storage {
-        None => Storage::Sqlite,
-        Some(s) => match s.backend.get_ref().as_str() {
-            "sqlite" => Storage::Sqlite,
-            other => {
-                c.problem(
-                    Some(s.backend.span()),
-                    "storage.backend".into(),
-                    format!("unknown backend `{other}`; expected `sqlite`"),
-                );
-                Storage::Sqlite
-            }
-        },
-    };
+    let storage = storage(&mut c, raw.storage);
     let (messaging, streams) = super::messaging::backend(&mut c, raw.messaging, env);
     let dir = path.parent().unwrap_or(Path::new("."));
     let names: Vec<String> = raw.components.keys().cloned().collect();
@@ -147,20 +174,7 @@ pub(super) fn parse(
         Err(_) => None,
     };
     if let Err(err) = table {
-        let (field, span) = match &err {
-            panal_gateway::RouteError::ClaimedTwice { index, .. } if c.problems.is_empty() => {
-                route_spans
-                    .get(*index)
-                    .cloned()
-                    .map_or((None, None), |(f, s)| (Some(f), Some(s)))
-            }
-            _ => (None, None),
-        };
-        c.problem(
-            span,
-            field.unwrap_or_else(|| "routes".into()),
-            err.to_string(),
-        );
+        table_problem(&mut c, &err, &route_spans);
     }
     if c.problems.is_empty() {
         Ok(Manifest {
@@ -211,52 +225,7 @@ fn component(
     }
     let source_at = c.at(raw.source.span());
 
-    let mut routes = Vec::new();
-    for (i, r) in raw.routes.iter().enumerate() {
-        let route = r.get_ref();
-        let methods = route.methods.as_ref().map(|ms| {
-            ms.iter()
-                .filter_map(|m| match parse_method(m) {
-                    Ok(m) => Some(m),
-                    Err(why) => {
-                        c.problem(Some(r.span()), field(&format!("routes[{i}].methods")), why);
-                        None
-                    }
-                })
-                .collect::<Vec<_>>()
-        });
-        let at = field(&format!("routes[{i}]"));
-        super::gateway::check_roles(c, &route.roles, &at, r.span());
-        // Roles are checked against a verified token: a route with roles is protected.
-        let protected = route.protected || !route.roles.is_empty();
-        let rate_limit = route.rate_limit.as_ref().and_then(|raw| {
-            let at = field(&format!("routes[{i}].rate_limit"));
-            match rate_limit(raw, protected) {
-                Ok(limit) => Some(limit),
-                Err(why) => {
-                    c.problem(Some(r.span()), at, why);
-                    None
-                }
-            }
-        });
-        let route = panal_gateway::Route {
-            prefix: route.prefix.clone(),
-            methods,
-            component: name.clone(),
-            protected,
-            roles: route.roles.clone(),
-            rate_limit,
-        };
-        // Prefix syntax is the gateway's rule; ask it here so the error gets a line.
-        match panal_gateway::RouteTable::new(vec![route.clone()]) {
-            Ok(_) => routes.push(route),
-            Err(err) => c.problem(
-                Some(r.span()),
-                field(&format!("routes[{i}]")),
-                err.to_string(),
-            ),
-        }
-    }
+    let routes = super::routes::routes(c, &name, &raw.routes);
 
     let mut buckets: Vec<String> = Vec::new();
     for (i, b) in raw.keyvalue.iter().enumerate() {
@@ -350,35 +319,6 @@ fn limits(c: &mut Checker, name: &str, raw: &RawLimits) -> Limits {
     limits
 }
 
-/// A route's `rate_limit`: at least one of `per_ip`, `per_user` (the latter only where
-/// a verified user exists, on a protected route).
-pub(super) fn rate_limit(
-    raw: &RawRateLimit,
-    protected: bool,
-) -> Result<panal_gateway::ratelimit::RateLimit, String> {
-    use panal_gateway::ratelimit::{Rate, RateLimit};
-    let burst = match raw.burst {
-        None => None,
-        Some(b) if (1..=1_000_000).contains(&b) => u32::try_from(b).ok(),
-        Some(b) => return Err(format!("burst must be between 1 and 1000000, got {b}")),
-    };
-    if raw.per_ip.is_none() && raw.per_user.is_none() {
-        return Err("give per_ip, per_user or both (like per_ip = \"10/s\")".into());
-    }
-    if raw.per_user.is_some() && !protected {
-        return Err("per_user needs a protected route (only there is the user known)".into());
-    }
-    let parse = |what: &str, text: &Option<String>| {
-        text.as_deref()
-            .map(|t| Rate::parse(t, burst).map_err(|e| format!("{what}: {e}")))
-            .transpose()
-    };
-    Ok(RateLimit {
-        per_ip: parse("per_ip", &raw.per_ip)?,
-        per_user: parse("per_user", &raw.per_user)?,
-    })
-}
-
 /// Component names double as host names for in-process calls: a lowercase DNS label.
 pub(crate) fn bad_name(name: &str) -> Option<String> {
     let ok = !name.is_empty()
@@ -405,21 +345,6 @@ fn bad_bucket(bucket: &str) -> Option<String> {
     (!ok).then(|| {
         format!("bucket name `{bucket}` is not valid: use 1-128 letters, digits, `-`, `_` or `.`")
     })
-}
-
-fn parse_method(m: &str) -> Result<Method, String> {
-    const KNOWN: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
-    ];
-    let upper = m.to_ascii_uppercase();
-    if KNOWN.contains(&upper.as_str()) {
-        Method::from_bytes(upper.as_bytes()).map_err(|e| e.to_string())
-    } else {
-        Err(format!(
-            "unknown HTTP method `{m}`; expected one of {}",
-            KNOWN.join(", ")
-        ))
-    }
 }
 
 /// `host`, `host:port` or `ip:port`. A bare word without a dot would most likely be a

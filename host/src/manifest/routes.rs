@@ -1,0 +1,127 @@
+//! Validation of a component's `routes`: methods, roles, rate limits, and the prefix
+//! syntax (the gateway's own rule, asked here so an error gets its line). Roles and rate
+//! limits are checked the same way for aggregates.
+
+use http::Method;
+use toml::Spanned;
+
+use super::raw::{RawRateLimit, RawRoute};
+use super::validate::Checker;
+
+/// The routes of component `name`; a bad one is reported and left out.
+pub(super) fn routes(
+    c: &mut Checker,
+    name: &str,
+    raw: &[Spanned<RawRoute>],
+) -> Vec<panal_gateway::Route> {
+    let field = |f: &str| format!("components.{name}.{f}");
+    let mut routes = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let route = r.get_ref();
+        let methods = route.methods.as_ref().map(|ms| {
+            ms.iter()
+                .filter_map(|m| match parse_method(m) {
+                    Ok(m) => Some(m),
+                    Err(why) => {
+                        c.problem(Some(r.span()), field(&format!("routes[{i}].methods")), why);
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        let at = field(&format!("routes[{i}]"));
+        check_roles(c, &route.roles, &at, r.span());
+        // Roles are checked against a verified token: a route with roles is protected.
+        let protected = route.protected || !route.roles.is_empty();
+        let rate_limit = route.rate_limit.as_ref().and_then(|raw| {
+            let at = field(&format!("routes[{i}].rate_limit"));
+            match rate_limit(raw, protected) {
+                Ok(limit) => Some(limit),
+                Err(why) => {
+                    c.problem(Some(r.span()), at, why);
+                    None
+                }
+            }
+        });
+        let route = panal_gateway::Route {
+            prefix: route.prefix.clone(),
+            methods,
+            component: name.to_string(),
+            protected,
+            roles: route.roles.clone(),
+            rate_limit,
+        };
+        // Prefix syntax is the gateway's rule; ask it here so the error gets a line.
+        match panal_gateway::RouteTable::new(vec![route.clone()]) {
+            Ok(_) => routes.push(route),
+            Err(err) => c.problem(
+                Some(r.span()),
+                field(&format!("routes[{i}]")),
+                err.to_string(),
+            ),
+        }
+    }
+    routes
+}
+
+/// Role names of a route or an aggregate: 1-64 visible ASCII characters each.
+pub(super) fn check_roles(
+    c: &mut Checker,
+    roles: &[String],
+    at: &str,
+    span: std::ops::Range<usize>,
+) {
+    for (j, role) in roles.iter().enumerate() {
+        if role.is_empty() || role.len() > 64 || !role.bytes().all(|b| b.is_ascii_graphic()) {
+            c.problem(
+                Some(span.clone()),
+                format!("{at}.roles[{j}]").replace("..", "."),
+                format!("`{role}` is not a role name (1-64 visible ASCII characters)"),
+            );
+        }
+    }
+}
+
+/// A route's `rate_limit`: at least one of `per_ip`, `per_user` (the latter only where
+/// a verified user exists, on a protected route).
+pub(super) fn rate_limit(
+    raw: &RawRateLimit,
+    protected: bool,
+) -> Result<panal_gateway::ratelimit::RateLimit, String> {
+    use panal_gateway::ratelimit::{Rate, RateLimit};
+    let burst = match raw.burst {
+        None => None,
+        Some(b) if (1..=1_000_000).contains(&b) => u32::try_from(b).ok(),
+        Some(b) => return Err(format!("burst must be between 1 and 1000000, got {b}")),
+    };
+    if raw.per_ip.is_none() && raw.per_user.is_none() {
+        return Err("give per_ip, per_user or both (like per_ip = \"10/s\")".into());
+    }
+    if raw.per_user.is_some() && !protected {
+        return Err("per_user needs a protected route (only there is the user known)".into());
+    }
+    let parse = |what: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| Rate::parse(t, burst).map_err(|e| format!("{what}: {e}")))
+            .transpose()
+    };
+    Ok(RateLimit {
+        per_ip: parse("per_ip", &raw.per_ip)?,
+        per_user: parse("per_user", &raw.per_user)?,
+    })
+}
+
+fn parse_method(m: &str) -> Result<Method, String> {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    let upper = m.to_ascii_uppercase();
+    if KNOWN.contains(&upper.as_str()) {
+        Method::from_bytes(upper.as_bytes()).map_err(|e| e.to_string())
+    } else {
+        Err(format!(
+            "unknown HTTP method `{m}`; expected one of {}",
+            KNOWN.join(", ")
+        ))
+    }
+}
