@@ -1,8 +1,9 @@
 //! The gateway's router on arbitrary routes and paths. Input: lines; those starting
 //! with `R ` declare a route (`R METHOD|* PREFIX`), the others are request paths. For
 //! every path: `canonical` and `lookup` never panic; a canonical path is found only
-//! under a prefix that ends on a segment boundary, and under the longest such prefix
-//! that takes the method.
+//! under a prefix that ends on a segment boundary (a `{param}` segment matching any one
+//! segment), and under the most specific such prefix that takes the method (most
+//! segments, then most literal ones).
 #![no_main]
 
 use http::Method;
@@ -15,6 +16,18 @@ fn under(prefix: &str, path: &str) -> bool {
         || path
             .strip_prefix(prefix)
             .is_some_and(|rest| rest.starts_with('/'))
+        || (prefix.contains('{')
+            && panal_gateway::routes::match_template(prefix, path, false).is_some())
+}
+
+/// (segments, literal segments): the higher, the more specific.
+fn specificity(prefix: &str) -> (usize, usize) {
+    let segments: Vec<&str> = prefix.split('/').filter(|s| !s.is_empty()).collect();
+    let literal = segments
+        .iter()
+        .filter(|s| panal_gateway::routes::param(s).is_none())
+        .count();
+    (segments.len(), literal)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -64,15 +77,15 @@ fuzz_target!(|data: &[u8]| {
                 route.prefix
             );
             let takes = |r: &Route| r.methods.as_ref().is_none_or(|ms| ms.contains(&method));
-            let longest = routes
+            let most = routes
                 .iter()
                 .filter(|r| takes(r) && under(&r.prefix, path))
-                .map(|r| r.prefix.len())
+                .map(|r| specificity(&r.prefix))
                 .max();
             assert_eq!(
-                longest,
-                Some(route.prefix.len()),
-                "{path}: not the longest prefix"
+                most,
+                Some(specificity(&route.prefix)),
+                "{path}: not the most specific prefix"
             );
         }
     }
