@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Panal's build and tests need and is missing: the Rust toolchain pinned
 # in rust-toolchain.toml (with rustup, plus the wasm32-wasip2 target), `just` (from
-# PyPI's prebuilt `rust-just`, else `cargo install`), `nats-server` (Debian's package)
-# and `schemathesis` (PyPI, for the API fuzz test). The wasm toolchain is chosen and, if
+# PyPI's prebuilt `rust-just`, else `cargo install`), `nats-server` and PostgreSQL's
+# server binaries (Debian's packages) and `schemathesis` (PyPI, for the API fuzz test). The wasm toolchain is chosen and, if
 # needed, installed by scripts/build-components.sh on first build. Safe to run again.
 set -euo pipefail
 
@@ -47,6 +47,18 @@ if ! have nats-server && [ ! -x /usr/sbin/nats-server ]; then
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server
 fi
 echo "setup: nats-server ready"
+
+# PostgreSQL's server binaries (initdb, pg_ctl): the storage tests start their own server
+# in a temp dir on a free port, unless PANAL_TEST_POSTGRES_URL names one.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+    && ! [ -x "$(pg_config --bindir 2>/dev/null)/initdb" ]; then
+    echo "setup: installing PostgreSQL (server binaries for the storage tests)"
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+fi
+echo "setup: PostgreSQL binaries ready"
 
 # schemathesis: the API fuzz test runs it against GET /openapi.json.
 if ! have st && ! python3 -c 'import schemathesis' 2>/dev/null; then

@@ -37,6 +37,10 @@ enum Command {
         /// Use NATS at this URL for messaging (overrides the manifest's [messaging]).
         #[arg(long, value_name = "URL")]
         nats: Option<String>,
+        /// Keep storage in this PostgreSQL database, shared by every host that uses it
+        /// (`postgres://...`; overrides the manifest's [storage]).
+        #[arg(long, value_name = "URL", env = "PANAL_STORAGE_URL")]
+        storage_url: Option<String>,
         /// Forget every deployment (DATA_DIR/deployments) and serve the manifest's files.
         #[arg(long)]
         reset_deployments: bool,
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
                 admin_listen,
                 data_dir,
                 nats,
+                storage_url,
                 reset_deployments,
                 watch,
             } => {
@@ -148,6 +153,7 @@ fn main() -> ExitCode {
                     admin_listen,
                     data_dir,
                     nats,
+                    storage_url,
                     reset_deployments,
                     watch,
                 })

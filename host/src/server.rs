@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use panal_gateway::server::Gateway;
 
 use crate::admin::Admin;
+use crate::capabilities::keyvalue::postgres::PostgresBackend;
 use crate::capabilities::keyvalue::sqlite::SqliteBackend;
 use crate::capabilities::keyvalue::KvBackend;
 use crate::capabilities::messaging::inprocess::InProcessBroker;
@@ -43,6 +44,8 @@ pub struct RunOptions {
     pub data_dir: PathBuf,
     /// Messaging over NATS at this URL, overriding the manifest's `[messaging]`.
     pub nats: Option<String>,
+    /// Storage in this PostgreSQL database, overriding the manifest's `[storage]`.
+    pub storage_url: Option<String>,
     /// Forget every deployment and serve the manifest's files again.
     pub reset_deployments: bool,
     /// Redeploy components whose manifest files change.
@@ -254,8 +257,28 @@ fn jwt_secret(manifest: &mut Manifest, data_dir: &Path) -> anyhow::Result<String
 
 /// Storage and messaging as the manifest (or `--nats`) asks.
 async fn open_backends(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result<Backends> {
-    let kv: Arc<dyn KvBackend> = match manifest.storage {
+    let storage = match &opts.storage_url {
+        Some(url) if crate::manifest::is_postgres_url(url) => {
+            Storage::Postgres { url: url.clone() }
+        }
+        Some(url) => {
+            return Err(Refused(format!(
+                "--storage-url `{url}` is not a postgres:// or postgresql:// URL"
+            ))
+            .into())
+        }
+        None => manifest.storage.clone(),
+    };
+    let kv: Arc<dyn KvBackend> = match storage {
         Storage::Sqlite => Arc::new(SqliteBackend::new(opts.data_dir.join("kv"))?),
+        Storage::Postgres { url } => {
+            tracing::info!("storage in PostgreSQL");
+            Arc::new(
+                PostgresBackend::connect(&url)
+                    .await
+                    .map_err(|e| Refused(format!("{e:#}")))?,
+            )
+        }
     };
     let backend = match &opts.nats {
         Some(url) => MessagingBackend::Nats(url.clone()),

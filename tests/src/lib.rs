@@ -6,6 +6,7 @@
 //! `cargo test`), the fixture components come from `components/target/wasm32-wasip2`.
 
 pub mod fixtures;
+pub mod postgres;
 pub mod shop;
 
 use std::io::{BufRead, BufReader};
@@ -271,6 +272,14 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 /// A `nats-server` of the test's own on a free loopback port, stopped on drop.
 pub struct NatsServer {
     child: Option<Child>,
@@ -284,11 +293,7 @@ impl NatsServer {
     /// Start one (with JetStream and its own store dir); panics if `nats-server` is
     /// missing (`scripts/setup.sh` installs it).
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        Self::start_on(port)
+        Self::start_on(free_port())
     }
 
     /// Start one on `port` with a fresh store.

@@ -56,6 +56,7 @@ limits = {{ timeout_ms = 300 }}
         admin_listen: admin_addr,
         data_dir: data.path().join("data"),
         nats: None,
+        storage_url: None,
         reset_deployments: false,
         watch: false,
     };

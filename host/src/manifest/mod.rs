@@ -16,7 +16,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub(crate) use validate::bad_name;
-pub use validate::substitute_env;
+pub use validate::{is_postgres_url, substitute_env};
 
 /// The only manifest version this build understands.
 pub const VERSION: i64 = 1;
@@ -122,6 +122,11 @@ pub struct Auth {
 pub enum Storage {
     /// One SQLite file per component under the data dir (WAL).
     Sqlite,
+    /// One PostgreSQL database shared by every host (`url`, env vars substituted).
+    Postgres {
+        /// `postgres://user[:password]@host[:port]/database`.
+        url: String,
+    },
 }
 
 /// One component as the manifest declares it.

@@ -145,6 +145,7 @@ pub(super) struct RawPart {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStorage {
     pub backend: Spanned<String>,
+    pub url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -63,22 +63,58 @@ impl Checker<'_> {
     }
 }
 
-/// `[storage]`: the keyed-storage backend (only `sqlite` so far).
-fn storage(c: &mut Checker, raw: Option<super::raw::RawStorage>) -> Storage {
-    match raw {
-        None => Storage::Sqlite,
-        Some(s) => match s.backend.get_ref().as_str() {
-            "sqlite" => Storage::Sqlite,
-            other => {
-                c.problem(
-                    Some(s.backend.span()),
-                    "storage.backend".into(),
-                    format!("unknown backend `{other}`; expected `sqlite`"),
-                );
-                Storage::Sqlite
-            }
-        },
+/// `[storage]`: the keyed-storage backend, `sqlite` (no `url`) or `postgres` (a
+/// `postgres://` `url`, `${ENV}` substituted so a password stays out of the file).
+fn storage(
+    c: &mut Checker,
+    raw: Option<super::raw::RawStorage>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Storage {
+    let Some(s) = raw else {
+        return Storage::Sqlite;
+    };
+    let url = s
+        .url
+        .as_ref()
+        .map(|u| (u.span(), substitute_env(u.get_ref(), env)));
+    match (s.backend.get_ref().as_str(), url) {
+        ("sqlite", None) => Storage::Sqlite,
+        ("sqlite", Some((span, _))) => {
+            let why = "the sqlite backend takes no url (its files live in the data dir)";
+            c.problem(Some(span), "storage.url".into(), why.into());
+            Storage::Sqlite
+        }
+        ("postgres", Some((_, Ok(url)))) if is_postgres_url(&url) => Storage::Postgres { url },
+        ("postgres", Some((span, Ok(url)))) => {
+            let why = format!("`{url}` is not a postgres:// or postgresql:// URL");
+            c.problem(Some(span), "storage.url".into(), why);
+            Storage::Sqlite
+        }
+        ("postgres", Some((span, Err(why)))) => {
+            c.problem(Some(span), "storage.url".into(), why);
+            Storage::Sqlite
+        }
+        ("postgres", None) => {
+            let why = "the postgres backend needs `url = \"postgres://...\"`".to_string();
+            c.problem(Some(s.backend.span()), "storage.url".into(), why);
+            Storage::Sqlite
+        }
+        (other, _) => {
+            c.problem(
+                Some(s.backend.span()),
+                "storage.backend".into(),
+                format!("unknown backend `{other}`; expected `sqlite` or `postgres`"),
+            );
+            Storage::Sqlite
+        }
     }
+}
+
+/// Whether `url` names a PostgreSQL server.
+pub fn is_postgres_url(url: &str) -> bool {
+    ["postgres://", "postgresql://"]
+        .iter()
+        .any(|p| url.starts_with(p) && url.len() > p.len())
 }
 
 /// The route table refused the routes together (a prefix and method claimed twice):
@@ -140,7 +176,7 @@ pub(super) fn parse(
             ),
         );
     }
-    let storage = storage(&mut c, raw.storage);
+    let storage = storage(&mut c, raw.storage, env);
     let (messaging, streams) = super::messaging::backend(&mut c, raw.messaging, env);
     let dir = path.parent().unwrap_or(Path::new("."));
     let names: Vec<String> = raw.components.keys().cloned().collect();

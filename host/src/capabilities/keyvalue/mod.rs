@@ -4,6 +4,8 @@
 //! - [`KvBackend`] opens one [`KvStore`] per component: database per service, so one
 //!   component never sees another's keys.
 //! - [`sqlite`]: the embedded default, one WAL SQLite file per component.
+//! - [`postgres`]: one PostgreSQL database shared by several hosts, a namespace per
+//!   component in one table.
 //! - [`host`]: `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft2` over `Arc<dyn KvStore>`,
 //!   checking bucket grants.
 //! - `grant`: the [`Keyvalue`] capability: a bucket is needed to import it, the
@@ -15,6 +17,7 @@
 
 mod grant;
 pub mod host;
+pub mod postgres;
 pub mod quota;
 pub mod sqlite;
 
