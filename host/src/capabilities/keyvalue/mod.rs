@@ -40,6 +40,18 @@ impl From<sqlx::Error> for KvError {
 /// Most keys one `list-keys` call returns; the cursor fetches the next page.
 pub const LIST_PAGE: usize = 1000;
 
+/// One `list-keys` page from up to [`LIST_PAGE`] + 1 keys read in order: the extra key
+/// only tells that another page follows, whose cursor is this page's last key.
+pub(crate) fn page(mut keys: Vec<String>) -> (Vec<String>, Option<String>) {
+    if keys.len() > LIST_PAGE {
+        keys.truncate(LIST_PAGE);
+        let cursor = keys.last().cloned();
+        (keys, cursor)
+    } else {
+        (keys, None)
+    }
+}
+
 /// A storage backend: hands out one isolated namespace per component.
 #[async_trait]
 pub trait KvBackend: Send + Sync {

@@ -16,7 +16,7 @@ use sqlx::Row;
 use tokio::sync::Mutex;
 
 use super::quota::{KvLimits, Quota};
-use super::{KvBackend, KvError, KvStore, LIST_PAGE};
+use super::{page, KvBackend, KvError, KvStore, LIST_PAGE};
 
 /// The schema, created once per database; several hosts starting at once take turns
 /// through an advisory lock. `key` compares bytewise (`COLLATE "C"`), as in SQLite, so
@@ -165,14 +165,7 @@ impl KvStore for PgStore {
         .bind(i64::try_from(LIST_PAGE + 1).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        let mut keys: Vec<String> = rows.into_iter().map(|r| r.get(0)).collect();
-        let next = if keys.len() > LIST_PAGE {
-            keys.truncate(LIST_PAGE);
-            keys.last().cloned()
-        } else {
-            None
-        };
-        Ok((keys, next))
+        Ok(page(rows.into_iter().map(|r| r.get(0)).collect()))
     }
 
     async fn increment(&self, bucket: &str, key: &str, delta: i64) -> Result<i64, KvError> {

@@ -13,7 +13,7 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::Mutex;
 
 use super::quota::{KvLimits, Quota};
-use super::{KvBackend, KvError, KvStore, LIST_PAGE};
+use super::{page, KvBackend, KvError, KvStore, LIST_PAGE};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS kv (
     bucket TEXT NOT NULL,
@@ -164,14 +164,7 @@ impl KvStore for SqliteStore {
         .bind(i64::try_from(LIST_PAGE + 1).unwrap_or(i64::MAX))
         .fetch_all(&self.reader)
         .await?;
-        let mut keys: Vec<String> = rows.into_iter().map(|r| r.get(0)).collect();
-        let next = if keys.len() > LIST_PAGE {
-            keys.truncate(LIST_PAGE);
-            keys.last().cloned()
-        } else {
-            None
-        };
-        Ok((keys, next))
+        Ok(page(rows.into_iter().map(|r| r.get(0)).collect()))
     }
 
     async fn increment(&self, bucket: &str, key: &str, delta: i64) -> Result<i64, KvError> {
