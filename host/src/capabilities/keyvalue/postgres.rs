@@ -18,6 +18,10 @@ use tokio::sync::Mutex;
 use super::quota::{KvLimits, Quota};
 use super::{page, KvBackend, KvError, KvStore, LIST_PAGE};
 
+/// Set one key, whether it exists or not.
+const UPSERT: &str = "INSERT INTO panal_kv (component, bucket, key, value) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (component, bucket, key) DO UPDATE SET value = excluded.value";
+
 /// The schema, created once per database; several hosts starting at once take turns
 /// through an advisory lock. `key` compares bytewise (`COLLATE "C"`), as in SQLite, so
 /// `list-keys` pages the same on every backend.
@@ -122,16 +126,13 @@ impl KvStore for PgStore {
     }
 
     async fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
-        sqlx::query(
-            "INSERT INTO panal_kv (component, bucket, key, value) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (component, bucket, key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(&self.component)
-        .bind(bucket)
-        .bind(key)
-        .bind(value)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(UPSERT)
+            .bind(&self.component)
+            .bind(bucket)
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -246,16 +247,13 @@ impl KvStore for PgStore {
     async fn set_many(&self, bucket: &str, pairs: &[(String, Vec<u8>)]) -> Result<(), KvError> {
         let mut tx = self.pool.begin().await?;
         for (key, value) in pairs {
-            sqlx::query(
-                "INSERT INTO panal_kv (component, bucket, key, value) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (component, bucket, key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(&self.component)
-            .bind(bucket)
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(UPSERT)
+                .bind(&self.component)
+                .bind(bucket)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -15,6 +15,10 @@ use tokio::sync::Mutex;
 use super::quota::{KvLimits, Quota};
 use super::{page, KvBackend, KvError, KvStore, LIST_PAGE};
 
+/// Set one key, whether it exists or not.
+const UPSERT: &str = "INSERT INTO kv (bucket, key, value) VALUES (?, ?, ?)
+     ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value";
+
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS kv (
     bucket TEXT NOT NULL,
     key    TEXT NOT NULL,
@@ -119,15 +123,12 @@ impl KvStore for SqliteStore {
     }
 
     async fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
-        sqlx::query(
-            "INSERT INTO kv (bucket, key, value) VALUES (?, ?, ?)
-             ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(bucket)
-        .bind(key)
-        .bind(value)
-        .execute(&self.writer)
-        .await?;
+        sqlx::query(UPSERT)
+            .bind(bucket)
+            .bind(key)
+            .bind(value)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
@@ -191,15 +192,12 @@ impl KvStore for SqliteStore {
         let next = current
             .checked_add(delta)
             .ok_or_else(|| KvError(format!("incrementing key `{key}` by {delta} overflows")))?;
-        sqlx::query(
-            "INSERT INTO kv (bucket, key, value) VALUES (?, ?, ?)
-             ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(bucket)
-        .bind(key)
-        .bind(next.to_string().into_bytes())
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(UPSERT)
+            .bind(bucket)
+            .bind(key)
+            .bind(next.to_string().into_bytes())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(next)
     }
@@ -259,15 +257,12 @@ impl KvStore for SqliteStore {
     async fn set_many(&self, bucket: &str, pairs: &[(String, Vec<u8>)]) -> Result<(), KvError> {
         let mut tx = self.writer.begin().await?;
         for (key, value) in pairs {
-            sqlx::query(
-                "INSERT INTO kv (bucket, key, value) VALUES (?, ?, ?)
-                 ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(bucket)
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(UPSERT)
+                .bind(bucket)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
