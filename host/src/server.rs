@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use panal_gateway::server::Gateway;
 
 use crate::admin::Admin;
+use crate::capabilities::keyvalue::nats::NatsKvBackend;
 use crate::capabilities::keyvalue::postgres::PostgresBackend;
 use crate::capabilities::keyvalue::sqlite::SqliteBackend;
 use crate::capabilities::keyvalue::KvBackend;
@@ -21,10 +22,11 @@ use crate::capabilities::messaging::inprocess::InProcessBroker;
 use crate::capabilities::messaging::nats::NatsBroker;
 use crate::capabilities::messaging::Broker;
 use crate::capabilities::Backends;
-use crate::manifest::{Manifest, MessagingBackend, Storage};
+use crate::manifest::{ClusterSpec, ComponentSpec, Manifest, MessagingBackend, Storage};
 use crate::registry::store::DeployStore;
 use crate::registry::Registry;
 use crate::runtime::engine::{new_engine, Compiler, EpochTicker, PoolSize};
+use crate::triggers::cluster::Cluster;
 use crate::triggers::http::GatewayBackend;
 use crate::triggers::Executor;
 
@@ -44,8 +46,13 @@ pub struct RunOptions {
     pub data_dir: PathBuf,
     /// Messaging over NATS at this URL, overriding the manifest's `[messaging]`.
     pub nats: Option<String>,
-    /// Storage in this PostgreSQL database, overriding the manifest's `[storage]`.
+    /// Storage in this PostgreSQL database or NATS, overriding the manifest's
+    /// `[storage]`.
     pub storage_url: Option<String>,
+    /// Join the cluster over NATS at this URL, overriding the manifest's `[cluster]`.
+    pub cluster: Option<String>,
+    /// Run only these components here; the others run on other hosts of the cluster.
+    pub components: Option<Vec<String>>,
     /// Forget every deployment and serve the manifest's files again.
     pub reset_deployments: bool,
     /// Redeploy components whose manifest files change.
@@ -144,6 +151,8 @@ pub async fn serve(
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create the data dir {}", opts.data_dir.display()))?;
     let secret = jwt_secret(&mut manifest, &opts.data_dir)?;
+    let cluster = cluster_of(&manifest, opts)?;
+    let elsewhere = run_here(&mut manifest, opts.components.as_deref(), cluster.is_some())?;
     let backends = open_backends(&manifest, opts).await?;
     let deployments = open_deployments(opts)?;
     let (registry, _ticker) = load_registry(
@@ -154,6 +163,11 @@ pub async fn serve(
     )
     .await?;
     let executor = Executor::new(registry.clone());
+    registry.run_elsewhere(&elsewhere);
+    if let Some(spec) = &cluster {
+        let cluster = join_cluster(spec, &executor, &elsewhere, public_addr).await?;
+        executor.join(cluster);
+    }
     let triggers = start_triggers(&executor, &backends, &manifest).await?;
     let gateway = gateway(&manifest, &executor, secret)?;
     let admin_api = Arc::new(Admin {
@@ -195,6 +209,10 @@ pub async fn serve(
     ));
 
     shutdown.await;
+    // Out of the queue groups first, so other hosts take the calls from now on.
+    if let Some(cluster) = executor.cluster() {
+        cluster.leave().await;
+    }
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     let _ = stop_tx.send(true);
     if let Some(watcher) = watcher {
@@ -255,18 +273,95 @@ fn jwt_secret(manifest: &mut Manifest, data_dir: &Path) -> anyhow::Result<String
     Ok(secret)
 }
 
+/// The cluster to join: `--cluster URL` (named by the manifest, else `panal`) or the
+/// manifest's `[cluster]`.
+fn cluster_of(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result<Option<ClusterSpec>> {
+    let Some(url) = &opts.cluster else {
+        return Ok(manifest.cluster.clone());
+    };
+    if !matches!(Storage::at(url, 1), Some(Storage::Nats { .. })) {
+        return Err(Refused(format!("--cluster `{url}` is not a nats:// or tls:// URL")).into());
+    }
+    let name = manifest
+        .cluster
+        .as_ref()
+        .map_or_else(|| "panal".to_string(), |c| c.name.clone());
+    Ok(Some(ClusterSpec {
+        name,
+        nats: url.clone(),
+    }))
+}
+
+/// Keep in `manifest` only the components `--components` names (all without it); the
+/// others, returned, run on other hosts of the cluster.
+fn run_here(
+    manifest: &mut Manifest,
+    only: Option<&[String]>,
+    in_cluster: bool,
+) -> anyhow::Result<Vec<ComponentSpec>> {
+    let Some(only) = only else {
+        return Ok(Vec::new());
+    };
+    if !in_cluster {
+        let why = "--components needs a cluster to reach the other components on:                    add [cluster] to the manifest or pass --cluster nats://...";
+        return Err(Refused(why.into()).into());
+    }
+    let known: Vec<&str> = manifest
+        .components
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    if let Some(unknown) = only.iter().find(|n| !known.contains(&n.as_str())) {
+        return Err(Refused(format!(
+            "--components: `{unknown}` is not a component of {} (it has: {})",
+            manifest.path.display(),
+            known.join(", ")
+        ))
+        .into());
+    }
+    let (here, elsewhere) = std::mem::take(&mut manifest.components)
+        .into_iter()
+        .partition(|c| only.contains(&c.name));
+    manifest.components = here;
+    Ok(elsewhere)
+}
+
+/// Connect to the cluster's NATS and join it with `executor`'s components.
+async fn join_cluster(
+    spec: &ClusterSpec,
+    executor: &Arc<Executor>,
+    elsewhere: &[ComponentSpec],
+    public_addr: SocketAddr,
+) -> anyhow::Result<Arc<Cluster>> {
+    let nats = panal_nats::Nats::connect(&spec.nats)
+        .await
+        .map_err(|e| Refused(format!("cluster: cannot connect to NATS: {e}")))?;
+    if !nats.wait_connected(NATS_READY_WAIT).await {
+        return Err(Refused(format!("cluster: NATS at {} did not answer", spec.nats)).into());
+    }
+    let limits = elsewhere
+        .iter()
+        .map(|c| (c.name.clone(), c.limits))
+        .collect();
+    let host = format!("{}@{public_addr}", std::process::id());
+    Cluster::join(nats, &spec.name, &host, executor, limits)
+        .await
+        .map_err(|e| Refused(format!("{e:#}")).into())
+}
+
 /// Storage and messaging as the manifest (or `--nats`) asks.
 async fn open_backends(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result<Backends> {
     let storage = match &opts.storage_url {
-        Some(url) if crate::manifest::is_postgres_url(url) => {
-            Storage::Postgres { url: url.clone() }
+        // The manifest's replicas stay when only the url is overridden.
+        Some(url) => match &manifest.storage {
+            Storage::Nats { replicas, .. } => Storage::at(url, *replicas),
+            _ => Storage::at(url, 1),
         }
-        Some(url) => {
-            return Err(Refused(format!(
-                "--storage-url `{url}` is not a postgres:// or postgresql:// URL"
+        .ok_or_else(|| {
+            Refused(format!(
+                "--storage-url `{url}` is neither a postgres:// nor a nats:// URL"
             ))
-            .into())
-        }
+        })?,
         None => manifest.storage.clone(),
     };
     let kv: Arc<dyn KvBackend> = match storage {
@@ -275,6 +370,14 @@ async fn open_backends(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result
             tracing::info!("storage in PostgreSQL");
             Arc::new(
                 PostgresBackend::connect(&url)
+                    .await
+                    .map_err(|e| Refused(format!("{e:#}")))?,
+            )
+        }
+        Storage::Nats { url, replicas } => {
+            tracing::info!(%url, replicas, "storage in JetStream KV");
+            Arc::new(
+                NatsKvBackend::connect(&url, replicas)
                     .await
                     .map_err(|e| Refused(format!("{e:#}")))?,
             )

@@ -80,7 +80,7 @@ impl JsAcker {
 }
 
 impl Nats {
-    fn js(&self) -> jetstream::Context {
+    pub(crate) fn js(&self) -> jetstream::Context {
         jetstream::new(self.client.clone())
     }
 

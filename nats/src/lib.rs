@@ -7,6 +7,8 @@
 //! publishes ([`jetstream`]) report the failure so the host can keep them in its outbox.
 
 pub mod jetstream;
+pub mod kv;
+pub mod service;
 
 use std::time::Duration;
 
@@ -55,13 +57,20 @@ impl Nats {
     /// Connect to `url`. The first connection is retried in the background, so a host
     /// may start before its NATS server does.
     pub async fn connect(url: &str) -> Result<Self, MsgError> {
+        // Several servers of a cluster, comma-separated: the client picks one and
+        // fails over to the others (and to those the cluster tells it of).
+        let servers = url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| MsgError::Connection(format!("{url}: {e}")))?;
         let client = ConnectOptions::new()
             .name("panal")
             .retry_on_initial_connect()
             .event_callback(|event| async move {
                 tracing::info!(target: "panal::nats", %event, "nats connection event");
             })
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|e| MsgError::Connection(format!("{url}: {e}")))?;
         Ok(Self { client })
@@ -82,6 +91,17 @@ impl Nats {
     /// Whether the client is connected right now.
     pub fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// The version of the server connected to (`2.12.8`; empty before the first
+    /// connection).
+    pub fn server_version(&self) -> String {
+        self.client.server_info().version
+    }
+
+    /// The server's `max_payload` in bytes (0 before the first connection).
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
     }
 
     /// Why `msg` can never be sent, if it cannot: a header NATS cannot carry, or (once

@@ -6,8 +6,11 @@
 //! `cargo test`), the fixture components come from `components/target/wasm32-wasip2`.
 
 pub mod fixtures;
+pub mod nats;
 pub mod postgres;
 pub mod shop;
+
+pub use nats::{NatsCluster, NatsServer};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -228,6 +231,14 @@ impl Panal {
     }
 }
 
+impl Panal {
+    /// SIGKILL: no clean-up at all (what a crashed machine looks like to the others).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Panal {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
@@ -278,96 +289,6 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port()
-}
-
-/// A `nats-server` of the test's own on a free loopback port, stopped on drop.
-pub struct NatsServer {
-    child: Option<Child>,
-    /// `nats://127.0.0.1:PORT`.
-    pub url: String,
-    port: u16,
-    store: tempfile::TempDir,
-}
-
-impl NatsServer {
-    /// Start one (with JetStream and its own store dir); panics if `nats-server` is
-    /// missing (`scripts/setup.sh` installs it).
-    pub fn start() -> Self {
-        Self::start_on(free_port())
-    }
-
-    /// Start one on `port` with a fresh store.
-    pub fn start_on(port: u16) -> Self {
-        Self::start_with(port, "")
-    }
-
-    /// Start one on `port` with a fresh store and `config` (nats-server configuration
-    /// text, e.g. `max_payload: 65536`) besides the usual flags.
-    pub fn start_with(port: u16, config: &str) -> Self {
-        let store = tempfile::tempdir().expect("tmp");
-        std::fs::write(store.path().join("extra.conf"), config).expect("write config");
-        let child = spawn_nats(port, store.path());
-        Self {
-            child: Some(child),
-            url: format!("nats://127.0.0.1:{port}"),
-            port,
-            store,
-        }
-    }
-
-    /// Stop it (its store stays for [`NatsServer::restart`]).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Start it again on the same port with the same store (streams and consumers kept).
-    pub fn restart(&mut self) {
-        self.stop();
-        self.child = Some(spawn_nats(self.port, self.store.path()));
-    }
-
-    /// Its port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-}
-
-fn spawn_nats(port: u16, store: &Path) -> Child {
-    let bin = [
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-        "nats-server",
-    ]
-    .into_iter()
-    .find(|b| !b.starts_with('/') || Path::new(b).exists())
-    .unwrap_or("nats-server");
-    let mut cmd = Command::new(bin);
-    let extra = store.join("extra.conf");
-    if extra.is_file() {
-        cmd.arg("-c").arg(&extra);
-    }
-    let child = cmd
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nats-server (install it with scripts/setup.sh)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Make sure the server has seen everything `client` sent before (its subscriptions in

@@ -57,6 +57,8 @@ limits = {{ timeout_ms = 300 }}
         data_dir: data.path().join("data"),
         nats: None,
         storage_url: None,
+        cluster: None,
+        components: None,
         reset_deployments: false,
         watch: false,
     };

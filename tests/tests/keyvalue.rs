@@ -1,16 +1,19 @@
 //! Keyvalue conformance: the same tests on every backend behind `KvBackend`, a SQLite
-//! file and a real PostgreSQL (the test's own server, or `PANAL_TEST_POSTGRES_URL`).
-//! Namespaces apart, CRUD, paging, batches, counters and compare-and-swap under
-//! concurrency, counter errors, and, on PostgreSQL, two hosts (two pools) sharing one
-//! namespace atomically.
+//! file, a real PostgreSQL (the test's own server, or `PANAL_TEST_POSTGRES_URL`) and
+//! JetStream KV on the test's own `nats-server`s. Namespaces apart, CRUD, paging,
+//! batches, counters and compare-and-swap under concurrency, counter errors, and, on the
+//! shared backends, two hosts sharing one namespace atomically (on NATS, across a
+//! three-server cluster that loses one server).
 
 use std::sync::Arc;
 
+use panal::capabilities::keyvalue::nats::NatsKvBackend;
 use panal::capabilities::keyvalue::postgres::PostgresBackend;
 use panal::capabilities::keyvalue::quota::KvLimits;
 use panal::capabilities::keyvalue::sqlite::SqliteBackend;
 use panal::capabilities::keyvalue::{KvBackend, KvStore, LIST_PAGE};
 use panal_tests::postgres::Postgres;
+use panal_tests::{eventually, NatsCluster, NatsServer};
 
 fn limits() -> KvLimits {
     KvLimits::of(&panal::manifest::Limits::default())
@@ -228,6 +231,49 @@ async fn postgres_conforms_and_two_hosts_share_a_namespace_atomically() {
     backend.close().await;
     other.close().await;
     pg.drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jetstream_kv_conforms_and_hosts_share_it_across_a_cluster() {
+    let nats = NatsServer::start();
+    let backend = NatsKvBackend::connect(&nats.url, 1).await.expect("connect");
+    conformance("nats", &backend).await;
+    backend.close().await;
+    drop(nats);
+
+    // Three servers, buckets with three replicas, two hosts on different servers.
+    let mut cluster = NatsCluster::start().await;
+    let one = NatsKvBackend::connect(&cluster.url(0), 3)
+        .await
+        .expect("connect");
+    let two = NatsKvBackend::connect(&cluster.url(1), 3)
+        .await
+        .expect("connect");
+    let here = open(&one, "shared").await;
+    let there = open(&two, "shared").await;
+    here.set("x", "seen", b"by both").await.expect("set");
+    assert_eq!(
+        there.get("x", "seen").await.expect("get"),
+        Some(b"by both".to_vec())
+    );
+    racing("nats across hosts", here.clone(), there.clone()).await;
+
+    // One server of three stops: two replicas of three keep the bucket writable once it
+    // has a leader again (an election of a few seconds at most).
+    cluster.stop(2);
+    let written = eventually(std::time::Duration::from_secs(20), || async {
+        here.set("x", "after", b"still here").await.ok()
+    })
+    .await;
+    assert!(written.is_some(), "no write within 20 s of losing a server");
+    assert_eq!(
+        there.get("x", "after").await.expect("get"),
+        Some(b"still here".to_vec())
+    );
+    assert_eq!(there.increment("x", "n", 2).await.expect("incr"), 2);
+    assert_eq!(here.increment("x", "n", 3).await.expect("incr"), 5);
+    one.close().await;
+    two.close().await;
 }
 
 /// Two real hosts on one PostgreSQL (one by `[storage]`, one by `--storage-url`): what a

@@ -10,13 +10,15 @@ mod messaging;
 mod raw;
 mod routes;
 mod schedule;
+mod storage;
 pub mod subject;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use storage::valid_cluster_name;
 pub(crate) use validate::bad_name;
-pub use validate::{is_postgres_url, substitute_env};
+pub use validate::substitute_env;
 
 /// The only manifest version this build understands.
 pub const VERSION: i64 = 1;
@@ -44,6 +46,17 @@ pub struct Manifest {
     pub openapi: Option<Vec<u8>>,
     /// Connection limits of both listeners, and the names the admin API answers to.
     pub gateway: GatewaySettings,
+    /// The cluster the host joins (`[cluster]`), if any.
+    pub cluster: Option<ClusterSpec>,
+}
+
+/// `[cluster]`: several hosts as one system over NATS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// Names the cluster's NATS service (`panal-NAME`) and call subjects.
+    pub name: String,
+    /// The NATS servers (comma-separated) the hosts meet on.
+    pub nats: String,
 }
 
 /// `[gateway]`: how the public and admin listeners guard their connections.
@@ -126,6 +139,13 @@ pub enum Storage {
     Postgres {
         /// `postgres://user[:password]@host[:port]/database`.
         url: String,
+    },
+    /// JetStream KV buckets on a NATS server or cluster, one bucket per component.
+    Nats {
+        /// `nats://HOST:PORT` (several, comma-separated, for a cluster).
+        url: String,
+        /// Copies of each bucket the cluster keeps (1-5).
+        replicas: usize,
     },
 }
 

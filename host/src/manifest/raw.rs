@@ -23,6 +23,16 @@ pub(super) struct RawManifest {
     pub aggregates: BTreeMap<String, Spanned<RawAggregate>>,
     #[serde(default)]
     pub gateway: Option<RawGateway>,
+    #[serde(default)]
+    pub cluster: Option<RawCluster>,
+}
+
+/// `[cluster]`: which cluster the host joins, and on which NATS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub name: Spanned<String>,
+    pub nats: Option<Spanned<String>>,
 }
 
 /// `[gateway]`: what the gateway serves itself, and how it guards its connections.
@@ -146,6 +156,7 @@ pub(super) struct RawPart {
 pub(super) struct RawStorage {
     pub backend: Spanned<String>,
     pub url: Option<Spanned<String>>,
+    pub replicas: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,9 +7,7 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::raw::{RawComponent, RawLimits, RawManifest};
-use super::{
-    ComponentSpec, Limits, Location, Manifest, ManifestError, Outbound, Problem, Storage, VERSION,
-};
+use super::{ComponentSpec, Limits, Location, Manifest, ManifestError, Outbound, Problem, VERSION};
 
 pub(super) struct Checker<'a> {
     path: &'a Path,
@@ -61,60 +59,6 @@ impl Checker<'_> {
             message,
         });
     }
-}
-
-/// `[storage]`: the keyed-storage backend, `sqlite` (no `url`) or `postgres` (a
-/// `postgres://` `url`, `${ENV}` substituted so a password stays out of the file).
-fn storage(
-    c: &mut Checker,
-    raw: Option<super::raw::RawStorage>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Storage {
-    let Some(s) = raw else {
-        return Storage::Sqlite;
-    };
-    let url = s
-        .url
-        .as_ref()
-        .map(|u| (u.span(), substitute_env(u.get_ref(), env)));
-    match (s.backend.get_ref().as_str(), url) {
-        ("sqlite", None) => Storage::Sqlite,
-        ("sqlite", Some((span, _))) => {
-            let why = "the sqlite backend takes no url (its files live in the data dir)";
-            c.problem(Some(span), "storage.url".into(), why.into());
-            Storage::Sqlite
-        }
-        ("postgres", Some((_, Ok(url)))) if is_postgres_url(&url) => Storage::Postgres { url },
-        ("postgres", Some((span, Ok(url)))) => {
-            let why = format!("`{url}` is not a postgres:// or postgresql:// URL");
-            c.problem(Some(span), "storage.url".into(), why);
-            Storage::Sqlite
-        }
-        ("postgres", Some((span, Err(why)))) => {
-            c.problem(Some(span), "storage.url".into(), why);
-            Storage::Sqlite
-        }
-        ("postgres", None) => {
-            let why = "the postgres backend needs `url = \"postgres://...\"`".to_string();
-            c.problem(Some(s.backend.span()), "storage.url".into(), why);
-            Storage::Sqlite
-        }
-        (other, _) => {
-            c.problem(
-                Some(s.backend.span()),
-                "storage.backend".into(),
-                format!("unknown backend `{other}`; expected `sqlite` or `postgres`"),
-            );
-            Storage::Sqlite
-        }
-    }
-}
-
-/// Whether `url` names a PostgreSQL server.
-pub fn is_postgres_url(url: &str) -> bool {
-    ["postgres://", "postgresql://"]
-        .iter()
-        .any(|p| url.starts_with(p) && url.len() > p.len())
 }
 
 /// The route table refused the routes together (a prefix and method claimed twice):
@@ -176,7 +120,8 @@ pub(super) fn parse(
             ),
         );
     }
-    let storage = storage(&mut c, raw.storage, env);
+    let storage = super::storage::storage(&mut c, raw.storage, env);
+    let cluster = super::storage::cluster(&mut c, raw.cluster, env);
     let (messaging, streams) = super::messaging::backend(&mut c, raw.messaging, env);
     let dir = path.parent().unwrap_or(Path::new("."));
     let names: Vec<String> = raw.components.keys().cloned().collect();
@@ -216,6 +161,7 @@ pub(super) fn parse(
         Ok(Manifest {
             path: path.to_path_buf(),
             storage,
+            cluster,
             messaging,
             streams,
             auth,

@@ -41,6 +41,9 @@ pub struct Registry {
     pub(crate) deployments: Option<DeployStore>,
     /// One deploy, rollback or undeploy at a time.
     pub(crate) deploy_lock: tokio::sync::Mutex<()>,
+    /// Routes of the components that run on other hosts of the cluster (the gateway
+    /// serves them too, calling over NATS).
+    elsewhere: std::sync::OnceLock<Vec<panal_gateway::Route>>,
 }
 
 impl Registry {
@@ -54,6 +57,7 @@ impl Registry {
             env,
             deployments,
             deploy_lock: tokio::sync::Mutex::new(()),
+            elsewhere: std::sync::OnceLock::new(),
         })
     }
 
@@ -90,12 +94,29 @@ impl Registry {
         names
     }
 
-    /// Every route of every component, for the gateway's table.
+    /// Every route of every component, for the gateway's table: those run here, and
+    /// those run on other hosts of the cluster (unless one of the same name runs here).
     pub fn routes(&self) -> Vec<panal_gateway::Route> {
+        let local = self.components.load();
+        let elsewhere = self.elsewhere.get().into_iter().flatten();
         self.all()
             .iter()
             .flat_map(|d| d.spec.routes.iter().cloned())
+            .chain(
+                elsewhere
+                    .filter(|r| !local.contains_key(&r.component))
+                    .cloned(),
+            )
             .collect()
+    }
+
+    /// Serve `specs`' routes too: these components run on other hosts (once, at start).
+    pub fn run_elsewhere(&self, specs: &[crate::manifest::ComponentSpec]) {
+        let routes = specs
+            .iter()
+            .flat_map(|s| s.routes.iter().cloned())
+            .collect();
+        let _ = self.elsewhere.set(routes);
     }
 
     /// Make `deployed` the current version of its component (adding the component when

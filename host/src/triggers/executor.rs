@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -30,6 +30,9 @@ pub struct Executor {
     breakers: Breakers,
     /// Itself, handed to instances as where their calls go.
     me: Weak<Executor>,
+    /// The cluster this host is part of, if any: where calls to components that run
+    /// on other hosts go.
+    cluster: OnceLock<Arc<super::cluster::Cluster>>,
 }
 
 /// An instance ready for one request: kept from an earlier one (`proxy` set) or fresh.
@@ -47,7 +50,36 @@ impl Executor {
             registry,
             breakers: Breakers::default(),
             me: me.clone(),
+            cluster: OnceLock::new(),
         })
+    }
+
+    /// Send calls to components this host does not run to `cluster` (once).
+    pub fn join(&self, cluster: Arc<super::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster this host is part of.
+    pub fn cluster(&self) -> Option<&Arc<super::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Answer `req` with component `name`, here when it runs here, else on a host of
+    /// the cluster that runs it. `depth` counts the hops so far.
+    pub async fn route(
+        &self,
+        name: &str,
+        req: http::Request<WasiBody>,
+        depth: u32,
+    ) -> http::Response<WasiBody> {
+        match self.cluster.get() {
+            Some(cluster)
+                if self.registry.current(name).is_none() && cluster.runs_elsewhere(name) =>
+            {
+                cluster.call(name, req, depth).await
+            }
+            _ => self.call_http(name, req, depth).await,
+        }
     }
 
     /// The components it runs.
@@ -172,13 +204,14 @@ impl Calls for Executor {
         req: http::Request<WasiBody>,
         depth: u32,
     ) -> http::Response<WasiBody> {
-        self.call_http(target, req, depth).await
+        self.route(target, req, depth).await
     }
 
     fn max_body(&self, target: &str) -> Option<u64> {
-        self.registry
-            .current(target)
-            .map(|d| d.limits.max_body_kb.saturating_mul(1024))
+        match self.registry.current(target) {
+            Some(d) => Some(d.limits.max_body_kb.saturating_mul(1024)),
+            None => self.cluster.get().and_then(|c| c.max_body(target)),
+        }
     }
 
     fn breakers(&self) -> &Breakers {

@@ -258,7 +258,7 @@ impl panal_gateway::Backend for GatewayBackend {
         let body = body.map_err(body_error).boxed_unsync();
         let resp = self
             .0
-            .call_http(component, http::Request::from_parts(parts, body), 0)
+            .route(component, http::Request::from_parts(parts, body), 0)
             .await;
         resp.map(|b| {
             b.map_err(|e| Box::new(e) as panal_gateway::BoxError)

@@ -6,7 +6,10 @@
 //! - [`messaging`]: each component's subscriptions; every delivery to its
 //!   `incoming-handler`, durable ones settled after it.
 //! - [`timer`]: a component's `schedule`, as in-process `POST`s on a period.
+//! - [`cluster`]: calls from other hosts of a cluster (over NATS), and calls to the
+//!   components that run only there.
 
+pub mod cluster;
 pub mod executor;
 pub mod http;
 pub mod messaging;

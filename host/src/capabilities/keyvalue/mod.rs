@@ -6,6 +6,7 @@
 //! - [`sqlite`]: the embedded default, one WAL SQLite file per component.
 //! - [`postgres`]: one PostgreSQL database shared by several hosts, a namespace per
 //!   component in one table.
+//! - [`nats`]: JetStream KV on a NATS server or cluster, a bucket per component.
 //! - [`host`]: `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft2` over `Arc<dyn KvStore>`,
 //!   checking bucket grants.
 //! - `grant`: the [`Keyvalue`] capability: a bucket is needed to import it, the
@@ -17,6 +18,7 @@
 
 mod grant;
 pub mod host;
+pub mod nats;
 pub mod postgres;
 pub mod quota;
 pub mod sqlite;

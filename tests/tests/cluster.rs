@@ -1,0 +1,301 @@
+//! Several real `panal` hosts as one system over a real three-server NATS cluster:
+//! `front` runs on host A only, `back` on hosts B and C only, storage is shared in
+//! PostgreSQL. Any gateway serves every route; calls between components cross hosts
+//! through the queue group; bodies bigger than a NATS message go in parts; the hosts
+//! and their components are visible to any NATS client; a host that stops with
+//! SIGTERM costs nothing, one killed with SIGKILL only what it held.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use panal_tests::postgres::Postgres;
+use panal_tests::{client, component, NatsCluster, Panal};
+
+fn manifest(nats: &str, storage: &str) -> String {
+    let probe = component("probe");
+    format!(
+        r#"version = 1
+
+[cluster]
+name = "t"
+nats = "{nats}"
+
+[storage]
+backend = "postgres"
+url = "{storage}"
+
+[components.front]
+source = "{probe}"
+routes = ["/front"]
+outbound = ["back"]
+keyvalue = ["f"]
+
+[components.back]
+source = "{probe}"
+routes = ["/back"]
+keyvalue = ["b"]
+config = {{ who = "back" }}
+limits = {{ max_body_kb = 8192 }}
+"#
+    )
+}
+
+struct Hosts {
+    a: Panal,
+    b: Option<Panal>,
+    c: Panal,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+fn start_hosts(manifest: &str) -> Hosts {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let host = |i: usize, components: &str| {
+        Panal::start_full(manifest, dirs[i].path(), &[], &["--components", components])
+    };
+    let (a, b, c) = (host(0, "front"), host(1, "back"), host(2, "back"));
+    Hosts {
+        a,
+        b: Some(b),
+        c,
+        _dirs: dirs,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hosts_serve_every_route_share_calls_and_survive_losing_one() {
+    let nats = NatsCluster::start().await;
+    let pg = Postgres::start();
+    let db = format!("panal_cluster_{}", std::process::id());
+    let url = pg.database(&db).await;
+    let mut hosts = start_hosts(&manifest(&nats.urls(), &url));
+    let c = client();
+
+    // A runs only `front`: its gateway serves `back`'s route through B or C.
+    let who = c
+        .get(hosts.a.at("/back/config/who"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(who.status(), 200, "{}", hosts.a.log());
+    assert!(who.headers().contains_key("x-panal-version"));
+    assert!(who.text().await.expect("body").contains("back"));
+
+    // `front` on A calls `back` by name: the call crosses to B or C.
+    let call = c
+        .get(hosts.a.at("/front/call?url=http://back/back/config/who"))
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(call.status(), 200);
+    assert!(call.text().await.expect("body").contains("back"));
+
+    // Both B and C take calls (the queue group shares them).
+    for _ in 0..40 {
+        let r = c
+            .get(hosts.a.at("/back/config/who"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 200);
+    }
+    for host in [hosts.b.as_ref().expect("b"), &hosts.c] {
+        let metrics = host.metrics().await;
+        assert!(
+            metrics.contains(r#"panal_requests_total{component="back""#),
+            "a host of `back` took no call: {metrics}"
+        );
+    }
+
+    // A 3 MiB body, three NATS messages' worth, both ways.
+    let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let put = c
+        .put(hosts.a.at("/back/kv/b/big"))
+        .body(big.clone())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(
+        put.status(),
+        204,
+        "{}",
+        put.text().await.unwrap_or_default()
+    );
+    let got = c
+        .get(hosts.a.at("/back/kv/b/big"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(got.status(), 200);
+    assert!(
+        got.bytes().await.expect("body") == big,
+        "the 3 MiB body came back intact"
+    );
+    // Past the callee's `max_body_kb` it is refused (the manifest says it to every host).
+    let huge = vec![b'x'; 9 << 20];
+    let refused = c
+        .put(hosts.a.at("/back/kv/b/huge"))
+        .body(huge)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(refused.status(), 413);
+
+    // Any NATS client sees the hosts and what they run (the NATS service API).
+    let infos = service_infos(&nats.url(0), 3).await;
+    let mut endpoints: Vec<String> = infos
+        .iter()
+        .flat_map(|i| i["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["name"].as_str().map(str::to_string))
+        .collect();
+    endpoints.sort();
+    assert_eq!(endpoints, ["back", "back", "front"], "{infos:?}");
+
+    // SIGTERM on B under load: B leaves the queue group first; nothing fails.
+    let load = Load::start(&hosts.a.at("/back/config/who"), 8);
+    load.wait_for(50).await;
+    let stopped = hosts.b.take().expect("b").stop();
+    assert!(stopped.contains("left the cluster"), "{stopped}");
+    let after = load.ok.load(Ordering::Relaxed);
+    load.wait_for(after + 50).await;
+    let (ok, failed) = load.stop().await;
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} failed while B stopped",
+        ok + failed
+    );
+
+    // B comes back; then SIGKILL on C under load: it costs at most the calls C held
+    // (they fail within seconds, when C stops saying it is at them), and every call
+    // made a second after the kill is answered.
+    let b_dir = tempfile::tempdir().expect("dir");
+    let manifest_text = manifest(&nats.urls(), &url);
+    let b = Panal::start_full(&manifest_text, b_dir.path(), &[], &["--components", "back"]);
+    let load = Load::start(&hosts.a.at("/back/config/who"), 16);
+    load.wait_for(100).await;
+    let c_host = std::mem::replace(&mut hosts.c, b);
+    let killed_at = Instant::now();
+    c_host.kill();
+    let ok_by_then = load.ok.load(Ordering::Relaxed);
+    load.wait_for(ok_by_then + 200).await;
+    let failures = load.failures.lock().expect("failures").clone();
+    let (_, failed) = load.stop().await;
+    assert!(
+        failed <= 16,
+        "{failed} failed, more than the 16 calls C could hold: {failures:?}"
+    );
+    let late: Vec<(Duration, String)> = failures
+        .iter()
+        .filter(|(started, _, _)| *started > killed_at + Duration::from_secs(1))
+        .map(|(started, _, why)| (*started - killed_at, why.clone()))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "calls made this long after the kill failed: {late:?}"
+    );
+    for (started, ended, why) in &failures {
+        assert!(
+            *ended - *started < Duration::from_secs(10),
+            "a call held by the killed host took {:?} to fail ({why})",
+            *ended - *started
+        );
+    }
+    drop(hosts);
+    pg.drop_database(&db).await;
+}
+
+/// `$SRV.INFO.panal-t` answers from `expected` hosts (as `nats micro info` asks).
+async fn service_infos(url: &str, expected: usize) -> Vec<serde_json::Value> {
+    use futures::StreamExt;
+    let client = async_nats::connect(url).await.expect("connect");
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.expect("subscribe");
+    client
+        .publish_with_reply("$SRV.INFO.panal-t", inbox, "".into())
+        .await
+        .expect("publish");
+    let mut out = Vec::new();
+    while out.len() < expected {
+        match tokio::time::timeout(Duration::from_secs(5), replies.next()).await {
+            Ok(Some(m)) => out.push(serde_json::from_slice(&m.payload).expect("json")),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Clients looping GETs on one URL, counting answers that are 200 and those that are not.
+struct Load {
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    /// When each failed request started and ended, and why it failed.
+    failures: Arc<std::sync::Mutex<Vec<(Instant, Instant, String)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: &str, clients: usize) -> Self {
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (ok, failed, stop, url) =
+                    (ok.clone(), failed.clone(), stop.clone(), url.to_string());
+                let failures = failures.clone();
+                tokio::spawn(async move {
+                    let c = client();
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let answer = c.get(&url).send().await;
+                        if answer.as_ref().is_ok_and(|r| r.status() == 200) {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        let why = match answer {
+                            Ok(r) => {
+                                format!("{} {}", r.status(), r.text().await.unwrap_or_default())
+                            }
+                            Err(e) => e.to_string(),
+                        };
+                        if let Ok(mut f) = failures.lock() {
+                            f.push((started, Instant::now(), why));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            ok,
+            failed,
+            failures,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Wait until `n` requests have succeeded.
+    async fn wait_for(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.ok.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < deadline, "the load stalled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stop the clients; (succeeded, failed).
+    async fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
