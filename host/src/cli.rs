@@ -165,5 +165,22 @@ pub async fn status(admin: &str, json: bool) -> anyhow::Result<()> {
             routes.join(" ")
         );
     }
+    // In a cluster: every host, and the version of each component it runs.
+    if let Some(hosts) = doc["hosts"].as_array() {
+        println!("\n{:<32} components (version)", "cluster host");
+        for h in hosts {
+            let components: Vec<String> = h["components"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    let name = c["name"].as_str().unwrap_or("?");
+                    format!("{name} ({})", c["version"].as_str().unwrap_or("?"))
+                })
+                .collect();
+            let host = h["host"].as_str().unwrap_or("?");
+            println!("{host:<32} {}", components.join(", "));
+        }
+    }
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -26,7 +26,7 @@ use crate::manifest::{ClusterSpec, ComponentSpec, Manifest, MessagingBackend, St
 use crate::registry::store::DeployStore;
 use crate::registry::Registry;
 use crate::runtime::engine::{new_engine, Compiler, EpochTicker, PoolSize};
-use crate::triggers::cluster::Cluster;
+use crate::triggers::cluster::{Changed, Cluster};
 use crate::triggers::http::GatewayBackend;
 use crate::triggers::Executor;
 
@@ -164,17 +164,29 @@ pub async fn serve(
     .await?;
     let executor = Executor::new(registry.clone());
     registry.run_elsewhere(&elsewhere);
+    // Deploys that come from the cluster move the gateway's routes too, once it exists.
+    let routed: Arc<OnceLock<Arc<Gateway>>> = Arc::default();
     if let Some(spec) = &cluster {
-        let cluster = join_cluster(spec, &executor, &elsewhere, public_addr).await?;
+        let changed: Changed = {
+            let (routed, registry) = (routed.clone(), registry.clone());
+            Arc::new(move |outcome| {
+                if let Some(gateway) = routed.get() {
+                    crate::admin::follow_routes(&registry, gateway, outcome);
+                }
+            })
+        };
+        let cluster = join_cluster(spec, &executor, &elsewhere, public_addr, changed).await?;
         executor.join(cluster);
     }
     let triggers = start_triggers(&executor, &backends, &manifest).await?;
     let gateway = gateway(&manifest, &executor, secret)?;
+    let _ = routed.set(gateway.clone());
     let admin_api = Arc::new(Admin {
         registry: registry.clone(),
         gateway: gateway.clone(),
         token: admin_token,
         hosts: manifest.gateway.admin_hosts.clone(),
+        cluster: executor.cluster().cloned(),
     });
     let watcher = opts.watch.then(|| {
         let files = manifest
@@ -286,9 +298,11 @@ fn cluster_of(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result<Option<C
         .cluster
         .as_ref()
         .map_or_else(|| "panal".to_string(), |c| c.name.clone());
+    let replicas = manifest.cluster.as_ref().map_or(1, |c| c.replicas);
     Ok(Some(ClusterSpec {
         name,
         nats: url.clone(),
+        replicas,
     }))
 }
 
@@ -332,6 +346,7 @@ async fn join_cluster(
     executor: &Arc<Executor>,
     elsewhere: &[ComponentSpec],
     public_addr: SocketAddr,
+    changed: Changed,
 ) -> anyhow::Result<Arc<Cluster>> {
     let nats = panal_nats::Nats::connect(&spec.nats)
         .await
@@ -344,7 +359,7 @@ async fn join_cluster(
         .map(|c| (c.name.clone(), c.limits))
         .collect();
     let host = format!("{}@{public_addr}", std::process::id());
-    Cluster::join(nats, &spec.name, &host, executor, limits)
+    Cluster::join(nats, spec, &host, executor, limits, changed)
         .await
         .map_err(|e| Refused(format!("{e:#}")).into())
 }

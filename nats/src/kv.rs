@@ -11,7 +11,7 @@ use async_nats::jetstream::consumer::{push, DeliverPolicy, ReplayPolicy};
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::stream;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::stream::{BoxStream, StreamExt};
 
 use crate::{MsgError, Nats};
 
@@ -131,6 +131,23 @@ impl KvBucket {
     /// Delete `key` (a tombstone; absent keys are fine).
     pub async fn delete(&self, key: &str) -> Result<(), MsgError> {
         self.store.delete(key).await.map_err(|e| other("delete", e))
+    }
+
+    /// The value of every key (`None`: deleted), first as they are now, then each
+    /// change as it happens, for as long as the stream is read.
+    pub async fn watch(&self) -> Result<BoxStream<'static, (String, Option<Bytes>)>, MsgError> {
+        let watch = self
+            .store
+            .watch_with_history(">")
+            .await
+            .map_err(|e| other("watch", e))?;
+        Ok(watch
+            .filter_map(|entry| async move {
+                let entry = entry.ok()?;
+                let value = (entry.operation == Operation::Put).then_some(entry.value);
+                Some((entry.key, value))
+            })
+            .boxed())
     }
 
     /// Every key with a value whose name matches `filter` (a NATS subject filter over

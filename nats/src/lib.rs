@@ -8,6 +8,7 @@
 
 pub mod jetstream;
 pub mod kv;
+pub mod objects;
 pub mod service;
 
 use std::time::Duration;

@@ -197,6 +197,15 @@ impl Service {
             .boxed())
     }
 
+    /// Set `key` in the metadata of endpoint `name` (what `nats micro info` shows).
+    pub fn set_metadata(&self, name: &str, key: &str, value: &str) {
+        if let Ok(mut endpoints) = self.info.endpoints.lock() {
+            for e in endpoints.iter_mut().filter(|e| e.name == name) {
+                e.metadata.insert(key.to_string(), value.to_string());
+            }
+        }
+    }
+
     /// Leave the service and drain every endpoint: no new calls come here once this
     /// returns, and the endpoints' streams yield what was already on its way, then end.
     pub async fn stop(self) {

@@ -2,15 +2,17 @@
 //! `front` runs on host A only, `back` on hosts B and C only, storage is shared in
 //! PostgreSQL. Any gateway serves every route; calls between components cross hosts
 //! through the queue group; bodies bigger than a NATS message go in parts; the hosts
-//! and their components are visible to any NATS client; a host that stops with
-//! SIGTERM costs nothing, one killed with SIGKILL only what it held.
+//! and their components are visible to any NATS client; a deploy or rollback through
+//! any host reaches every host that runs the component, with no failed request, and a
+//! host that starts late serves the cluster's version; a host that stops with SIGTERM
+//! costs nothing, one killed with SIGKILL only what it held.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use panal_tests::postgres::Postgres;
-use panal_tests::{client, component, NatsCluster, Panal};
+use panal_tests::{client, component, sha_prefix, variant, NatsCluster, Panal};
 
 fn manifest(nats: &str, storage: &str) -> String {
     let probe = component("probe");
@@ -151,6 +153,43 @@ async fn hosts_serve_every_route_share_calls_and_survive_losing_one() {
     endpoints.sort();
     assert_eq!(endpoints, ["back", "back", "front"], "{infos:?}");
 
+    // Deploy `back` v2 through A, which does not run it: B and C both swap to it, and
+    // not one request fails meanwhile. Then roll back through B (C follows), and deploy
+    // v3 through C (B follows).
+    let v1 = sha_prefix(&std::fs::read(component("probe")).expect("probe"));
+    let v2_bytes = variant(&std::fs::read(component("probe")).expect("probe"), "v2");
+    let v3_bytes = variant(&std::fs::read(component("probe")).expect("probe"), "v3");
+    let (v2, v3) = (sha_prefix(&v2_bytes), sha_prefix(&v3_bytes));
+    let load = Load::start(&hosts.a.at("/back/config/who"), 8);
+    load.wait_for(20).await;
+    let b = hosts.b.as_ref().expect("b");
+    for (via, bytes, want) in [
+        (&hosts.a, Some(v2_bytes), &v2),
+        (b, None, &v1),
+        (&hosts.c, Some(v3_bytes), &v3),
+    ] {
+        let change = match bytes {
+            Some(bytes) => c.put(format!("{}/components/back", via.admin)).body(bytes),
+            None => c.post(format!("{}/components/back/rollback", via.admin)),
+        };
+        let answer = change.send().await.expect("change");
+        assert_eq!(
+            answer.status(),
+            200,
+            "{}",
+            answer.text().await.unwrap_or_default()
+        );
+        served_everywhere(&hosts.a, want).await;
+    }
+    let failures = load.failures.lock().expect("failures").clone();
+    let (ok, failed) = load.stop().await;
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} failed during the rollouts: {failures:?}",
+        ok + failed
+    );
+
     // SIGTERM on B under load: B leaves the queue group first; nothing fails.
     let load = Load::start(&hosts.a.at("/back/config/who"), 8);
     load.wait_for(50).await;
@@ -174,6 +213,8 @@ async fn hosts_serve_every_route_share_calls_and_survive_losing_one() {
     let b = Panal::start_full(&manifest_text, b_dir.path(), &[], &["--components", "back"]);
     let load = Load::start(&hosts.a.at("/back/config/who"), 16);
     load.wait_for(100).await;
+    // B started late, with no deploy history of its own: it serves the cluster's v3.
+    served_everywhere(&hosts.a, &v3).await;
     let c_host = std::mem::replace(&mut hosts.c, b);
     let killed_at = Instant::now();
     c_host.kill();
@@ -203,6 +244,47 @@ async fn hosts_serve_every_route_share_calls_and_survive_losing_one() {
     }
     drop(hosts);
     pg.drop_database(&db).await;
+}
+
+/// Wait until every host that runs `back` says it runs `version` (`panal status`'s
+/// view, from A) and 20 answers in a row through A's gateway come from it.
+async fn served_everywhere(a: &Panal, version: &str) {
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut in_a_row = 0;
+    let mut seen = String::new();
+    while in_a_row < 20 {
+        assert!(Instant::now() < deadline, "not every host serves {version}: {seen}");
+        let status: serde_json::Value = c
+            .get(format!("{}/components", a.admin))
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        let versions: Vec<&str> = status["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|h| h["components"].as_array().into_iter().flatten())
+            .filter(|c| c["name"] == "back")
+            .filter_map(|c| c["version"].as_str())
+            .collect();
+        let r = c.get(a.at("/back/config/who")).send().await.expect("get");
+        let answered = r
+            .headers()
+            .get("x-panal-version")
+            .and_then(|v| v.to_str().ok());
+        let served = answered == Some(version);
+        seen = format!("{answered:?} answered; hosts: {}", status["hosts"]);
+        if served && versions.len() == 2 && versions.iter().all(|v| *v == version) {
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// `$SRV.INFO.panal-t` answers from `expected` hosts (as `nats micro info` asks).

@@ -27,6 +27,7 @@ use serde_json::json;
 use crate::registry::deploy::{DeployRequest, Outcome};
 use crate::registry::store::Grants;
 use crate::registry::Registry;
+use crate::triggers::cluster::Cluster;
 
 /// The largest `.wasm` a deploy takes.
 pub const MAX_UPLOAD: usize = 256 << 20;
@@ -41,6 +42,9 @@ pub struct Admin {
     pub token: Option<String>,
     /// `Host` names accepted besides the listener's own address.
     pub hosts: Vec<String>,
+    /// The cluster this host is part of: changes made here are published to it, and
+    /// components that run only elsewhere are deployed through it.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Admin {
@@ -68,9 +72,20 @@ impl Admin {
             }
         }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        // The routes a deploy sets, which the cluster's other hosts take too.
+        let mut routes = None;
+        let elsewhere = |name: &str| {
+            self.cluster
+                .as_ref()
+                .filter(|c| c.runs_elsewhere(name) && self.registry.current(name).is_none())
+        };
         let result = match (req.method().clone(), segments.as_slice()) {
             (Method::GET, ["components"]) => {
-                return json_response(StatusCode::OK, &self.registry.status())
+                let mut status = self.registry.status();
+                if let Some(cluster) = &self.cluster {
+                    status["hosts"] = json!(cluster.hosts().await);
+                }
+                return json_response(StatusCode::OK, &status);
             }
             (Method::GET, ["metrics"]) => return metrics(self.metrics_text()),
             (Method::PUT, ["components", name]) => {
@@ -83,10 +98,28 @@ impl Admin {
                     Ok(b) => b.to_bytes(),
                     Err(e) => return bad_request(&format!("cannot read the upload: {e}")),
                 };
+                routes.clone_from(&deploy.routes);
+                if let Some(cluster) = elsewhere(&name) {
+                    let published = cluster
+                        .publish_elsewhere(&self.registry, &name, &bytes, routes.as_deref())
+                        .await;
+                    return published_elsewhere(&name, published.map(Some));
+                }
                 self.registry.deploy(&name, &bytes, deploy).await
             }
+            (Method::POST, ["components", name, "rollback"]) if elsewhere(name).is_some() => {
+                let why = "it runs only on other hosts of the cluster: send the rollback to \
+                           one of them (`panal status` lists them)";
+                return published_elsewhere(name, Err(why.into()));
+            }
             (Method::POST, ["components", name, "rollback"]) => self.registry.rollback(name).await,
-            (Method::DELETE, ["components", name]) => self.registry.undeploy(name).await,
+            (Method::DELETE, ["components", name]) => match elsewhere(name) {
+                Some(cluster) => {
+                    let published = cluster.publish_undeploy(name).await.map(|()| None);
+                    return published_elsewhere(name, published);
+                }
+                None => self.registry.undeploy(name).await,
+            },
             _ => {
                 return json_error(
                     StatusCode::NOT_FOUND,
@@ -97,8 +130,18 @@ impl Admin {
         };
         match result {
             Ok(outcome) => {
-                self.follow_routes(&outcome);
-                json_response(StatusCode::OK, &outcome.json())
+                follow_routes(&self.registry, &self.gateway, &outcome);
+                let mut answer = outcome.json();
+                if let Some(cluster) = &self.cluster {
+                    let published = cluster
+                        .publish(&self.registry, &outcome, routes.as_deref())
+                        .await;
+                    if let Err(why) = &published {
+                        tracing::error!(component = %outcome.name, %why, "the change stays on this host: not published to the cluster");
+                    }
+                    answer["published"] = json!(published.is_ok());
+                }
+                json_response(StatusCode::OK, &answer)
             }
             Err(why) => {
                 let phase = why.phase.name();
@@ -167,15 +210,41 @@ impl Admin {
             ))
         }
     }
+}
 
-    fn follow_routes(&self, outcome: &Outcome) {
-        if !outcome.routes_changed {
-            return;
+/// After `outcome`, give `gateway` the registry's routes if they changed.
+pub fn follow_routes(registry: &Registry, gateway: &Gateway, outcome: &Outcome) {
+    if !outcome.routes_changed {
+        return;
+    }
+    match panal_gateway::RouteTable::new(registry.routes()) {
+        Ok(table) => gateway.set_routes(table),
+        // Checked before the swap; reaching this is a bug worth a loud line.
+        Err(e) => tracing::error!(%e, "route table rejected after a deploy"),
+    }
+}
+
+/// The answer to a change of a component that runs only on other hosts: published
+/// (with the new version's sha256, none for an undeploy), or refused and why.
+fn published_elsewhere(
+    name: &str,
+    published: Result<Option<String>, String>,
+) -> http::Response<Body> {
+    match published {
+        Ok(sha) => {
+            let version = sha.as_deref().map(|s| s.get(..12).unwrap_or(s));
+            json_response(
+                StatusCode::OK,
+                &json!({ "name": name, "version": version, "published": true, "here": false }),
+            )
         }
-        match panal_gateway::RouteTable::new(self.registry.routes()) {
-            Ok(table) => self.gateway.set_routes(table),
-            // Checked before the swap; reaching this is a bug worth a loud line.
-            Err(e) => tracing::error!(%e, "route table rejected after a deploy"),
+        Err(why) => {
+            tracing::warn!(component = name, %why, "admin change refused");
+            json_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "refused; nothing changed",
+                json!({ "reason": why, "phase": "request", "component": name }),
+            )
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct ClusterSpec {
     pub name: String,
     /// The NATS servers (comma-separated) the hosts meet on.
     pub nats: String,
+    /// Copies of the cluster's deploy buckets (1-5).
+    pub replicas: usize,
 }
 
 /// `[gateway]`: how the public and admin listeners guard their connections.

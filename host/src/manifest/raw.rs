@@ -33,6 +33,7 @@ pub(super) struct RawManifest {
 pub(super) struct RawCluster {
     pub name: Spanned<String>,
     pub nats: Option<Spanned<String>>,
+    pub replicas: Option<Spanned<i64>>,
 }
 
 /// `[gateway]`: what the gateway serves itself, and how it guards its connections.

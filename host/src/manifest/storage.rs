@@ -24,17 +24,7 @@ pub(super) fn storage(
             c.problem(Some(r.span()), "storage.replicas".into(), why);
             1
         }
-        Some(r) => match usize::try_from(*r.get_ref()) {
-            Ok(n @ 1..=5) => n,
-            _ => {
-                let why = format!(
-                    "{} copies: a JetStream bucket has 1 to 5 replicas",
-                    r.get_ref()
-                );
-                c.problem(Some(r.span()), "storage.replicas".into(), why);
-                1
-            }
-        },
+        Some(r) => replicas(c, r, "storage.replicas"),
     };
     let url = match s.url.map(|u| (u.span(), substitute_env(u.get_ref(), env))) {
         None => None,
@@ -114,8 +104,8 @@ impl Storage {
 }
 
 /// `[cluster]`: the cluster's `name` (`A-Z a-z 0-9 _ -`, what its NATS service and
-/// subjects are called) and the `nats` servers its hosts meet on (default the local
-/// one).
+/// subjects are called), the `nats` servers its hosts meet on (default the local
+/// one) and the `replicas` of its deploy buckets.
 pub(super) fn cluster(
     c: &mut Checker,
     raw: Option<super::raw::RawCluster>,
@@ -145,7 +135,30 @@ pub(super) fn cluster(
             }
         },
     };
-    Some(ClusterSpec { name, nats })
+    let replicas = raw
+        .replicas
+        .as_ref()
+        .map_or(1, |r| replicas(c, r, "cluster.replicas"));
+    Some(ClusterSpec {
+        name,
+        nats,
+        replicas,
+    })
+}
+
+/// Copies of a JetStream bucket: 1 to 5.
+fn replicas(c: &mut Checker, r: &toml::Spanned<i64>, field: &str) -> usize {
+    match usize::try_from(*r.get_ref()) {
+        Ok(n @ 1..=5) => n,
+        _ => {
+            let why = format!(
+                "{} copies: a JetStream bucket has 1 to 5 replicas",
+                r.get_ref()
+            );
+            c.problem(Some(r.span()), field.into(), why);
+            1
+        }
+    }
 }
 
 /// Whether `name` may name a cluster.

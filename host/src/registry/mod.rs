@@ -110,6 +110,14 @@ impl Registry {
             .collect()
     }
 
+    /// The bytes of version `sha256`, if this host keeps them (every version it ran).
+    pub fn blob(&self, sha256: &str) -> Result<Vec<u8>, String> {
+        self.deployments
+            .as_ref()
+            .ok_or_else(|| "this host keeps no deployments".to_string())?
+            .blob(sha256)
+    }
+
     /// Serve `specs`' routes too: these components run on other hosts (once, at start).
     pub fn run_elsewhere(&self, specs: &[crate::manifest::ComponentSpec]) {
         let routes = specs

@@ -8,34 +8,49 @@
 //! - `remote`: calling a component this host does not run, with the same failures as
 //!   an in-process call (so retries and breakers apply unchanged).
 //! - [`wire`]: the frames a request and its answer travel in, in parts when big.
+//! - [`rollout`]: deploys made on one host reach every host that runs the component.
 
 mod remote;
+pub mod rollout;
 mod serve;
 pub mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
+use panal_nats::kv::KvBucket;
+use panal_nats::objects::ObjectBucket;
 use panal_nats::service::Service;
 use panal_nats::Nats;
+use serde_json::Value;
 
 use super::Executor;
-use crate::manifest::Limits;
+use crate::manifest::{ClusterSpec, Limits};
+pub use rollout::Changed;
 
 /// This host's membership of a cluster.
 pub struct Cluster {
     nats: Nats,
     name: String,
+    /// How this host is listed (`PID@ADDRESS`).
+    host: String,
+    /// Components this host runs (it follows their cluster-wide deploys).
+    runs: HashSet<String>,
     /// Components of the manifest that run on other hosts, with their limits (for the
     /// body cap and how long to wait).
     elsewhere: HashMap<String, Limits>,
+    /// Desired version per component (`panal-CLUSTER-desired`).
+    desired: KvBucket,
+    /// Component bytes by sha256 (`panal-CLUSTER-wasm`).
+    wasm: ObjectBucket,
     service: tokio::sync::Mutex<Option<Service>>,
     /// One task per component answering its calls; each ends once drained and done.
     answering: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// How long leaving waits for the calls already taken to be answered.
-const LEAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+const LEAVE_WAIT: Duration = Duration::from_secs(30);
 
 /// The subject calls to `component` of cluster `cluster` go to.
 pub fn subject(cluster: &str, component: &str) -> String {
@@ -47,56 +62,109 @@ pub fn service_name(cluster: &str) -> String {
     format!("panal-{cluster}")
 }
 
+fn failed(name: &str, e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("cluster `{name}`: {e}")
+}
+
 impl Cluster {
-    /// Join cluster `name` on `nats` as host `host`: announce every component
-    /// `executor` runs and answer calls to them; calls to the components in
+    /// Join cluster `spec` on `nats` as host `host`: catch up with the cluster's
+    /// deploys, announce every component `executor` runs and answer calls to them, and
+    /// follow later deploys (`changed` hears of each). Calls to the components in
     /// `elsewhere` go to the hosts that run them.
     pub async fn join(
         nats: Nats,
-        name: &str,
+        spec: &ClusterSpec,
         host: &str,
         executor: &Arc<Executor>,
         elsewhere: HashMap<String, Limits>,
+        changed: Changed,
     ) -> anyhow::Result<Arc<Self>> {
+        let name = spec.name.as_str();
+        let desired = nats
+            .kv_bucket(&format!("panal-{name}-desired"), spec.replicas)
+            .await
+            .map_err(|e| failed(name, e))?;
+        let wasm = nats
+            .object_bucket(&format!("panal-{name}-wasm"), spec.replicas)
+            .await
+            .map_err(|e| failed(name, e))?;
+        let registry = executor.registry().clone();
+        let cluster = Arc::new(Self {
+            nats,
+            name: name.to_string(),
+            host: host.to_string(),
+            runs: registry.names().into_iter().collect(),
+            elsewhere,
+            desired,
+            wasm,
+            service: tokio::sync::Mutex::new(None),
+            answering: tokio::sync::Mutex::new(Vec::new()),
+        });
+        // The cluster's versions before the first call: a host that starts late, or
+        // comes back, serves what the others serve.
+        for found in cluster
+            .desired
+            .scan(">")
+            .await
+            .map_err(|e| failed(name, e))?
+        {
+            if let Ok(Some((value, _))) = cluster.desired.entry(&found.key).await {
+                cluster.apply(&registry, &found.key, Some(&value)).await;
+            }
+        }
+        cluster.announce_all(executor).await?;
+        tokio::spawn(cluster.clone().follow(registry, changed));
+        Ok(cluster)
+    }
+
+    /// Become an instance of the cluster's service, one endpoint per component.
+    async fn announce_all(&self, executor: &Arc<Executor>) -> anyhow::Result<()> {
         let local = executor.registry().all();
         let names: Vec<&str> = local.iter().map(|d| &*d.name).collect();
         let metadata = HashMap::from([
-            ("host".to_string(), host.to_string()),
+            ("host".to_string(), self.host.clone()),
             ("components".to_string(), names.join(",")),
         ]);
-        let service = nats
+        let service = self
+            .nats
             .service(
-                &service_name(name),
+                &service_name(&self.name),
                 env!("CARGO_PKG_VERSION"),
                 "Panal host: each endpoint is a component it runs",
                 metadata,
             )
             .await
-            .map_err(|e| anyhow::anyhow!("cluster `{name}`: {e}"))?;
-        let mut answering = Vec::new();
+            .map_err(|e| failed(&self.name, e))?;
+        let mut answering = self.answering.lock().await;
         for deployed in &local {
             let metadata = HashMap::from([("version".to_string(), deployed.version().to_string())]);
             let calls = service
-                .endpoint(&deployed.name, &subject(name, &deployed.name), metadata)
+                .endpoint(
+                    &deployed.name,
+                    &subject(&self.name, &deployed.name),
+                    metadata,
+                )
                 .await
-                .map_err(|e| anyhow::anyhow!("cluster `{name}`: {e}"))?;
+                .map_err(|e| failed(&self.name, e))?;
             answering.push(tokio::spawn(serve::answer_all(
                 calls,
                 Arc::downgrade(executor),
                 deployed.name.to_string(),
-                nats.clone(),
+                self.nats.clone(),
             )));
         }
+        *self.service.lock().await = Some(service);
         // Everything announced reaches the server before the host says it serves.
-        let _ = nats.flush().await;
-        tracing::info!(cluster = name, host, components = %names.join(","), "joined the cluster");
-        Ok(Arc::new(Self {
-            nats,
-            name: name.to_string(),
-            elsewhere,
-            service: tokio::sync::Mutex::new(Some(service)),
-            answering: tokio::sync::Mutex::new(answering),
-        }))
+        let _ = self.nats.flush().await;
+        tracing::info!(cluster = %self.name, host = %self.host, components = %names.join(","), "joined the cluster");
+        Ok(())
+    }
+
+    /// Show `component`'s `version` (`none` when undeployed) in `nats micro info`.
+    async fn announce(&self, component: &str, version: Option<&str>) {
+        if let Some(service) = self.service.lock().await.as_ref() {
+            service.set_metadata(component, "version", version.unwrap_or("none"));
+        }
     }
 
     /// Whether `component` runs on other hosts (as this host's manifest says).
@@ -109,6 +177,35 @@ impl Cluster {
         self.elsewhere
             .get(component)
             .map(|l| l.max_body_kb.saturating_mul(1024))
+    }
+
+    /// Every host of the cluster as `$SRV.INFO` answers within half a second: its
+    /// name, and each component it runs with its version.
+    pub async fn hosts(&self) -> Vec<Value> {
+        let ask = panal_nats::Msg {
+            subject: format!("$SRV.INFO.{}", service_name(&self.name)),
+            ..Default::default()
+        };
+        let answers = self
+            .nats
+            .request(ask, Duration::from_millis(500), usize::MAX)
+            .await
+            .unwrap_or_default();
+        let mut hosts: Vec<Value> = answers
+            .iter()
+            .filter_map(|m| serde_json::from_slice::<Value>(&m.payload).ok())
+            .map(|info| {
+                let components: Vec<Value> = info["endpoints"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| serde_json::json!({ "name": e["name"], "version": e["metadata"]["version"] }))
+                    .collect();
+                serde_json::json!({ "host": info["metadata"]["host"], "components": components })
+            })
+            .collect();
+        hosts.sort_by_key(|h| h["host"].as_str().unwrap_or_default().to_string());
+        hosts
     }
 
     /// Leave every queue group, before the host stops answering: no new calls come
