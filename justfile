@@ -19,6 +19,11 @@ components:
 run *ARGS: build
     ./target/release/panal run {{ARGS}}
 
+# The shop on three hosts over a 3-server NATS cluster (JetStream, R3) with PostgreSQL
+# storage: host 1 runs all but product, hosts 2 and 3 run product (README: Scale out).
+cluster: build
+    scripts/cluster.sh
+
 # Serve with `--watch` and rebuild components on source change; each rebuilt one is redeployed.
 dev *ARGS: build
     scripts/dev.sh {{ARGS}}

@@ -56,6 +56,10 @@ enum Command {
             env = "PANAL_COMPONENTS"
         )]
         components: Option<Vec<String>>,
+        /// Copies the NATS cluster keeps of the cluster's deploy buckets and of streams
+        /// that set none (1-5; overrides [cluster] replicas).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+        replicas: Option<u8>,
         /// Forget every deployment (DATA_DIR/deployments) and serve the manifest's files.
         #[arg(long)]
         reset_deployments: bool,
@@ -161,6 +165,7 @@ fn main() -> ExitCode {
                 storage_url,
                 cluster,
                 components,
+                replicas,
                 reset_deployments,
                 watch,
             } => {
@@ -173,6 +178,7 @@ fn main() -> ExitCode {
                     storage_url,
                     cluster,
                     components,
+                    replicas: replicas.map(usize::from),
                     reset_deployments,
                     watch,
                 })

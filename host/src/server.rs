@@ -53,6 +53,9 @@ pub struct RunOptions {
     pub cluster: Option<String>,
     /// Run only these components here; the others run on other hosts of the cluster.
     pub components: Option<Vec<String>>,
+    /// Copies of the cluster's buckets and of streams that set none (overrides
+    /// `[cluster] replicas`).
+    pub replicas: Option<usize>,
     /// Forget every deployment and serve the manifest's files again.
     pub reset_deployments: bool,
     /// Redeploy components whose manifest files change.
@@ -153,6 +156,10 @@ pub async fn serve(
     let secret = jwt_secret(&mut manifest, &opts.data_dir)?;
     let cluster = cluster_of(&manifest, opts)?;
     let elsewhere = run_here(&mut manifest, opts.components.as_deref(), cluster.is_some())?;
+    // In a cluster, streams are kept in as many copies as its buckets unless they say.
+    for stream in manifest.streams.iter_mut().filter(|s| s.replicas == 0) {
+        stream.replicas = cluster.as_ref().map_or(1, |c| c.replicas);
+    }
     let backends = open_backends(&manifest, opts).await?;
     let deployments = open_deployments(opts)?;
     let (registry, _ticker) = load_registry(
@@ -289,7 +296,11 @@ fn jwt_secret(manifest: &mut Manifest, data_dir: &Path) -> anyhow::Result<String
 /// manifest's `[cluster]`.
 fn cluster_of(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result<Option<ClusterSpec>> {
     let Some(url) = &opts.cluster else {
-        return Ok(manifest.cluster.clone());
+        let mut spec = manifest.cluster.clone();
+        if let (Some(spec), Some(n)) = (&mut spec, opts.replicas) {
+            spec.replicas = n;
+        }
+        return Ok(spec);
     };
     if !matches!(Storage::at(url, 1), Some(Storage::Nats { .. })) {
         return Err(Refused(format!("--cluster `{url}` is not a nats:// or tls:// URL")).into());
@@ -298,7 +309,10 @@ fn cluster_of(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result<Option<C
         .cluster
         .as_ref()
         .map_or_else(|| "panal".to_string(), |c| c.name.clone());
-    let replicas = manifest.cluster.as_ref().map_or(1, |c| c.replicas);
+    let replicas = opts
+        .replicas
+        .or(manifest.cluster.as_ref().map(|c| c.replicas))
+        .unwrap_or(1);
     Ok(Some(ClusterSpec {
         name,
         nats: url.clone(),

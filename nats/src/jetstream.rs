@@ -23,6 +23,8 @@ pub struct StreamSpec {
     pub name: String,
     /// Subjects it captures.
     pub subjects: Vec<String>,
+    /// Copies a cluster keeps (0: the default, one).
+    pub replicas: usize,
 }
 
 /// A durable pull consumer on one stream.
@@ -93,6 +95,7 @@ impl Nats {
             name: spec.name.clone(),
             subjects: spec.subjects.clone(),
             storage: stream::StorageType::File,
+            num_replicas: spec.replicas.max(1),
             ..Default::default()
         };
         self.js()

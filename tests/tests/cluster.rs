@@ -254,7 +254,10 @@ async fn served_everywhere(a: &Panal, version: &str) {
     let mut in_a_row = 0;
     let mut seen = String::new();
     while in_a_row < 20 {
-        assert!(Instant::now() < deadline, "not every host serves {version}: {seen}");
+        assert!(
+            Instant::now() < deadline,
+            "not every host serves {version}: {seen}"
+        );
         let status: serde_json::Value = c
             .get(format!("{}/components", a.admin))
             .send()

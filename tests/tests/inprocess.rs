@@ -59,6 +59,7 @@ limits = {{ timeout_ms = 300 }}
         storage_url: None,
         cluster: None,
         components: None,
+        replicas: None,
         reset_deployments: false,
         watch: false,
     };

@@ -118,7 +118,14 @@ fn streams(c: &mut Checker, raw: BTreeMap<String, Spanned<RawStream>>) -> Vec<St
                 subjects.push(subject.clone());
             }
         }
-        out.push(StreamSpec { name, subjects });
+        let replicas = stream.replicas.as_ref().map_or(0, |r| {
+            super::storage::replicas(c, r, &format!("{field}.replicas"))
+        });
+        out.push(StreamSpec {
+            name,
+            subjects,
+            replicas,
+        });
     }
     out
 }

@@ -64,6 +64,7 @@ pub(super) struct RawMessagingBackend {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStream {
     pub subjects: Vec<Spanned<String>>,
+    pub replicas: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -146,8 +146,8 @@ pub(super) fn cluster(
     })
 }
 
-/// Copies of a JetStream bucket: 1 to 5.
-fn replicas(c: &mut Checker, r: &toml::Spanned<i64>, field: &str) -> usize {
+/// Copies of a JetStream bucket or stream: 1 to 5.
+pub(super) fn replicas(c: &mut Checker, r: &toml::Spanned<i64>, field: &str) -> usize {
     match usize::try_from(*r.get_ref()) {
         Ok(n @ 1..=5) => n,
         _ => {

@@ -296,6 +296,7 @@ mod tests {
             stream: StreamSpec {
                 name: "WORK".into(),
                 subjects: vec!["work.>".into()],
+                replicas: 0,
             },
             consumer: "d-work_any".into(),
             max_attempts: 3,

@@ -51,7 +51,8 @@ impl Cluster {
             }
             None => None,
         };
-        self.announce(&outcome.name, outcome.version.as_deref()).await;
+        self.announce(&outcome.name, outcome.version.as_deref())
+            .await;
         let desired = Desired {
             sha256,
             routes: routes.map(|r| r.iter().map(RouteRecord::of).collect()),
