@@ -384,3 +384,108 @@ impl Load {
         )
     }
 }
+
+/// The shop split over three hosts (product on two of them), storage shared in
+/// PostgreSQL, messaging on the NATS cluster: 40 orders racing for 10 units through
+/// the three gateways sell exactly 10, every one paid, and the stock ends at 0. Then one
+/// NATS server of three stops, and the shop keeps selling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forty_racing_orders_through_three_hosts_sell_exactly_ten() {
+    use panal_tests::shop::{manifest, Shop, SECRET};
+    let nats = NatsCluster::start().await;
+    let pg = Postgres::start();
+    let db = format!("panal_shop_cluster_{}", std::process::id());
+    let url = pg.database(&db).await;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let urls = nats.urls();
+    let host = |i: usize, components: &str| {
+        let args = [
+            "--cluster",
+            urls.as_str(),
+            "--nats",
+            urls.as_str(),
+            "--storage-url",
+            url.as_str(),
+            "--replicas",
+            "3",
+            "--components",
+            components,
+        ];
+        Panal::start_full(
+            &manifest(),
+            dirs[i].path(),
+            &[("PANAL_TEST_JWT_SECRET", SECRET)],
+            &args,
+        )
+    };
+    let everything_else = "user,order,payment,notification,probe,storefront,storefront-broken";
+    let hosts = [
+        host(0, everything_else),
+        host(1, "product"),
+        host(2, "product"),
+    ];
+    let shops: Vec<Shop> = hosts
+        .iter()
+        .map(|panal| Shop { panal, c: client() })
+        .collect();
+    let (_, token) = shops[1].user("racer@example.com").await;
+    let last = shops[2].product("Last jars", 1200, 10).await;
+    let orders = (0..40).map(|i| {
+        shops[i % 3].order(
+            &token,
+            serde_json::json!([{"product_id": last, "quantity": 1}]),
+            "4242424242424242",
+        )
+    });
+    let results = futures::future::join_all(orders).await;
+    let count = |status: u16| results.iter().filter(|(s, _)| s.as_u16() == status).count();
+    assert_eq!((count(201), count(409)), (10, 30), "{results:?}");
+    assert!(results
+        .iter()
+        .filter(|(s, _)| s.as_u16() == 201)
+        .all(|(_, o)| o["status"] == "paid"));
+    let stock = shops[0].stock(&last).await;
+    assert_eq!(stock, 0);
+    let (_, mine) = shops[1].get("/orders", Some(&token)).await;
+    let ordered: i64 = mine["items"]
+        .as_array()
+        .expect("orders")
+        .iter()
+        .filter(|o| o["status"] == "paid")
+        .map(|o| o["items"][0]["quantity"].as_i64().expect("quantity"))
+        .sum();
+    assert_eq!(ordered + stock, 10, "units conserved");
+
+    // One NATS server of three stops: the hosts fail over to the others, and the shop
+    // (calls between hosts, replicated streams and buckets) keeps serving.
+    let mut nats = nats;
+    nats.stop(0);
+    let restocked = panal_tests::eventually(Duration::from_secs(20), || async {
+        let jar = shops[2]
+            .post(
+                "/products",
+                Some(&panal_tests::shop::admin_token()),
+                serde_json::json!({"name": "More jars", "price_cents": 900, "stock": 2}),
+            )
+            .await;
+        (jar.0.as_u16() == 201).then(|| jar.1["id"].as_str().map(str::to_string))?
+    })
+    .await
+    .expect("the shop serves again within 20 s of losing a NATS server");
+    let (status, order) = shops[0]
+        .order(
+            &token,
+            serde_json::json!([{"product_id": restocked, "quantity": 2}]),
+            "4242424242424242",
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), &order["status"]),
+        (201, &serde_json::json!("paid")),
+        "{order}"
+    );
+    assert_eq!(shops[1].stock(&restocked).await, 0);
+    drop(shops);
+    drop(hosts);
+    pg.drop_database(&db).await;
+}
