@@ -68,15 +68,9 @@ fn spawn_nats(port: u16, store: &Path) -> Child {
     if extra.is_file() {
         cmd.arg("-c").arg(&extra);
     }
-    let child = cmd
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nats-server (install it with scripts/setup.sh)");
-    wait_port(port);
-    child
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store);
+    launch(cmd, port)
 }
 
 impl Drop for NatsServer {
@@ -219,21 +213,22 @@ fn nats_bin() -> std::path::PathBuf {
 }
 
 fn spawn_conf(conf: &Path, port: u16) -> Child {
-    let child = Command::new(nats_bin())
-        .arg("-c")
-        .arg(conf)
+    let mut cmd = Command::new(nats_bin());
+    cmd.arg("-c").arg(conf);
+    launch(cmd, port)
+}
+
+/// Start `cmd` (a nats-server), quietly, and wait until it takes connections on `port`.
+fn launch(mut cmd: Command, port: u16) -> Child {
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start nats-server (install it with scripts/setup.sh)");
-    wait_port(port);
-    child
-}
-
-fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nats-server did not come up");
         std::thread::sleep(Duration::from_millis(20));
     }
+    child
 }

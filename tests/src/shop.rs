@@ -194,6 +194,18 @@ impl Shop<'_> {
         p["stock"].as_i64().expect("stock")
     }
 
+    /// Units of all paid orders of the user of `token` (one item per order).
+    pub async fn paid_units(&self, token: &str) -> i64 {
+        let (_, mine) = self.get("/orders", Some(token)).await;
+        mine["items"]
+            .as_array()
+            .expect("orders")
+            .iter()
+            .filter(|o| o["status"] == "paid")
+            .map(|o| o["items"][0]["quantity"].as_i64().expect("quantity"))
+            .sum()
+    }
+
     /// Place an order for `items` paid with `card`.
     pub async fn order(&self, token: &str, items: Value, card: &str) -> (StatusCode, Value) {
         self.post(

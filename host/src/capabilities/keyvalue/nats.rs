@@ -12,7 +12,6 @@
 //! `get-many` reads each key on its own. A value is at most the server's
 //! `max_payload` (1 MiB by default).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +20,8 @@ use bytes::Bytes;
 use futures::future::try_join_all;
 use panal_nats::kv::{KvBucket, Written};
 use panal_nats::{MsgError, Nats};
-use tokio::sync::Mutex;
 
-use super::quota::{KvLimits, Quota};
+use super::quota::{KvLimits, Namespaces};
 use super::{page, KvBackend, KvError, KvStore, LIST_PAGE};
 
 /// How long the first connection may take before the host refuses to start.
@@ -40,7 +38,7 @@ pub struct NatsKvBackend {
     nats: Nats,
     replicas: usize,
     /// Each component's quota, kept across its versions (as the SQLite backend does).
-    open: Mutex<HashMap<String, Arc<Quota>>>,
+    open: Namespaces,
 }
 
 impl NatsKvBackend {
@@ -63,7 +61,7 @@ impl NatsKvBackend {
         Ok(Self {
             nats,
             replicas,
-            open: Mutex::new(HashMap::new()),
+            open: Namespaces::default(),
         })
     }
 }
@@ -75,24 +73,20 @@ impl KvBackend for NatsKvBackend {
         component: &str,
         limits: KvLimits,
     ) -> anyhow::Result<Arc<dyn KvStore>> {
-        let mut open = self.open.lock().await;
-        if let Some(quota) = open.get(component) {
-            quota.set_limits(limits);
-            return Ok(quota.clone());
-        }
-        let name = format!("panal_kv_{}", component.replace('.', "_"));
-        let bucket = self
-            .nats
-            .kv_bucket(&name, self.replicas)
+        self.open
+            .get_or_open(component, limits, || async {
+                let bucket = self
+                    .nats
+                    .kv_bucket(&format!("panal_kv_{component}"), self.replicas)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("storage: {e}"))?;
+                let store: Arc<dyn KvStore> = Arc::new(NatsStore {
+                    bucket,
+                    nats: self.nats.clone(),
+                });
+                Ok(store)
+            })
             .await
-            .map_err(|e| anyhow::anyhow!("storage: {e}"))?;
-        let store = Arc::new(NatsStore {
-            bucket,
-            nats: self.nats.clone(),
-        });
-        let quota = Arc::new(Quota::new(store, limits).await?);
-        open.insert(component.to_string(), quota.clone());
-        Ok(quota)
     }
 
     async fn close(&self) {

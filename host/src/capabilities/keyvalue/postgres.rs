@@ -13,9 +13,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
-use tokio::sync::Mutex;
 
-use super::quota::{KvLimits, Quota};
+use super::quota::{KvLimits, Namespaces};
 use super::{page, KvBackend, KvError, KvStore, LIST_PAGE};
 
 /// Set one key, whether it exists or not.
@@ -40,7 +39,7 @@ const SCHEMA_LOCK: i64 = 0x7061_6e61_6c6b_7601;
 pub struct PostgresBackend {
     pool: PgPool,
     /// Each component's quota, kept across its versions (as the SQLite backend does).
-    open: Mutex<HashMap<String, Arc<Quota>>>,
+    open: Namespaces,
 }
 
 impl PostgresBackend {
@@ -60,7 +59,7 @@ impl PostgresBackend {
         tx.commit().await?;
         Ok(Self {
             pool,
-            open: Mutex::new(HashMap::new()),
+            open: Namespaces::default(),
         })
     }
 }
@@ -72,18 +71,15 @@ impl KvBackend for PostgresBackend {
         component: &str,
         limits: KvLimits,
     ) -> anyhow::Result<Arc<dyn KvStore>> {
-        let mut open = self.open.lock().await;
-        if let Some(quota) = open.get(component) {
-            quota.set_limits(limits);
-            return Ok(quota.clone());
-        }
-        let store = Arc::new(PgStore {
-            pool: self.pool.clone(),
-            component: component.to_string(),
-        });
-        let quota = Arc::new(Quota::new(store, limits).await?);
-        open.insert(component.to_string(), quota.clone());
-        Ok(quota)
+        self.open
+            .get_or_open(component, limits, || async {
+                let store: Arc<dyn KvStore> = Arc::new(PgStore {
+                    pool: self.pool.clone(),
+                    component: component.to_string(),
+                });
+                Ok(store)
+            })
+            .await
     }
 
     async fn close(&self) {

@@ -13,6 +13,8 @@
 //! write, the usage is read again from the store and every write counts exactly what
 //! it replaces.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -46,6 +48,35 @@ impl KvLimits {
             max_bytes: limits.kv_max_mb << 20,
             max_keys: limits.kv_max_keys,
         }
+    }
+}
+
+/// Each component's quota on a shared backend, kept across its versions (a new version
+/// gets the same namespace with its own limits).
+#[derive(Default)]
+pub struct Namespaces(Mutex<HashMap<String, Arc<Quota>>>);
+
+impl Namespaces {
+    /// The namespace of `component` under `limits`: the one already open, or the store
+    /// `open` makes, behind a new quota.
+    pub async fn get_or_open<F, Fut>(
+        &self,
+        component: &str,
+        limits: KvLimits,
+        open: F,
+    ) -> anyhow::Result<Arc<dyn KvStore>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = anyhow::Result<Arc<dyn KvStore>>>,
+    {
+        let mut namespaces = self.0.lock().await;
+        if let Some(quota) = namespaces.get(component) {
+            quota.set_limits(limits);
+            return Ok(quota.clone());
+        }
+        let quota = Arc::new(Quota::new(open().await?, limits).await?);
+        namespaces.insert(component.to_string(), quota.clone());
+        Ok(quota)
     }
 }
 
