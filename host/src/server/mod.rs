@@ -3,6 +3,8 @@
 //! in-flight requests, flush storage). [`serve`] runs the whole host on listeners the
 //! caller bound, until a shutdown future resolves, so a test can start it in-process.
 
+mod cluster;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -22,11 +24,11 @@ use crate::capabilities::messaging::inprocess::InProcessBroker;
 use crate::capabilities::messaging::nats::NatsBroker;
 use crate::capabilities::messaging::Broker;
 use crate::capabilities::Backends;
-use crate::manifest::{ClusterSpec, ComponentSpec, Manifest, MessagingBackend, Storage};
+use crate::manifest::{Manifest, MessagingBackend, Storage};
 use crate::registry::store::DeployStore;
 use crate::registry::Registry;
 use crate::runtime::engine::{new_engine, Compiler, EpochTicker, PoolSize};
-use crate::triggers::cluster::{Changed, Cluster};
+use crate::triggers::cluster::Changed;
 use crate::triggers::http::GatewayBackend;
 use crate::triggers::Executor;
 
@@ -154,8 +156,9 @@ pub async fn serve(
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create the data dir {}", opts.data_dir.display()))?;
     let secret = jwt_secret(&mut manifest, &opts.data_dir)?;
-    let cluster = cluster_of(&manifest, opts)?;
-    let elsewhere = run_here(&mut manifest, opts.components.as_deref(), cluster.is_some())?;
+    let cluster = cluster::cluster_of(&manifest, opts)?;
+    let elsewhere =
+        cluster::run_here(&mut manifest, opts.components.as_deref(), cluster.is_some())?;
     // In a cluster, streams are kept in as many copies as its buckets unless they say.
     for stream in manifest.streams.iter_mut().filter(|s| s.replicas == 0) {
         stream.replicas = cluster.as_ref().map_or(1, |c| c.replicas);
@@ -182,7 +185,8 @@ pub async fn serve(
                 }
             })
         };
-        let cluster = join_cluster(spec, &executor, &elsewhere, public_addr, changed).await?;
+        let cluster =
+            cluster::join_cluster(spec, &executor, &elsewhere, public_addr, changed).await?;
         executor.join(cluster);
     }
     let triggers = start_triggers(&executor, &backends, &manifest).await?;
@@ -290,92 +294,6 @@ fn jwt_secret(manifest: &mut Manifest, data_dir: &Path) -> anyhow::Result<String
         }
     }
     Ok(secret)
-}
-
-/// The cluster to join: `--cluster URL` (named by the manifest, else `panal`) or the
-/// manifest's `[cluster]`.
-fn cluster_of(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result<Option<ClusterSpec>> {
-    let Some(url) = &opts.cluster else {
-        let mut spec = manifest.cluster.clone();
-        if let (Some(spec), Some(n)) = (&mut spec, opts.replicas) {
-            spec.replicas = n;
-        }
-        return Ok(spec);
-    };
-    if !matches!(Storage::at(url, 1), Some(Storage::Nats { .. })) {
-        return Err(Refused(format!("--cluster `{url}` is not a nats:// or tls:// URL")).into());
-    }
-    let name = manifest
-        .cluster
-        .as_ref()
-        .map_or_else(|| "panal".to_string(), |c| c.name.clone());
-    let replicas = opts
-        .replicas
-        .or(manifest.cluster.as_ref().map(|c| c.replicas))
-        .unwrap_or(1);
-    Ok(Some(ClusterSpec {
-        name,
-        nats: url.clone(),
-        replicas,
-    }))
-}
-
-/// Keep in `manifest` only the components `--components` names (all without it); the
-/// others, returned, run on other hosts of the cluster.
-fn run_here(
-    manifest: &mut Manifest,
-    only: Option<&[String]>,
-    in_cluster: bool,
-) -> anyhow::Result<Vec<ComponentSpec>> {
-    let Some(only) = only else {
-        return Ok(Vec::new());
-    };
-    if !in_cluster {
-        let why = "--components needs a cluster to reach the other components on:                    add [cluster] to the manifest or pass --cluster nats://...";
-        return Err(Refused(why.into()).into());
-    }
-    let known: Vec<&str> = manifest
-        .components
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
-    if let Some(unknown) = only.iter().find(|n| !known.contains(&n.as_str())) {
-        return Err(Refused(format!(
-            "--components: `{unknown}` is not a component of {} (it has: {})",
-            manifest.path.display(),
-            known.join(", ")
-        ))
-        .into());
-    }
-    let (here, elsewhere) = std::mem::take(&mut manifest.components)
-        .into_iter()
-        .partition(|c| only.contains(&c.name));
-    manifest.components = here;
-    Ok(elsewhere)
-}
-
-/// Connect to the cluster's NATS and join it with `executor`'s components.
-async fn join_cluster(
-    spec: &ClusterSpec,
-    executor: &Arc<Executor>,
-    elsewhere: &[ComponentSpec],
-    public_addr: SocketAddr,
-    changed: Changed,
-) -> anyhow::Result<Arc<Cluster>> {
-    let nats = panal_nats::Nats::connect(&spec.nats)
-        .await
-        .map_err(|e| Refused(format!("cluster: cannot connect to NATS: {e}")))?;
-    if !nats.wait_connected(NATS_READY_WAIT).await {
-        return Err(Refused(format!("cluster: NATS at {} did not answer", spec.nats)).into());
-    }
-    let limits = elsewhere
-        .iter()
-        .map(|c| (c.name.clone(), c.limits))
-        .collect();
-    let host = format!("{}@{public_addr}", std::process::id());
-    Cluster::join(nats, spec, &host, executor, limits, changed)
-        .await
-        .map_err(|e| Refused(format!("{e:#}")).into())
 }
 
 /// Storage and messaging as the manifest (or `--nats`) asks.
