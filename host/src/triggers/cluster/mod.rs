@@ -221,5 +221,7 @@ impl Cluster {
                 tracing::warn!(cluster = %self.name, "calls from other hosts still running after 30 s");
             }
         }
+        // The last answers may still sit in the client's buffer: the host exits soon.
+        let _ = self.nats.flush().await;
     }
 }
