@@ -48,6 +48,8 @@ struct Instance {
 
 #[derive(Default, Clone)]
 struct Endpoint {
+    /// Tells this endpoint alone to drain (see [`Service::remove`]).
+    stop: Option<Arc<watch::Sender<bool>>>,
     name: String,
     subject: String,
     metadata: HashMap<String, String>,
@@ -63,7 +65,7 @@ pub struct Call {
     pub msg: Msg,
     nats: Nats,
     info: Arc<Instance>,
-    endpoint: usize,
+    endpoint: String,
     issued: Instant,
 }
 
@@ -175,26 +177,45 @@ impl Service {
             .queue_subscribe(subject.to_string(), QUEUE.to_string())
             .await
             .map_err(|e| MsgError::Connection(format!("endpoint `{name}`: {e}")))?;
-        let index = {
+        let (stop_this, this_stopped) = watch::channel(false);
+        {
             let mut endpoints = self.info.endpoints.lock().map_err(poisoned)?;
             endpoints.push(Endpoint {
+                stop: Some(Arc::new(stop_this)),
                 name: name.to_string(),
                 subject: subject.to_string(),
                 metadata,
                 ..Endpoint::default()
             });
-            endpoints.len() - 1
-        };
-        let (nats, info) = (self.nats.clone(), self.info.clone());
-        Ok(draining(sub, self.stop.subscribe())
+        }
+        let (nats, info, name) = (self.nats.clone(), self.info.clone(), name.to_string());
+        Ok(draining(sub, self.stop.subscribe(), this_stopped)
             .map(move |m| Call {
                 msg: from_message(m),
                 nats: nats.clone(),
                 info: info.clone(),
-                endpoint: index,
+                endpoint: name.clone(),
                 issued: Instant::now(),
             })
             .boxed())
+    }
+
+    /// Take endpoint `name` out of the service: it drains as on [`Service::stop`] (its
+    /// stream yields what was already on its way, then ends) and is no longer listed.
+    pub async fn remove(&self, name: &str) {
+        if let Ok(mut endpoints) = self.info.endpoints.lock() {
+            endpoints.retain(|e| {
+                if e.name != name {
+                    return true;
+                }
+                if let Some(stop) = &e.stop {
+                    let _ = stop.send(true);
+                }
+                false
+            });
+        }
+        tokio::task::yield_now().await;
+        let _ = self.nats.flush().await;
     }
 
     /// Set `key` in the metadata of endpoint `name` (what `nats micro info` shows).
@@ -243,7 +264,7 @@ impl Call {
     ) -> Result<(), MsgError> {
         let sent = self.part(headers, payload).await;
         if let Ok(mut endpoints) = self.info.endpoints.lock() {
-            if let Some(e) = endpoints.get_mut(self.endpoint) {
+            if let Some(e) = endpoints.iter_mut().find(|e| e.name == self.endpoint) {
                 e.requests += 1;
                 e.processing += self.issued.elapsed();
                 if let Some(why) = error {
@@ -256,32 +277,39 @@ impl Call {
     }
 }
 
-/// `sub`'s messages until `stop` says so; then a drain (unsubscribe, and a round trip
-/// so the server's messages already on their way still arrive), then the rest, then
-/// the end.
+/// `sub`'s messages until `all` or `this` says stop; then a drain (unsubscribe, and a
+/// round trip so the server's messages already on their way still arrive), then the
+/// rest, then the end.
 fn draining(
     sub: async_nats::Subscriber,
-    stop: watch::Receiver<bool>,
+    all: watch::Receiver<bool>,
+    this: watch::Receiver<bool>,
 ) -> BoxStream<'static, async_nats::Message> {
     futures::stream::unfold(
-        (sub, stop, false),
-        |(mut sub, mut stop, mut drained)| async move {
+        (sub, (all, this), false),
+        |(mut sub, mut stops, mut drained)| async move {
             loop {
                 if drained {
                     let m = sub.next().await?;
-                    return Some((m, (sub, stop, true)));
+                    return Some((m, (sub, stops, true)));
                 }
+                let (all, this) = &mut stops;
                 tokio::select! {
-                    m = sub.next() => return m.map(|m| (m, (sub, stop, false))),
-                    _ = async { stop.wait_for(|s| *s).await.is_ok() } => {
-                        let _ = sub.drain().await;
-                        drained = true;
-                    }
+                    m = sub.next() => return m.map(|m| (m, (sub, stops, false))),
+                    _ = stopped(all) => {}
+                    _ = stopped(this) => {}
                 }
+                let _ = sub.drain().await;
+                drained = true;
             }
         },
     )
     .boxed()
+}
+
+/// Resolves once `stop` says stop, or its sender is gone (the service was dropped).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 async fn answer_verbs(

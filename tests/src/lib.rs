@@ -5,7 +5,9 @@
 //! The binary is the workspace's `target/<profile>/panal` (built by `just test` before
 //! `cargo test`), the fixture components come from `components/target/wasm32-wasip2`.
 
+pub mod cluster;
 pub mod fixtures;
+pub mod load;
 pub mod nats;
 pub mod postgres;
 pub mod shop;

@@ -29,6 +29,36 @@ async fn read_until_closed(s: &mut TcpStream, within: Duration) -> Option<String
         .map(|()| String::from_utf8_lossy(&got).into_owned())
 }
 
+/// One whole HTTP/1.1 answer read from a kept-alive connection: the head, then exactly
+/// `content-length` bytes of body (a single `read` may return only part of it).
+async fn read_answer(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&got).into_owned();
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed mid-answer: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// One raw request to `addr` (`host:port`) with the given `Host` and extra header lines.
 async fn raw(addr: &str, head: &str) -> String {
     let mut s = TcpStream::connect(addr).await.expect("connect");
@@ -181,9 +211,8 @@ async fn slow_and_greedy_connections_are_cut_off_on_both_listeners() {
         let mut s = TcpStream::connect(public.as_str()).await.expect("connect");
         // A finished request makes sure the server counted this connection.
         s.write_all(get.as_bytes()).await.expect("request");
-        let mut buf = [0u8; 1024];
-        let n = s.read(&mut buf).await.expect("answer");
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        let answer = read_answer(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         held.push(s);
     }
     let mut extra = TcpStream::connect(public.as_str()).await.expect("connect");
@@ -218,13 +247,8 @@ async fn slow_and_greedy_connections_are_cut_off_on_both_listeners() {
     let mut s = TcpStream::connect(public.as_str()).await.expect("connect");
     for _ in 0..2 {
         s.write_all(get.as_bytes()).await.expect("request");
-        let mut buf = [0u8; 1024];
-        let n = s.read(&mut buf).await.expect("answer");
-        assert!(
-            buf[..n].starts_with(b"HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&buf[..n])
-        );
+        let answer = read_answer(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         // Longer than header_timeout_ms, shorter than idle_timeout_ms.
         tokio::time::sleep(Duration::from_millis(800)).await;
     }

@@ -10,24 +10,57 @@ use crate::model::{Line, OrderItem};
 
 const RESERVE_URL: &str = "http://product/internal/reserve";
 const RELEASE_URL: &str = "http://product/internal/release";
+/// Sends of one reserve or release when the answer is unclear (no answer, 502, 503,
+/// 504): the reservation id makes every repeat harmless, and a repeat reaches another
+/// host of product when the one that took the call died.
+const ATTEMPTS: usize = 3;
 
-/// Reserves every line at once. Err is what the order request should answer.
-pub fn reserve(lines: &[Line]) -> Result<Vec<OrderItem>, ApiError> {
-    let body = json!({ "items": lines });
-    let (status, answer) = client::send_json(Method::Post, RESERVE_URL, &[], &body)
-        .map_err(|e| ApiError::upstream("product service unavailable").with("detail", e))?;
-    let result = interpret_reserve(status, &answer, lines);
-    if status == 200 && result.is_err() {
-        // Reserved but unreadable: put the units back rather than strand them.
-        let requested: Vec<OrderItem> = lines
+/// An answer that says nothing about whether the call took effect.
+fn unclear(answer: &Result<(u16, Value), String>) -> bool {
+    answer
+        .as_ref()
+        .map_or(true, |(status, _)| matches!(status, 502..=504))
+}
+
+/// Sends `body` to `url` until the answer is clear, [`ATTEMPTS`] times at most.
+fn send_idempotent(url: &str, body: &Value) -> Result<(u16, Value), String> {
+    let mut answer = client::send_json(Method::Post, url, &[], body);
+    for _ in 1..ATTEMPTS {
+        if !unclear(&answer) {
+            break;
+        }
+        answer = client::send_json(Method::Post, url, &[], body);
+    }
+    answer
+}
+
+/// Reserves every line at once under `reservation` (the order id). Err is what the order
+/// request should answer; whatever an unclear attempt may have held is released first.
+pub fn reserve(reservation: &str, lines: &[Line]) -> Result<Vec<OrderItem>, ApiError> {
+    let body = json!({ "reservation": reservation, "items": lines });
+    let answer = send_idempotent(RESERVE_URL, &body);
+    let requested = || -> Vec<OrderItem> {
+        lines
             .iter()
             .map(|l| OrderItem {
                 product_id: l.product_id.clone(),
                 quantity: l.quantity,
                 price_cents: 0,
             })
-            .collect();
-        release(&requested);
+            .collect()
+    };
+    let (status, answer) = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            release(Some(reservation), &requested());
+            return Err(ApiError::upstream("product service unavailable").with("detail", e));
+        }
+    };
+    let result = interpret_reserve(status, &answer, lines);
+    if result.is_err() && (status == 200 || matches!(status, 502..=504)) {
+        // Reserved but unreadable, or maybe reserved: put the units back rather than
+        // strand them (the reservation id gives back only what was taken).
+        release(Some(reservation), &requested());
     }
     result
 }
@@ -93,14 +126,24 @@ struct ReservedItem {
     price_cents: u64,
 }
 
-/// Gives reserved units back. Failures are logged, not raised: the order is already
-/// failing, and unreleased units err on the side of not overselling.
-pub fn release(items: &[OrderItem]) {
+/// Gives reserved units back: those held under `reservation`, or (for an order stored
+/// before reservations had ids) the items' quantities. Failures are logged, not raised:
+/// the order is already failing, and unreleased units err on the side of not overselling.
+pub fn release(reservation: Option<&str>, items: &[OrderItem]) {
     let lines: Vec<Value> = items
         .iter()
         .map(|i| json!({ "product_id": i.product_id, "quantity": i.quantity }))
         .collect();
-    match client::send_json(Method::Post, RELEASE_URL, &[], &json!({ "items": lines })) {
+    let mut body = json!({ "items": lines });
+    let answer = match reservation {
+        Some(r) => {
+            body["reservation"] = json!(r);
+            send_idempotent(RELEASE_URL, &body)
+        }
+        // Without an id a repeat could give back twice: one send.
+        None => client::send_json(Method::Post, RELEASE_URL, &[], &body),
+    };
+    match answer {
         Ok((200, _)) => {}
         Ok((status, body)) => eprintln!("order: stock release answered {status}: {body}"),
         Err(e) => eprintln!("order: stock release failed: {e}"),

@@ -86,6 +86,7 @@ mod tests {
             }],
             payment_id: Some("pay1".into()),
             payment_unknown: false,
+            reservation: Some("o1".into()),
             created_at: "2024-01-01T00:00:00Z".into(),
         };
         assert_eq!(

@@ -84,13 +84,15 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
     let new = model::new_order(&body)?;
     let route = pay::route()?;
     let bucket = open()?;
-    let items = calls::reserve(&new.lines)?;
+    let id = panal_sdk::random_id();
+    let items = calls::reserve(&id, &new.lines)?;
     let Some(total_cents) = model::total_cents(&items) else {
-        calls::release(&items);
+        calls::release(Some(&id), &items);
         return Err(ApiError::bad_request("order total is too large"));
     };
     let mut order = Order {
-        id: panal_sdk::random_id(),
+        reservation: Some(id.clone()),
+        id,
         user_id: user_id.to_string(),
         status: model::PENDING.to_string(),
         total_cents,
@@ -100,7 +102,7 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
         payment_unknown: false,
     };
     if let Err(e) = store_new(&bucket, &order) {
-        calls::release(&order.items);
+        calls::release(order.reservation.as_deref(), &order.items);
         return Err(e);
     }
     events::publish(events::CREATED, &order);
@@ -128,20 +130,20 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
             events::PAID
         }
         Payment::Declined { payment_id } => {
-            calls::release(&order.items);
+            calls::release(order.reservation.as_deref(), &order.items);
             order.status = model::PAYMENT_FAILED.to_string();
             order.payment_id = Some(payment_id);
             events::PAYMENT_FAILED
         }
         Payment::Refused => {
             // Payment turned the request down before charging: as final as a decline.
-            calls::release(&order.items);
+            calls::release(order.reservation.as_deref(), &order.items);
             order.status = model::PAYMENT_FAILED.to_string();
             events::PAYMENT_FAILED
         }
         Payment::Unavailable => {
             // Nothing was sent to payment: the order is over, and its stock goes back.
-            calls::release(&order.items);
+            calls::release(order.reservation.as_deref(), &order.items);
             order.status = model::PAYMENT_FAILED.to_string();
             let record = order.to_bytes()?;
             bucket.set(&model::order_key(&order.id), &record)?;

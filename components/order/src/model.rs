@@ -44,6 +44,10 @@ pub struct Order {
     /// [`crate::reconcile`] learns the outcome by the order's idempotency key.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub payment_unknown: bool,
+    /// The id its stock was reserved under (the order id); absent on orders stored
+    /// before reservations had ids, whose release gives back the items' quantities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<String>,
 }
 
 impl Order {

@@ -161,7 +161,7 @@ fn settle_with(bucket: &Bucket, order: Order, outcome: &Payment) -> Result<Order
     }
     let _ = bucket.delete(&model::pending_key(&order.id));
     if !matches!(outcome, Payment::Captured { .. } | Payment::Free) {
-        calls::release(&settled.items);
+        calls::release(settled.reservation.as_deref(), &settled.items);
     }
     events::publish(event, &settled);
     Ok(settled)

@@ -47,12 +47,12 @@ fn route(req: &IncomingRequest) -> ApiResult {
         (Method::Get, ["products", id]) => get(id),
         (Method::Patch, ["products", id]) => patch(req, id),
         (Method::Post, ["internal", "reserve"]) => {
-            let lines = stock::parse_lines(&read_body(req)?)?;
-            stock::reserve(&open()?, &lines)
+            let request = stock::parse(&read_body(req)?)?;
+            stock::reserve(&open()?, &request)
         }
         (Method::Post, ["internal", "release"]) => {
-            let lines = stock::parse_lines(&read_body(req)?)?;
-            stock::release(&open()?, &lines)
+            let request = stock::parse(&read_body(req)?)?;
+            stock::release(&open()?, &request)
         }
         (_, ["products"] | ["products", _] | ["internal", "reserve" | "release"]) => {
             Err(ApiError::method_not_allowed())
@@ -98,6 +98,7 @@ fn create(req: &IncomingRequest) -> ApiResult {
         price_cents: fields.price_cents.unwrap_or_default(),
         stock: fields.stock.unwrap_or_default(),
         created_at: panal_sdk::time::now_rfc3339(),
+        holds: Vec::new(),
     };
     let seq = atomics::increment(&bucket, SEQ_KEY, 1)?;
     let seq = u64::try_from(seq).map_err(|_| ApiError::internal("bad product counter"))?;

@@ -24,7 +24,23 @@ pub struct Product {
     pub price_cents: u64,
     pub stock: u64,
     pub created_at: String,
+    /// The latest reservations that took stock from this product, so that a retried
+    /// reservation takes nothing twice and a release gives back only what was taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<Hold>,
 }
+
+/// Stock taken by one line of one reservation (`<reservation>/<line index>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hold {
+    pub id: String,
+    pub quantity: u64,
+}
+
+/// Holds kept per product, oldest dropped first. A hold only has to outlive the order
+/// request that made it (its retries and its release); a paid order's hold is just kept
+/// until it is pushed out.
+pub const MAX_HOLDS: usize = 128;
 
 impl Product {
     pub fn public(&self) -> Value {
@@ -34,6 +50,23 @@ impl Product {
             "price_cents": self.price_cents,
             "stock": self.stock,
         })
+    }
+
+    /// The hold `id`, if this product still has it.
+    pub fn hold(&self, id: &str) -> Option<usize> {
+        self.holds.iter().position(|h| h.id == id)
+    }
+
+    /// Records that `quantity` was taken under `id`, dropping the oldest hold past
+    /// [`MAX_HOLDS`].
+    pub fn add_hold(&mut self, id: &str, quantity: u64) {
+        if self.holds.len() >= MAX_HOLDS {
+            self.holds.remove(0);
+        }
+        self.holds.push(Hold {
+            id: id.to_string(),
+            quantity,
+        });
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ApiError> {
@@ -240,6 +273,7 @@ mod tests {
             price_cents: 1,
             stock: 2,
             created_at: String::new(),
+            holds: Vec::new(),
         };
         patch_fields(br#"{"name":"new","price_cents":3}"#)
             .expect("ok")

@@ -16,7 +16,7 @@ pub mod store;
 mod version;
 pub mod watch;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -42,8 +42,8 @@ pub struct Registry {
     /// One deploy, rollback or undeploy at a time.
     pub(crate) deploy_lock: tokio::sync::Mutex<()>,
     /// Routes of the components that run on other hosts of the cluster (the gateway
-    /// serves them too, calling over NATS).
-    elsewhere: std::sync::OnceLock<Vec<panal_gateway::Route>>,
+    /// serves them too, calling over NATS), by component.
+    elsewhere: std::sync::RwLock<BTreeMap<String, Vec<panal_gateway::Route>>>,
 }
 
 impl Registry {
@@ -57,7 +57,7 @@ impl Registry {
             env,
             deployments,
             deploy_lock: tokio::sync::Mutex::new(()),
-            elsewhere: std::sync::OnceLock::new(),
+            elsewhere: std::sync::RwLock::default(),
         })
     }
 
@@ -97,15 +97,26 @@ impl Registry {
     /// Every route of every component, for the gateway's table: those run here, and
     /// those run on other hosts of the cluster (unless one of the same name runs here).
     pub fn routes(&self) -> Vec<panal_gateway::Route> {
+        let elsewhere = self
+            .elsewhere
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.routes_with(&elsewhere)
+    }
+
+    fn routes_with(
+        &self,
+        elsewhere: &BTreeMap<String, Vec<panal_gateway::Route>>,
+    ) -> Vec<panal_gateway::Route> {
         let local = self.components.load();
-        let elsewhere = self.elsewhere.get().into_iter().flatten();
         self.all()
             .iter()
             .flat_map(|d| d.spec.routes.iter().cloned())
             .chain(
                 elsewhere
-                    .filter(|r| !local.contains_key(&r.component))
-                    .cloned(),
+                    .iter()
+                    .filter(|(name, _)| !local.contains_key(*name))
+                    .flat_map(|(_, routes)| routes.iter().cloned()),
             )
             .collect()
     }
@@ -118,13 +129,40 @@ impl Registry {
             .blob(sha256)
     }
 
-    /// Serve `specs`' routes too: these components run on other hosts (once, at start).
+    /// Serve `specs`' routes too: these components run on other hosts (at start).
     pub fn run_elsewhere(&self, specs: &[crate::manifest::ComponentSpec]) {
-        let routes = specs
-            .iter()
-            .flat_map(|s| s.routes.iter().cloned())
-            .collect();
-        let _ = self.elsewhere.set(routes);
+        let mut elsewhere = self
+            .elsewhere
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for spec in specs {
+            elsewhere.insert(spec.name.clone(), spec.routes.clone());
+        }
+    }
+
+    /// Serve `routes` for `name`, which runs on other hosts (none: it is undeployed
+    /// there). Whether the routes changed; refused when they clash with the others.
+    pub fn reach_elsewhere(
+        &self,
+        name: &str,
+        routes: Vec<panal_gateway::Route>,
+    ) -> Result<bool, String> {
+        let mut elsewhere = self
+            .elsewhere
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if elsewhere.get(name) == Some(&routes) {
+            return Ok(false);
+        }
+        let before = elsewhere.insert(name.to_string(), routes);
+        if let Err(e) = panal_gateway::RouteTable::new(self.routes_with(&elsewhere)) {
+            match before {
+                Some(routes) => elsewhere.insert(name.to_string(), routes),
+                None => elsewhere.remove(name),
+            };
+            return Err(e.to_string());
+        }
+        Ok(true)
     }
 
     /// Make `deployed` the current version of its component (adding the component when

@@ -190,6 +190,12 @@ impl Failure {
     }
 }
 
+/// Marks an answer given because the host that took a call died or was cut off
+/// mid-call: a host failed, not the callee, and the cluster already routes new calls
+/// around it, so circuit breakers leave it out of their count (it is still retried).
+#[derive(Clone, Copy, Debug)]
+pub struct HostLost;
+
 /// A JSON error answer from the host on behalf of `component`.
 pub fn error<E>(
     status: StatusCode,

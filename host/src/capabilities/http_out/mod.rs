@@ -17,6 +17,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 use panal_gateway::auth::USER_ID_HEADER;
 
 pub use calls::Calls;
+pub(crate) use resilience::is_idempotent;
 pub use resilience::Breakers;
 
 use super::{CallContext, Capability, GrantError, State, Version};

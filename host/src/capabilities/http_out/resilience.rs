@@ -14,7 +14,9 @@
 //!   it). Then one call goes through (half-open): a good answer closes the circuit, a
 //!   bad one opens it again. The trial is a [`Pass`] guard: a trial that never records
 //!   its answer (the caller timed out or was dropped, the body was refused) counts as
-//!   bad when the guard drops, so the circuit can never stay half-open for good.
+//!   bad when the guard drops, so the circuit can never stay half-open for good. A 503
+//!   marked [`HostLost`] (another host died holding the call) is not counted: one dead
+//!   host must not shut a component off on the hosts that still run it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,7 +28,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
 use super::Calls;
-use crate::runtime::failure::error;
+use crate::runtime::failure::{error, HostLost};
 
 /// Bad answers in a row that open a circuit.
 pub const TRIP_AFTER: u32 = 5;
@@ -66,6 +68,19 @@ impl Pass<'_> {
     fn record(mut self, ok: bool) {
         self.recorded = true;
         self.breakers.record(self.target, ok, Instant::now());
+    }
+
+    /// Records `resp`: a failure or a good answer, or nothing when a host was lost
+    /// under it (a trial then just ends, and the next call may be the trial).
+    fn answered<B>(mut self, resp: &http::Response<B>) {
+        if resp.extensions().get::<HostLost>().is_some() {
+            self.recorded = true;
+            if self.trial {
+                self.breakers.end_trial(self.target);
+            }
+            return;
+        }
+        self.record(!is_failure(resp.status()));
     }
 }
 
@@ -122,6 +137,12 @@ impl Breakers {
         }
     }
 
+    fn end_trial(&self, target: &str) {
+        if let Some(b) = self.lock().get_mut(target) {
+            b.trial = false;
+        }
+    }
+
     fn record(&self, target: &str, ok: bool, now: Instant) {
         let mut map = self.lock();
         let b = map.entry(target.to_string()).or_default();
@@ -151,7 +172,8 @@ fn is_failure(status: StatusCode) -> bool {
     matches!(status.as_u16(), 500 | 502 | 503 | 504)
 }
 
-fn is_idempotent(method: &Method) -> bool {
+/// Whether `method` may be sent again without changing the outcome.
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     [
         Method::GET,
         Method::HEAD,
@@ -180,7 +202,7 @@ pub async fn call(
     if !is_idempotent(&parts.method) {
         let req = http::Request::from_parts(parts, body);
         let resp = attempt(calls, target, req, depth, deadline).await;
-        pass.record(!is_failure(resp.status()));
+        pass.answered(&resp);
         return resp;
     }
     let max = calls.max_body(target).unwrap_or(1 << 20);
@@ -203,7 +225,7 @@ pub async fn call(
         let req = http::Request::from_parts(parts.clone(), replay(&bytes));
         let resp = attempt(calls, target, req, depth, deadline).await;
         let failed = is_failure(resp.status());
-        pass.record(!failed);
+        pass.answered(&resp);
         let Some(wait) = BACKOFF
             .get(tries)
             .filter(|_| failed && resp.status() != StatusCode::INTERNAL_SERVER_ERROR)
@@ -335,6 +357,34 @@ mod tests {
         let breaker = &b.lock()["pay"];
         assert!(!breaker.trial, "the trial mark was cleared");
         assert!(breaker.open_until.is_some_and(|u| u > Instant::now()));
+    }
+
+    #[test]
+    fn answers_for_a_lost_host_are_not_counted() {
+        let b = Breakers::default();
+        let lost = || {
+            let mut r =
+                error::<std::convert::Infallible>(StatusCode::SERVICE_UNAVAILABLE, "pay", "x");
+            r.extensions_mut().insert(HostLost);
+            r
+        };
+        for _ in 0..TRIP_AFTER * 3 {
+            b.pass("pay").expect("closed").answered(&lost());
+        }
+        assert!(b.pass("pay").is_ok(), "a dead host opened the circuit");
+        // Half-open: a lost host ends the trial without judging, and another may go.
+        for _ in 0..TRIP_AFTER {
+            b.record("pay", false, Instant::now());
+        }
+        b.lock().get_mut("pay").expect("breaker").open_until = Some(Instant::now());
+        b.pass("pay").expect("the trial").answered(&lost());
+        let again = b.pass("pay").expect("a new trial");
+        again.answered(&error::<std::convert::Infallible>(
+            StatusCode::OK,
+            "pay",
+            "ok",
+        ));
+        assert_eq!(b.admit("pay", Instant::now()), Admit::Go { trial: false });
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod serve;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use panal_nats::kv::KvBucket;
@@ -27,6 +27,7 @@ use serde_json::Value;
 
 use super::Executor;
 use crate::manifest::{ClusterSpec, Limits};
+use crate::registry::Registry;
 pub use rollout::Changed;
 
 /// This host's membership of a cluster.
@@ -35,11 +36,16 @@ pub struct Cluster {
     name: String,
     /// How this host is listed (`PID@ADDRESS`).
     host: String,
-    /// Components this host runs (it follows their cluster-wide deploys).
-    runs: HashSet<String>,
-    /// Components of the manifest that run on other hosts, with their limits (for the
-    /// body cap and how long to wait).
-    elsewhere: HashMap<String, Limits>,
+    /// Components this host runs (it follows their cluster-wide deploys): those of its
+    /// manifest, and those first deployed here.
+    runs: RwLock<HashSet<String>>,
+    /// Components that run on other hosts, with their limits (for the body cap and how
+    /// long to wait): from the manifest, and those the cluster's deploys told of.
+    elsewhere: RwLock<HashMap<String, Limits>>,
+    /// Answers the calls that come here.
+    executor: Weak<Executor>,
+    /// Components whose calls this host answers now (an endpoint each).
+    served: std::sync::Mutex<HashSet<String>>,
     /// Desired version per component (`panal-CLUSTER-desired`).
     desired: KvBucket,
     /// Component bytes by sha256 (`panal-CLUSTER-wasm`).
@@ -60,6 +66,14 @@ pub fn subject(cluster: &str, component: &str) -> String {
 /// The NATS service name of cluster `cluster`'s hosts.
 pub fn service_name(cluster: &str) -> String {
     format!("panal-{cluster}")
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn failed(name: &str, e: impl std::fmt::Display) -> anyhow::Error {
@@ -93,8 +107,10 @@ impl Cluster {
             nats,
             name: name.to_string(),
             host: host.to_string(),
-            runs: registry.names().into_iter().collect(),
-            elsewhere,
+            runs: RwLock::new(registry.names().into_iter().collect()),
+            elsewhere: RwLock::new(elsewhere),
+            executor: Arc::downgrade(executor),
+            served: std::sync::Mutex::default(),
             desired,
             wasm,
             service: tokio::sync::Mutex::new(None),
@@ -112,19 +128,14 @@ impl Cluster {
                 cluster.apply(&registry, &found.key, Some(&value)).await;
             }
         }
-        cluster.announce_all(executor).await?;
+        cluster.announce_all(&registry).await?;
         tokio::spawn(cluster.clone().follow(registry, changed));
         Ok(cluster)
     }
 
     /// Become an instance of the cluster's service, one endpoint per component.
-    async fn announce_all(&self, executor: &Arc<Executor>) -> anyhow::Result<()> {
-        let local = executor.registry().all();
-        let names: Vec<&str> = local.iter().map(|d| &*d.name).collect();
-        let metadata = HashMap::from([
-            ("host".to_string(), self.host.clone()),
-            ("components".to_string(), names.join(",")),
-        ]);
+    async fn announce_all(&self, registry: &Registry) -> anyhow::Result<()> {
+        let metadata = HashMap::from([("host".to_string(), self.host.clone())]);
         let service = self
             .nats
             .service(
@@ -135,47 +146,94 @@ impl Cluster {
             )
             .await
             .map_err(|e| failed(&self.name, e))?;
-        let mut answering = self.answering.lock().await;
-        for deployed in &local {
-            let metadata = HashMap::from([("version".to_string(), deployed.version().to_string())]);
-            let calls = service
-                .endpoint(
-                    &deployed.name,
-                    &subject(&self.name, &deployed.name),
-                    metadata,
-                )
-                .await
-                .map_err(|e| failed(&self.name, e))?;
-            answering.push(tokio::spawn(serve::answer_all(
-                calls,
-                Arc::downgrade(executor),
-                deployed.name.to_string(),
-                self.nats.clone(),
-            )));
-        }
         *self.service.lock().await = Some(service);
+        let local = registry.all();
+        for deployed in &local {
+            self.serve(&deployed.name, deployed.version()).await?;
+        }
         // Everything announced reaches the server before the host says it serves.
         let _ = self.nats.flush().await;
+        let names: Vec<&str> = local.iter().map(|d| &*d.name).collect();
         tracing::info!(cluster = %self.name, host = %self.host, components = %names.join(","), "joined the cluster");
         Ok(())
     }
 
-    /// Show `component`'s `version` (`none` when undeployed) in `nats micro info`.
-    async fn announce(&self, component: &str, version: Option<&str>) {
-        if let Some(service) = self.service.lock().await.as_ref() {
-            service.set_metadata(component, "version", version.unwrap_or("none"));
+    /// Answer calls to `component` (at `version`) here: an endpoint in its queue group,
+    /// and a task answering what comes. Nothing when it already has one, or the host
+    /// left the cluster.
+    async fn serve(&self, component: &str, version: &str) -> anyhow::Result<()> {
+        let service = self.service.lock().await;
+        let Some(service) = service.as_ref() else {
+            return Ok(());
+        };
+        if !self.served().insert(component.to_string()) {
+            service.set_metadata(component, "version", version);
+            return Ok(());
         }
+        let metadata = HashMap::from([("version".to_string(), version.to_string())]);
+        let calls = service
+            .endpoint(component, &subject(&self.name, component), metadata)
+            .await
+            .map_err(|e| failed(&self.name, e))?;
+        self.answering
+            .lock()
+            .await
+            .push(tokio::spawn(serve::answer_all(
+                calls,
+                self.executor.clone(),
+                component.to_string(),
+                self.nats.clone(),
+            )));
+        Ok(())
+    }
+
+    /// Stop answering calls to `component` here (it was undeployed): its endpoint
+    /// drains, and the calls already taken are answered.
+    async fn unserve(&self, component: &str) {
+        if !self.served().remove(component) {
+            return;
+        }
+        if let Some(service) = self.service.lock().await.as_ref() {
+            service.remove(component).await;
+        }
+    }
+
+    /// Serve `component` here when it now runs here, stop when it no longer does, and
+    /// show its version (`none` when undeployed) in `nats micro info`.
+    async fn follow_here(&self, component: &str, version: Option<&str>) {
+        match version {
+            Some(version) => {
+                write(&self.runs).insert(component.to_string());
+                if let Err(e) = self.serve(component, version).await {
+                    tracing::error!(component, error = %e, "cannot take calls from other hosts");
+                }
+            }
+            None => self.unserve(component).await,
+        }
+    }
+
+    fn served(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.served.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether this host runs `component` (as its manifest says, or it was deployed here).
+    fn runs(&self, component: &str) -> bool {
+        read(&self.runs).contains(component)
     }
 
     /// Whether `component` runs on other hosts (as this host's manifest says).
     pub fn runs_elsewhere(&self, component: &str) -> bool {
-        self.elsewhere.contains_key(component)
+        read(&self.elsewhere).contains_key(component)
+    }
+
+    /// The limits of `component`, run elsewhere.
+    fn limits_elsewhere(&self, component: &str) -> Option<Limits> {
+        read(&self.elsewhere).get(component).copied()
     }
 
     /// The largest request body `component` (run elsewhere) takes, in bytes.
     pub fn max_body(&self, component: &str) -> Option<u64> {
-        self.elsewhere
-            .get(component)
+        self.limits_elsewhere(component)
             .map(|l| l.max_body_kb.saturating_mul(1024))
     }
 

@@ -4,6 +4,8 @@
 //! the same answers an in-process call gives (503 when no host runs it or NATS is
 //! down, 504 when none answers in time), so retries and breakers treat them alike.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +16,10 @@ use wasmtime_wasi_http::WasiBody;
 
 use super::wire::{self, RequestHead, ResponseHead, BODY, END, MORE, SEND_TO};
 use super::{subject, Cluster};
+use crate::capabilities::http_out::is_idempotent;
+use crate::manifest::Limits;
 use crate::runtime::failure::error;
+use crate::runtime::failure::HostLost;
 use crate::runtime::Failure;
 
 /// Waited beyond the callee's own `queue_ms` + `timeout_ms` for its first answer.
@@ -41,6 +46,13 @@ impl Cluster {
                 let why = format!("no host of the cluster answered: {why}");
                 error(http::StatusCode::SERVICE_UNAVAILABLE, target, &why)
             }
+            Err(Unanswered::HostLost) => {
+                let why = "the host that had the call went silent (stopped or cut off)";
+                tracing::warn!(component = target, why);
+                let mut resp = error(http::StatusCode::SERVICE_UNAVAILABLE, target, why);
+                resp.extensions_mut().insert(HostLost);
+                resp
+            }
         }
     }
 
@@ -51,9 +63,7 @@ impl Cluster {
         depth: u32,
     ) -> Result<http::Response<WasiBody>, Unanswered> {
         let limits = self
-            .elsewhere
-            .get(target)
-            .copied()
+            .limits_elsewhere(target)
             .ok_or(Unanswered::Failure(Failure::NoComponent))?;
         let (parts, body) = req.into_parts();
         let max = usize::try_from(limits.max_body_kb.saturating_mul(1024)).unwrap_or(usize::MAX);
@@ -83,7 +93,37 @@ impl Cluster {
             headers,
             payload: wire::frame(&head, first),
         };
+        // A call whose host went silent is sent again once when repeating it is safe:
+        // NATS may drop a message on its way to a host that is leaving, and a killed
+        // host's calls are better answered elsewhere than failed.
+        let resend = is_idempotent(&parts.method) && rest.is_empty();
+        let mut result = self
+            .attempt(msg.clone(), &body, rest, part, &limits, resend)
+            .await;
+        if resend && matches!(result, Err(Unanswered::HostLost)) {
+            tracing::info!(
+                component = target,
+                "sending an idempotent call again: the host that had it went silent"
+            );
+            result = self.attempt(msg, &body, rest, part, &limits, false).await;
+        }
+        result
+    }
+
+    /// One try of a call: `msg` (the head and `body`'s first part), then the `rest` of
+    /// the body, then the answer's first part. `early`: give up on a call no host said
+    /// it works on within one and a half keepalives (it is sent again).
+    async fn attempt(
+        &self,
+        msg: Msg,
+        body: &Bytes,
+        rest: &[u8],
+        part: usize,
+        limits: &Limits,
+        early: bool,
+    ) -> Result<http::Response<WasiBody>, Unanswered> {
         let wait = Duration::from_millis(limits.queue_ms + limits.timeout_ms) + GRACE;
+        let deadline = tokio::time::Instant::now() + wait;
         let no_answer = || {
             Unanswered::Failure(Failure::NoAnswer {
                 timeout_ms: limits.timeout_ms,
@@ -96,26 +136,44 @@ impl Cluster {
             .request_parts(msg, wire::KEEPALIVE * 3)
             .await
             .map_err(|e| Unanswered::Unreachable(e.to_string()))?;
-        let mut answer: Parts = answer
-            .filter(|part| {
-                let wait = part
-                    .as_ref()
-                    .is_ok_and(|p| wire::header(&p.headers, BODY) == Some(wire::WAIT));
-                std::future::ready(!wait)
-            })
-            .boxed();
+        let taken = Arc::new(AtomicBool::new(false));
+        let mut answer: Parts = {
+            let taken = taken.clone();
+            answer
+                .filter(move |part| {
+                    let wait = part
+                        .as_ref()
+                        .is_ok_and(|p| wire::header(&p.headers, BODY) == Some(wire::WAIT));
+                    if wait {
+                        taken.store(true, Ordering::Relaxed);
+                    }
+                    std::future::ready(!wait)
+                })
+                .boxed()
+        };
         if !rest.is_empty() {
             self.upload(&mut answer, body.slice_ref(rest), part, wait)
                 .await?;
+            taken.store(true, Ordering::Relaxed);
         }
-        let first = match tokio::time::timeout(wait, answer.next()).await {
-            Ok(Some(Ok(first))) => first,
-            Ok(Some(Err(MsgError::Timeout))) => {
-                let why = "the host that took the call went silent (stopped or cut off)";
-                return Err(Unanswered::Unreachable(why.into()));
+        // Nothing at all within one and a half keepalives: no host took the call (or the
+        // one that did is too busy to say so, which only an idempotent call may risk).
+        let first = loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(no_answer());
             }
-            Err(_) | Ok(None) => return Err(no_answer()),
-            Ok(Some(Err(e))) => return Err(Unanswered::Unreachable(e.to_string())),
+            let silence = (wire::KEEPALIVE * 3 / 2).min(deadline - now);
+            match tokio::time::timeout(silence, answer.next()).await {
+                Ok(Some(Ok(first))) => break first,
+                Ok(Some(Err(MsgError::Timeout))) => return Err(Unanswered::HostLost),
+                Ok(Some(Err(e))) => return Err(Unanswered::Unreachable(e.to_string())),
+                Ok(None) => return Err(no_answer()),
+                Err(_) if early && !taken.load(Ordering::Relaxed) && now + silence < deadline => {
+                    return Err(Unanswered::HostLost)
+                }
+                Err(_) => {}
+            }
         };
         response(first, answer)
     }
@@ -170,6 +228,9 @@ enum Unanswered {
     Failure(Failure),
     /// No host took it (none runs the component, or NATS is unreachable).
     Unreachable(String),
+    /// The host that took it went silent (it died or was cut off, not the component),
+    /// or the call was lost on its way to a host that was leaving.
+    HostLost,
 }
 
 /// The response whose first part is `first`; further parts stream from `answer`.

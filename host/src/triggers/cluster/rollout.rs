@@ -5,13 +5,18 @@
 //! it runs to the desired version with its own zero-failure swap (trial first; a
 //! version that fails the trial there is refused there, and the old one keeps
 //! serving). A host that starts, or comes back, reads the bucket before it serves.
+//!
+//! A component first deployed through one host runs on that host; every change says
+//! how the others reach it ([`Reach`]: its routes and limits), so every gateway serves
+//! it, and an undeploy takes its routes off every gateway.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::Cluster;
+use super::{write, Cluster};
+use crate::manifest::Limits;
 use crate::registry::deploy::{DeployRequest, Outcome};
 use crate::registry::store::RouteRecord;
 use crate::registry::Registry;
@@ -26,6 +31,43 @@ pub struct Desired {
     pub routes: Option<Vec<RouteRecord>>,
     /// The host the change was made on.
     pub by: String,
+    /// How hosts that do not run it reach it (absent: they keep what they know).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<Reach>,
+}
+
+/// The routes and the limits of a component, for the hosts that call it elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reach {
+    /// The routes every gateway serves it on.
+    pub routes: Vec<RouteRecord>,
+    /// Its `max_body_kb` (a caller refuses a bigger body before sending it).
+    pub max_body_kb: u64,
+    /// Its `timeout_ms` and `queue_ms` (how long a caller waits for the first answer).
+    pub timeout_ms: u64,
+    /// See `timeout_ms`.
+    pub queue_ms: u64,
+}
+
+impl Reach {
+    fn of(routes: &[panal_gateway::Route], limits: &Limits) -> Self {
+        Self {
+            routes: routes.iter().map(RouteRecord::of).collect(),
+            max_body_kb: limits.max_body_kb,
+            timeout_ms: limits.timeout_ms,
+            queue_ms: limits.queue_ms,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_body_kb: self.max_body_kb,
+            timeout_ms: self.timeout_ms,
+            queue_ms: self.queue_ms,
+            ..Limits::default()
+        }
+    }
 }
 
 /// Called after a change a host made on its own (the gateway takes new routes).
@@ -40,23 +82,21 @@ impl Cluster {
         outcome: &Outcome,
         routes: Option<&[panal_gateway::Route]>,
     ) -> Result<(), String> {
-        let sha256 = match registry.current(&outcome.name) {
-            Some(current) => {
-                let bytes = registry.blob(&current.sha256)?;
-                self.wasm
-                    .put(&current.sha256, &bytes)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Some(current.sha256.clone())
-            }
-            None => None,
-        };
-        self.announce(&outcome.name, outcome.version.as_deref())
+        let current = registry.current(&outcome.name);
+        if let Some(current) = &current {
+            let bytes = registry.blob(&current.sha256)?;
+            self.wasm
+                .put(&current.sha256, &bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.follow_here(&outcome.name, outcome.version.as_deref())
             .await;
         let desired = Desired {
-            sha256,
+            sha256: current.as_ref().map(|c| c.sha256.clone()),
             routes: routes.map(|r| r.iter().map(RouteRecord::of).collect()),
             by: self.host.clone(),
+            reach: current.map(|c| Reach::of(&c.spec.routes, &c.limits)),
         };
         self.want(&outcome.name, &desired).await
     }
@@ -77,10 +117,15 @@ impl Cluster {
             .put(&sha256, bytes)
             .await
             .map_err(|e| e.to_string())?;
+        let reach = match (routes, self.limits_elsewhere(name)) {
+            (Some(routes), Some(limits)) => Some(Reach::of(routes, &limits)),
+            _ => None,
+        };
         let desired = Desired {
             sha256: Some(sha256.clone()),
             routes: routes.map(|r| r.iter().map(RouteRecord::of).collect()),
             by: self.host.clone(),
+            reach,
         };
         self.want(name, &desired).await?;
         Ok(sha256)
@@ -92,6 +137,7 @@ impl Cluster {
             sha256: None,
             routes: None,
             by: self.host.clone(),
+            reach: None,
         };
         self.want(name, &desired).await
     }
@@ -129,9 +175,6 @@ impl Cluster {
         name: &str,
         value: Option<&[u8]>,
     ) -> Option<Outcome> {
-        if !self.runs.contains(name) {
-            return None;
-        }
         let desired: Desired = match value.map(serde_json::from_slice).transpose() {
             Ok(Some(desired)) => desired,
             Ok(None) => return None,
@@ -140,6 +183,9 @@ impl Cluster {
                 return None;
             }
         };
+        if !self.runs(name) {
+            return self.reach(registry, name, &desired);
+        }
         let current = registry.current(name);
         let result = match (&desired.sha256, &current) {
             (None, None) => return None,
@@ -167,11 +213,44 @@ impl Cluster {
         match result {
             Ok(outcome) => {
                 tracing::info!(component = name, version = ?outcome.version, by = %desired.by, "followed the cluster's deploy");
-                self.announce(name, outcome.version.as_deref()).await;
+                self.follow_here(name, outcome.version.as_deref()).await;
                 Some(outcome)
             }
             Err(e) => {
                 tracing::error!(component = name, by = %desired.by, error = %e, phase = e.phase.name(), "refused the cluster's deploy; the old version keeps serving");
+                None
+            }
+        }
+    }
+
+    /// Follow `desired` for `name`, which runs on other hosts: serve its routes while
+    /// it is deployed there, none once it is undeployed. An outcome when the routes
+    /// changed (the gateway takes the new table).
+    fn reach(&self, registry: &Registry, name: &str, desired: &Desired) -> Option<Outcome> {
+        let routes = match (&desired.sha256, &desired.reach) {
+            (Some(_), None) => return None,
+            (Some(_), Some(reach)) => {
+                write(&self.elsewhere).insert(name.to_string(), reach.limits());
+                reach.routes.iter().map(|r| r.route(name)).collect()
+            }
+            // Still known as run elsewhere: a deploy sent here goes to its hosts.
+            (None, _) if self.runs_elsewhere(name) => Vec::new(),
+            (None, _) => return None,
+        };
+        match registry.reach_elsewhere(name, routes) {
+            Ok(false) => None,
+            Ok(true) => Some(Outcome {
+                name: name.to_string(),
+                version: desired
+                    .sha256
+                    .as_ref()
+                    .map(|s| s.chars().take(12).collect()),
+                previous: None,
+                routes_changed: true,
+                took: std::time::Duration::ZERO,
+            }),
+            Err(e) => {
+                tracing::error!(component = name, by = %desired.by, error = %e, "the cluster's routes for a component run elsewhere clash with this host's; not serving them");
                 None
             }
         }

@@ -4,12 +4,14 @@
 //!
 //! Environment: `BENCH_SECS` (per load run, default 5), `BENCH_CONNS` (default
 //! `1,16,64`), `PANAL_WASMTIME` (a `wasmtime` binary; default `.bench/tools/bin/wasmtime`,
-//! which `scripts/bench-tools.sh` installs), `BENCH_ONLY` (comma-separated sections:
-//! local, messaging, shop, startup, swap).
+//! which `scripts/bench-tools.sh` installs; only the `local` section needs it),
+//! `BENCH_ONLY` (comma-separated sections: local, messaging, shop, cluster, startup,
+//! swap).
 //!
 //! Writes the generated part of BENCHMARKS.md and `docs/benchmarks.png`.
 
 mod chart;
+mod cluster;
 mod load;
 mod nats;
 mod report;
@@ -63,12 +65,13 @@ async fn main() {
                 .expect("BENCH_CONNS: numbers, comma-separated")
         })
         .collect();
-    let only = env_or("BENCH_ONLY", "local,messaging,shop,startup,swap");
+    let only = env_or("BENCH_ONLY", "local,messaging,shop,cluster,startup,swap");
+    let run = |s: &str| only.split(',').any(|o| o.trim() == s);
     let wasmtime = std::env::var_os("PANAL_WASMTIME")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join(".bench/tools/bin/wasmtime"));
     assert!(
-        wasmtime.is_file(),
+        !run("local") || wasmtime.is_file(),
         "{} is missing: run scripts/bench-tools.sh (or `just bench`)",
         wasmtime.display()
     );
@@ -79,7 +82,6 @@ async fn main() {
         conns: conns.clone(),
         wasmtime,
     };
-    let run = |s: &str| only.split(',').any(|o| o.trim() == s);
     if run("local") {
         scenarios::local(&mut b);
     }
@@ -88,6 +90,11 @@ async fn main() {
     }
     if run("shop") {
         scenarios::shop(&mut b).await;
+    }
+    if run("cluster") {
+        cluster::calls(&mut b);
+        cluster::keyvalue(&mut b).await;
+        cluster::shop(&mut b).await;
     }
     if run("startup") {
         println!("startup: panal run of the shop to its first 200");

@@ -15,7 +15,7 @@ pub struct Bench {
 }
 
 impl Bench {
-    fn load(&mut self, scenario: &str, system: &str, req: &Request<'_>) {
+    pub fn load(&mut self, scenario: &str, system: &str, req: &Request<'_>) {
         for &c in &self.conns.clone() {
             let name = format!("{scenario}-{system}-c{c}");
             let sample = self.wrk.run(&name, req, c);
@@ -23,7 +23,7 @@ impl Bench {
         }
     }
 
-    fn started(&mut self, what: &str) {
+    pub fn started(&mut self, what: &str) {
         self.report.commands.push(what.to_string());
     }
 }
@@ -227,14 +227,10 @@ messaging = {{ publish = ["bench.>"], subscribe = [{{ subject = "bench.echo", qu
 /// user's inbox would measure contention on two keys, not the shop).
 const SHOPPERS: usize = 16;
 
-/// `POST /orders` end to end: price, reserve, charge, store, publish, file the events.
-pub async fn shop(b: &mut Bench) {
-    let data = tempfile::tempdir().expect("tmp");
-    let panal = shop::start(data.path());
-    let s = shop::Shop {
-        panal: &panal,
-        c: client(),
-    };
+/// A wrk script placing orders on the shop behind `panal`: [`SHOPPERS`] users and
+/// products are made first, and each order picks one of each at random.
+pub async fn orders_lua(panal: &Panal) -> String {
+    let s = shop::Shop { panal, c: client() };
     let mut tokens = Vec::new();
     let mut products = Vec::new();
     for i in 0..SHOPPERS {
@@ -250,7 +246,7 @@ pub async fn shop(b: &mut Bench) {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let lua = format!(
+    format!(
         r#"
 tokens = {{ {} }}
 products = {{ {} }}
@@ -263,7 +259,14 @@ end
 "#,
         list(&tokens),
         list(&products)
-    );
+    )
+}
+
+/// `POST /orders` end to end: price, reserve, charge, store, publish, file the events.
+pub async fn shop(b: &mut Bench) {
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = shop::start(data.path());
+    let lua = orders_lua(&panal).await;
     let url = panal.at("/orders");
     println!("shop: POST /orders end to end, {SHOPPERS} users and products picked at random");
     let req = Request {

@@ -1,0 +1,74 @@
+//! Checks on several hosts as one cluster: what `panal status` and any NATS client see.
+
+use std::time::{Duration, Instant};
+
+use crate::{client, Panal};
+
+/// Wait until the `hosts` hosts that run `component` say they run `version` (`panal
+/// status`'s view, from `a`) and 20 answers in a row through `a`'s gateway (on the
+/// route `/<component>/config/who`) come from it.
+pub async fn served_everywhere(a: &Panal, component: &str, version: &str, hosts: usize) {
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut in_a_row = 0;
+    let mut seen = String::new();
+    while in_a_row < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "not every host serves {version}: {seen}"
+        );
+        let status: serde_json::Value = c
+            .get(format!("{}/components", a.admin))
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        let versions: Vec<&str> = status["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|h| h["components"].as_array().into_iter().flatten())
+            .filter(|c| c["name"] == component)
+            .filter_map(|c| c["version"].as_str())
+            .collect();
+        let r = c
+            .get(a.at(&format!("/{component}/config/who")))
+            .send()
+            .await
+            .expect("get");
+        let answered = r
+            .headers()
+            .get("x-panal-version")
+            .and_then(|v| v.to_str().ok());
+        let served = answered == Some(version);
+        seen = format!("{answered:?} answered; hosts: {}", status["hosts"]);
+        if served && versions.len() == hosts && versions.iter().all(|v| *v == version) {
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// `$SRV.INFO.<service>` answers from `expected` hosts (as `nats micro info` asks).
+pub async fn service_infos(url: &str, service: &str, expected: usize) -> Vec<serde_json::Value> {
+    use futures::StreamExt;
+    let client = async_nats::connect(url).await.expect("connect");
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.expect("subscribe");
+    client
+        .publish_with_reply(format!("$SRV.INFO.{service}"), inbox, "".into())
+        .await
+        .expect("publish");
+    let mut out = Vec::new();
+    while out.len() < expected {
+        match tokio::time::timeout(Duration::from_secs(5), replies.next()).await {
+            Ok(Some(m)) => out.push(serde_json::from_slice(&m.payload).expect("json")),
+            _ => break,
+        }
+    }
+    out
+}
