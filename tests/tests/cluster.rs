@@ -395,7 +395,8 @@ async fn the_shop_over_three_hosts_sells_exactly_and_outlives_a_killed_host() {
     }
     let failures = load.failures.lock().expect("failures").clone();
     let (accepted, failed) = load.stop().await;
-    eprintln!("SIGKILL on a product host: {accepted} orders accepted, {failed} failed");
+    let silent = hosts[0].log().matches("went silent").count();
+    eprintln!("SIGKILL on a product host: {accepted} orders accepted, {failed} failed, {silent} calls to it went silent");
     let why: Vec<_> = failures
         .iter()
         .map(|(started, _, why)| (started.saturating_duration_since(killed_at), why))

@@ -419,3 +419,63 @@ async fn forged_identities_and_foreign_tokens_are_refused() {
     drop(shop);
     panal.stop();
 }
+
+/// A reservation with an id takes stock once however often it is sent, and its release
+/// gives back once what it took and nothing for a line it never took: the order service
+/// sends both again when an answer was lost (a product host died holding the call).
+#[tokio::test]
+async fn a_reservation_id_makes_reserve_and_release_idempotent() {
+    let manifest = format!(
+        r#"version = 1
+[components.product]
+source = "{product}"
+routes = ["/products", "/internal"]
+keyvalue = ["products"]
+"#,
+        product = panal_tests::component("product"),
+    );
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start(&manifest, data.path());
+    let shop = Shop {
+        panal: &panal,
+        c: client(),
+    };
+    let (a, b) = (
+        shop.product("A", 100, 10).await,
+        shop.product("B", 100, 1).await,
+    );
+    let both = json!({"reservation": "order-1", "items": [
+        {"product_id": a, "quantity": 3}, {"product_id": a, "quantity": 2}]});
+    for _ in 0..3 {
+        let (s, body) = shop.post("/internal/reserve", None, both.clone()).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+    assert_eq!(shop.stock(&a).await, 5, "two lines of 3 and 2, taken once");
+    // All or nothing: B has 1, so nothing of this reservation stays taken.
+    let too_many = json!({"reservation": "order-2", "items": [
+        {"product_id": a, "quantity": 1}, {"product_id": b, "quantity": 2}]});
+    let (s, _) = shop.post("/internal/reserve", None, too_many.clone()).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!((shop.stock(&a).await, shop.stock(&b).await), (5, 1));
+    // Releasing order-2 gives nothing back: it holds nothing.
+    let (s, body) = shop.post("/internal/release", None, too_many).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["items"][0]["quantity"], 0, "{body}");
+    for _ in 0..2 {
+        let (s, body) = shop.post("/internal/release", None, both.clone()).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+    assert_eq!(shop.stock(&a).await, 10, "given back once");
+    let (s, body) = shop
+        .post(
+            "/internal/reserve",
+            None,
+            json!({"reservation": "no/slash", "items": [
+            {"product_id": a, "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body["fields"]["reservation"].is_string(), "{body}");
+    drop(shop);
+    panal.stop();
+}
