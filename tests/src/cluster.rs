@@ -5,9 +5,15 @@ use std::time::{Duration, Instant};
 use crate::{client, Panal};
 
 /// Wait until the `hosts` hosts that run `component` say they run `version` (`panal
-/// status`'s view, from `a`) and 20 answers in a row through `a`'s gateway (on the
-/// route `/<component>/config/who`) come from it.
-pub async fn served_everywhere(a: &Panal, component: &str, version: &str, hosts: usize) {
+/// status`'s view, from `a`) and 20 answers in a row to `GET path` through `a`'s
+/// gateway come from it.
+pub async fn served_everywhere(
+    a: &Panal,
+    component: &str,
+    path: &str,
+    version: &str,
+    hosts: usize,
+) {
     let c = client();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut in_a_row = 0;
@@ -33,11 +39,7 @@ pub async fn served_everywhere(a: &Panal, component: &str, version: &str, hosts:
             .filter(|c| c["name"] == component)
             .filter_map(|c| c["version"].as_str())
             .collect();
-        let r = c
-            .get(a.at(&format!("/{component}/config/who")))
-            .send()
-            .await
-            .expect("get");
+        let r = c.get(a.at(path)).send().await.expect("get");
         let answered = r
             .headers()
             .get("x-panal-version")
@@ -71,4 +73,20 @@ pub async fn service_infos(url: &str, service: &str, expected: usize) -> Vec<ser
         }
     }
     out
+}
+
+/// Deploy `bytes` as `component` through `via`'s admin API, or roll it back (`None`);
+/// the change must be accepted.
+pub async fn change(via: &Panal, component: &str, bytes: Option<Vec<u8>>) {
+    let c = client();
+    let change = match bytes {
+        Some(bytes) => c
+            .put(format!("{}/components/{component}", via.admin))
+            .body(bytes),
+        None => c.post(format!("{}/components/{component}/rollback", via.admin)),
+    };
+    let answer = change.send().await.expect("change");
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "{component} through {}: {body}", via.admin);
 }

@@ -10,7 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use panal_tests::cluster::{served_everywhere, service_infos};
+use panal_tests::cluster::{change, served_everywhere, service_infos};
 use panal_tests::load::Load;
 use panal_tests::postgres::Postgres;
 use panal_tests::{client, component, sha_prefix, variant, NatsCluster, Panal};
@@ -170,7 +170,7 @@ async fn hosts_serve_every_route_share_calls_and_survive_losing_one() {
         "{}",
         added.text().await.unwrap_or_default()
     );
-    served_everywhere(&hosts.a, "hello", &sha_prefix(&hello), 1).await;
+    served_everywhere(&hosts.a, "hello", "/hello/x", &sha_prefix(&hello), 1).await;
     for host in [&hosts.a, b, &hosts.c] {
         let r = c.get(host.at("/hello/x")).send().await.expect("get");
         assert_eq!(r.status(), 200, "{}", host.log());
@@ -227,18 +227,8 @@ async fn hosts_serve_every_route_share_calls_and_survive_losing_one() {
         (b, None, &v1),
         (&hosts.c, Some(v3_bytes), &v3),
     ] {
-        let change = match bytes {
-            Some(bytes) => c.put(format!("{}/components/back", via.admin)).body(bytes),
-            None => c.post(format!("{}/components/back/rollback", via.admin)),
-        };
-        let answer = change.send().await.expect("change");
-        assert_eq!(
-            answer.status(),
-            200,
-            "{}",
-            answer.text().await.unwrap_or_default()
-        );
-        served_everywhere(&hosts.a, "back", want, 2).await;
+        change(via, "back", bytes).await;
+        served_everywhere(&hosts.a, "back", "/back/config/who", want, 2).await;
     }
     let failures = load.failures.lock().expect("failures").clone();
     let (ok, failed) = load.stop().await;
@@ -274,7 +264,7 @@ async fn hosts_serve_every_route_share_calls_and_survive_losing_one() {
     let load = Load::start(&hosts.a.at("/back/config/who"), 16);
     load.wait_for(100).await;
     // B started late, with no deploy history of its own: it serves the cluster's v3.
-    served_everywhere(&hosts.a, "back", &v3, 2).await;
+    served_everywhere(&hosts.a, "back", "/back/config/who", &v3, 2).await;
     let c_host = std::mem::replace(&mut hosts.c, b);
     c_host.kill();
     let ok_by_then = load.ok.load(Ordering::Relaxed);
@@ -356,6 +346,29 @@ async fn the_shop_over_three_hosts_sells_exactly_and_outlives_a_killed_host() {
     assert_eq!(stock, 0);
     let ordered = shops[1].paid_units(&token).await;
     assert_eq!(ordered + stock, 10, "units conserved");
+
+    // Product v2 deployed through host 0, which does not run product: hosts 1 and 2
+    // both swap to it, then roll back through host 1, with no failed read meanwhile.
+    let v1_bytes = std::fs::read(component("product")).expect("product");
+    let v2_bytes = variant(&v1_bytes, "v2");
+    let path = format!("/products/{last}");
+    let load = Load::start(&hosts[0].at(&path), 8);
+    load.wait_for(20).await;
+    for (via, bytes, want) in [
+        (&hosts[0], Some(v2_bytes.clone()), sha_prefix(&v2_bytes)),
+        (&hosts[1], None, sha_prefix(&v1_bytes)),
+    ] {
+        change(via, "product", bytes).await;
+        served_everywhere(&hosts[0], "product", &path, &want, 2).await;
+    }
+    let failures = load.failures.lock().expect("failures").clone();
+    let (ok, failed) = load.stop().await;
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} failed: {failures:?}",
+        ok + failed
+    );
 
     drop(shops);
 

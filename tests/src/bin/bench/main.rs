@@ -113,9 +113,17 @@ async fn main() {
     if let Err(e) = chart::render(&report.rows, &chart) {
         eprintln!("cannot draw {}: {e:#}", chart.display());
     }
+    let wasmtime_version = std::process::Command::new(&b.wasmtime)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "wasmtime (not run)".into());
     let settings = format!(
         "wrk 1 thread, {secs} s per run after a 1 s warm-up, connections {conns:?}; \
-         a fresh instance per request except in the `-reuse` scenarios; wasmtime-cli 48.0.8 (Panal's own wasmtime)"
+         a fresh instance per request except in the `-reuse` scenarios; {wasmtime_version} \
+         (Panal's own wasmtime version)"
     );
     let md = report.markdown(&machine(), &settings, "docs/benchmarks.png");
     let path = repo().join("BENCHMARKS.md");
