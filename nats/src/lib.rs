@@ -9,6 +9,7 @@
 pub mod jetstream;
 pub mod kv;
 pub mod objects;
+mod replies;
 pub mod service;
 
 use std::time::Duration;
@@ -52,6 +53,8 @@ pub enum MsgError {
 #[derive(Clone)]
 pub struct Nats {
     client: Client,
+    /// Where replies to this client's requests arrive.
+    replies: std::sync::Arc<replies::Replies>,
 }
 
 impl Nats {
@@ -74,7 +77,8 @@ impl Nats {
             .connect(servers)
             .await
             .map_err(|e| MsgError::Connection(format!("{url}: {e}")))?;
-        Ok(Self { client })
+        let replies = std::sync::Arc::new(replies::Replies::new(&client));
+        Ok(Self { client, replies })
     }
 
     /// Wait up to `within` for the first connection; whether it is up.
@@ -160,12 +164,7 @@ impl Nats {
             return Err(MsgError::Connection("not connected to NATS".into()));
         }
         let subject = msg.subject.clone();
-        let inbox = self.client.new_inbox();
-        let mut replies = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| MsgError::Connection(e.to_string()))?;
+        let (inbox, mut replies) = self.replies.open(&self.client).await?;
         msg.reply = Some(inbox);
         self.publish(msg).await?;
         let deadline = tokio::time::Instant::now() + timeout;

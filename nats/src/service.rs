@@ -133,12 +133,7 @@ impl Nats {
         if !self.connected() {
             return Err(MsgError::Connection("not connected to NATS".into()));
         }
-        let inbox = self.client.new_inbox();
-        let replies = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| MsgError::Connection(e.to_string()))?;
+        let (inbox, replies) = self.replies.open(&self.client).await?;
         msg.reply = Some(inbox);
         let subject = msg.subject.clone();
         self.publish(msg).await?;

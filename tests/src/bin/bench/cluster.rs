@@ -21,6 +21,7 @@ nats = "{nats}"
 source = "{probe}"
 routes = ["/probe"]
 outbound = ["hello", "near", "127.0.0.1"]
+keyvalue = ["default"]
 
 [components.near]
 source = "{hello}"
