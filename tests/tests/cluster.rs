@@ -4,8 +4,10 @@
 //! through the queue group; bodies bigger than a NATS message go in parts; the hosts
 //! and their components are visible to any NATS client; a deploy or rollback through
 //! any host reaches every host that runs the component, with no failed request, and a
-//! host that starts late serves the cluster's version; a host that stops with SIGTERM
-//! costs nothing, one killed with SIGKILL only what it held.
+//! host that starts late serves the cluster's version; a component first deployed on
+//! one host is served by every gateway until it is undeployed; a host that stops with
+//! SIGTERM costs nothing, nor does one killed with SIGKILL (its idempotent calls are
+//! sent again, and the shop's orders repeat their stock calls under one reservation).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
