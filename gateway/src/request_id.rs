@@ -23,10 +23,11 @@ fn acceptable(id: &[u8]) -> bool {
     !id.is_empty() && id.len() <= MAX_LEN && id.iter().all(|b| b.is_ascii_graphic())
 }
 
-/// A fresh random id.
+/// A fresh random id (32 lowercase hex digits).
 pub fn make() -> HeaderValue {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid"))
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+    HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("invalid"))
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct Deployed {
     pub metrics: Arc<VersionStats>,
     /// Its limits (copied from the spec: read on every request).
     pub limits: Limits,
+    /// [`Deployed::version`] as the `x-panal-version` header, made once.
+    pub(crate) version_header: http::HeaderValue,
     /// What the host delivers to this component's messaging handler.
     pub subscriptions: Vec<Subscription>,
     pub(crate) pre: ProxyPre<State>,
@@ -143,7 +145,10 @@ pub(crate) async fn prepare(
     .await
     .map_err(|e| failed(Phase::Grants, e.to_string()))?;
     let metrics = env.metrics.version(&spec.name, &sha256[..12]);
+    let version_header = http::HeaderValue::from_str(&sha256[..12])
+        .map_err(|e| failed(Phase::Compile, format!("version header: {e}")))?;
     let deployed = Deployed {
+        version_header,
         name: spec.name.as_str().into(),
         sha256,
         spec: spec.clone(),

@@ -57,9 +57,8 @@ impl Executor {
         deployed
             .metrics
             .answered(resp.status().as_u16(), started.elapsed());
-        if let Ok(v) = http::HeaderValue::from_str(deployed.version()) {
-            resp.headers_mut().insert(VERSION_HEADER, v);
-        }
+        resp.headers_mut()
+            .insert(VERSION_HEADER, deployed.version_header.clone());
         resp
     }
 
