@@ -111,6 +111,10 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<State>> {
     let mut linker = Linker::new(engine);
     let fail = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(fail)?;
+    // WASI 0.3: what a `wasi:http/service` component imports besides wasi:http.
+    wasmtime_wasi::p3::clocks::add_to_linker(&mut linker).map_err(fail)?;
+    wasmtime_wasi::p3::random::add_to_linker(&mut linker).map_err(fail)?;
+    wasmtime_wasi::p3::cli::add_to_linker(&mut linker).map_err(fail)?;
     http_out::HttpOut::link(&mut linker).map_err(fail)?;
     keyvalue::Keyvalue::link(&mut linker).map_err(fail)?;
     messaging::Messaging::link(&mut linker).map_err(fail)?;

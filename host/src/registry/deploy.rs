@@ -280,7 +280,7 @@ impl Registry {
         let name = spec.name.clone();
         let (deployed, _) = prepare(Arc::new(spec), bytes, &self.env, previous).await?;
         let mut store = deployed.store(self.engine(), &CallContext::default());
-        let instance = deployed.pre.instance_pre().instantiate_async(&mut store);
+        let instance = deployed.pre.instantiate_async(&mut store);
         match tokio::time::timeout(TRIAL_TIMEOUT, instance).await {
             Ok(Ok(_)) => Ok(deployed),
             Ok(Err(e)) => Err(format!("trapped while instantiating: {}", e.root_cause())),

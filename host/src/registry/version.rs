@@ -9,7 +9,8 @@ use std::time::SystemTime;
 use tokio::sync::Semaphore;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::handler::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::Proxy;
 
 use super::error::{ChangeError, Phase};
 use crate::capabilities::bindings::Host_Pre as HostPre;
@@ -38,7 +39,8 @@ pub struct Deployed {
     pub(crate) version_header: http::HeaderValue,
     /// What the host delivers to this component's messaging handler.
     pub subscriptions: Vec<Subscription>,
-    pub(crate) pre: ProxyPre<State>,
+    /// A WASI 0.2 proxy (`ProxyPre::P2`) or a WASI 0.3 service (`ProxyPre::P3`).
+    pub(crate) pre: Arc<ProxyPre<State>>,
     /// The messaging handler, when the component subscribes to anything.
     pub(crate) handler: Option<HostPre<State>>,
     pub(crate) grants: Grants,
@@ -128,12 +130,8 @@ pub(crate) async fn prepare(
             )
         })?)
     };
-    let pre = ProxyPre::new(pre).map_err(|e| {
-        failed(
-            Phase::Exports,
-            format!("does not export `wasi:http/incoming-handler@0.2.x`, so it cannot serve requests ({e:#})"),
-        )
-    })?;
+    let pre =
+        entry(&component, pre, env.linker.engine()).map_err(|why| failed(Phase::Exports, why))?;
     // Last: storage is opened only for a version that links.
     let stats = env.metrics.component(&spec.name);
     let grants = Grants::configure(&Version {
@@ -157,7 +155,7 @@ pub(crate) async fn prepare(
         metrics,
         limits: spec.limits,
         subscriptions: spec.subscribe.clone(),
-        pre,
+        pre: Arc::new(pre),
         handler,
         grants,
         running: previous.map_or_else(
@@ -167,4 +165,36 @@ pub(crate) async fn prepare(
         idle: Mutex::new(Vec::new()),
     };
     Ok((deployed, how))
+}
+
+/// How `component` serves HTTP, told by what it exports: `wasi:http/handler@0.3.x`
+/// (a WASI 0.3 service) or `wasi:http/incoming-handler@0.2.x` (a 0.2 proxy).
+fn entry(
+    component: &wasmtime::component::Component,
+    pre: wasmtime::component::InstancePre<State>,
+    engine: &wasmtime::Engine,
+) -> Result<ProxyPre<State>, String> {
+    if let Ok(service) = wasmtime_wasi_http::p3::bindings::ServicePre::new(pre.clone()) {
+        return Ok(ProxyPre::P3(service));
+    }
+    match wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre) {
+        Ok(proxy) => Ok(ProxyPre::P2(proxy)),
+        Err(e) => {
+            let exports: Vec<String> = component
+                .component_type()
+                .exports(engine)
+                .map(|(name, _)| format!("`{name}`"))
+                .collect();
+            let exports = if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            };
+            Err(format!(
+                "exports neither `wasi:http/incoming-handler@0.2.x` (a WASI 0.2 proxy) nor \
+                 `wasi:http/handler@0.3.x` (a WASI 0.3 service), so it cannot serve \
+                 requests; it exports {exports} ({e:#})"
+            ))
+        }
+    }
 }

@@ -106,6 +106,8 @@ pub fn new_engine(size: PoolSize) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
+        // WASI 0.3 components (async exports, streams and futures).
+        .wasm_component_model_async(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot configure the wasm engine: {e}"))

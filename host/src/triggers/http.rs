@@ -14,11 +14,13 @@ use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
+use wasmtime::AsContextMut;
+use wasmtime_wasi_http::handler::{Prepared, ProxyPre};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
 use super::executor::{deadline, slot, Executor, InFlight, Instance};
-use crate::capabilities::{trace_of, CallContext};
+use crate::capabilities::{trace_of, CallContext, State};
 use crate::registry::{Deployed, Warm};
 use crate::runtime::limits::{Capped, Ending, Guarded};
 use crate::runtime::Failure;
@@ -125,6 +127,10 @@ fn start(
     permit: tokio::sync::OwnedSemaphorePermit,
     ending: Arc<Ending>,
 ) -> Result<Started, Failure> {
+    let pre = match &*deployed.pre {
+        ProxyPre::P2(pre) => pre.clone(),
+        ProxyPre::P3(_) => return Ok(start_service(deployed, instance, req, permit, ending)),
+    };
     let Instance {
         mut store,
         proxy,
@@ -137,7 +143,6 @@ fn start(
         .new_incoming_request(Scheme::Http, req)
         .and_then(|req| Ok((req, store.data_mut().http().new_response_outparam(tx)?)));
     let (req, out) = handed.map_err(|e| Failure::BadRequest(format!("{e:#}")))?;
-    let pre = deployed.pre.clone();
     let limits = deployed.limits;
     let keep = (served + 1 < limits.reuse).then(|| deployed.clone());
     let task = async move {
@@ -175,6 +180,55 @@ fn start(
     };
     // Guest log lines carry the request's span (id, component, route).
     Ok((rx, tokio::spawn(task.in_current_span())))
+}
+
+/// [`start`] for a WASI 0.3 service: a fresh instance (0.3 components are not kept
+/// between requests yet), `wasi:http/handler#handle` called in its event loop, and the
+/// loop kept running after the response head, as long as the guest has work (it may
+/// write the body after returning the response). The deadline covers it all, from
+/// outside the event loop.
+fn start_service(
+    deployed: &Arc<Deployed>,
+    instance: Instance,
+    req: http::Request<WasiBody>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    ending: Arc<Ending>,
+) -> Started {
+    let mut store = instance.store;
+    let (tx, rx) = oneshot::channel();
+    let pre = deployed.pre.clone();
+    let limits = deployed.limits;
+    let task = async move {
+        let _permit = permit;
+        let hit = store.data().limits.hit.clone();
+        let run = deadline(&limits, &hit, async {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            let (head_tx, head_rx) = futures::channel::oneshot::channel();
+            let prepared = Prepared::new(
+                store.as_context_mut(),
+                &proxy,
+                req,
+                <State as WasiHttpView>::http,
+                head_tx,
+            )?;
+            store
+                .run_concurrent(async move |accessor| {
+                    prepared.run(accessor, std::future::pending()).await?;
+                    if let Ok(head) = head_rx.await {
+                        let why =
+                            |e: wasmtime::Error| ErrorCode::InternalError(Some(format!("{e:#}")));
+                        let _ = tx.send(head.map_err(why));
+                    }
+                    std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
+                    wasmtime::Result::Ok(())
+                })
+                .await?
+        })
+        .await;
+        ending.set(&run, matches!(run, Err(Failure::Stopped { .. })));
+        run
+    };
+    (rx, tokio::spawn(task.in_current_span()))
 }
 
 /// Wait for the response head within the deadline; when the guest ended without one,

@@ -38,7 +38,10 @@ impl Capability for HttpOut {
     type Instance = Outbound;
 
     fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+        // WASI 0.3's `wasi:http/types` and `client`: its calls reach the same
+        // `send_request` hook, so grants, identity and resilience are shared.
+        wasmtime_wasi_http::p3::add_to_linker(linker)
     }
 
     async fn configure(version: &Version<'_>) -> Result<HttpOutGrant, GrantError> {

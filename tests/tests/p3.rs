@@ -1,0 +1,118 @@
+//! WASI 0.3 services (`wasi:http/service`, an async `handle`) served beside WASI 0.2
+//! proxies by the real binary: through the gateway, called in-process by name from a 0.2
+//! component, many at once, deployed and swapped like any component; and a component
+//! that exports neither world is refused with what it does export.
+
+use futures::future::join_all;
+use panal_tests::{client, component, sha_prefix, Panal};
+
+fn manifest() -> String {
+    format!(
+        r#"version = 1
+[components.hello]
+source = "{hello}"
+routes = ["/hello"]
+
+[components.hello-p3]
+source = "{hello_p3}"
+routes = ["/p3"]
+
+[components.probe]
+source = "{probe}"
+routes = ["/probe"]
+keyvalue = ["default"]
+outbound = ["hello-p3"]
+"#,
+        hello = component("hello"),
+        hello_p3 = component("hello_p3"),
+        probe = component("probe"),
+    )
+}
+
+#[tokio::test]
+async fn wasi_0_3_services_run_beside_0_2_proxies() {
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start(&manifest(), data.path());
+    let c = client();
+
+    // Through the gateway: the body is written by the guest after it returned the
+    // response, so the host kept the instance's event loop running.
+    let resp = c.get(panal.at("/p3/x?y=1")).send().await.expect("get");
+    assert_eq!(resp.status(), 200);
+    let p3_bytes = std::fs::read(component("hello_p3")).expect("hello_p3");
+    assert_eq!(
+        resp.headers()["x-panal-version"],
+        sha_prefix(&p3_bytes).as_str()
+    );
+    assert_eq!(resp.headers()["content-type"], "text/plain");
+    assert_eq!(
+        resp.text().await.expect("body"),
+        "hello from WASI 0.3: GET /p3/x?y=1"
+    );
+    let old = c.get(panal.at("/hello/x")).send().await.expect("get");
+    assert_eq!(old.status(), 200, "the 0.2 proxy beside it");
+
+    // A 0.2 component calls the 0.3 one by name, in-process.
+    let call = c
+        .get(panal.at("/probe/call?url=http://hello-p3/p3/called"))
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(call.status(), 200);
+    let text = call.text().await.expect("body");
+    assert!(
+        text.contains("hello from WASI 0.3: GET /p3/called"),
+        "{text}"
+    );
+
+    // Many at once: each request its own instance, none lost.
+    let many = join_all((0..64).map(|i| {
+        let c = c.clone();
+        let url = panal.at(&format!("/p3/{i}"));
+        async move {
+            let r = c.get(url).send().await.expect("get");
+            (r.status(), r.text().await.unwrap_or_default())
+        }
+    }))
+    .await;
+    for (i, (status, body)) in many.iter().enumerate() {
+        assert_eq!(status.as_u16(), 200, "{i}: {body}");
+        assert!(body.ends_with(&format!("/p3/{i}")), "{i}: {body}");
+    }
+
+    // A 0.3 service swaps in for a 0.2 proxy like any new version.
+    let swapped = c
+        .put(format!("{}/components/hello", panal.admin))
+        .body(p3_bytes.clone())
+        .send()
+        .await
+        .expect("deploy");
+    assert_eq!(
+        swapped.status(),
+        200,
+        "{}",
+        swapped.text().await.unwrap_or_default()
+    );
+    let now = c.get(panal.at("/hello/z")).send().await.expect("get");
+    assert_eq!(
+        now.text().await.expect("body"),
+        "hello from WASI 0.3: GET /hello/z"
+    );
+
+    // A component that exports neither world is refused, naming what it exports.
+    let empty = b"\0asm\x0d\x00\x01\x00".to_vec();
+    let refused = c
+        .put(format!("{}/components/nothing?route=/nothing", panal.admin))
+        .body(empty)
+        .send()
+        .await
+        .expect("deploy");
+    let status = refused.status();
+    let why = refused.text().await.unwrap_or_default();
+    assert!(status.is_client_error(), "{status}: {why}");
+    assert!(
+        why.contains("wasi:http/handler@0.3.x") && why.contains("it exports nothing"),
+        "{why}"
+    );
+    panal.stop();
+}
