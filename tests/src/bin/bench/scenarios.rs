@@ -36,6 +36,10 @@ fn local_manifest() -> String {
 source = "{minimal}"
 routes = ["/hello"]
 
+[components.hello-p3]
+source = "{hello_p3}"
+routes = ["/p3"]
+
 [components.minimal-reuse]
 source = "{minimal}"
 routes = ["/reuse"]
@@ -63,6 +67,7 @@ keyvalue = ["default"]
 outbound = ["hello", "127.0.0.1"]
 "#,
         minimal = component("minimal"),
+        hello_p3 = component("hello_p3"),
         bench = component("bench"),
         hello = component("hello"),
         probe = component("probe"),
@@ -96,7 +101,16 @@ pub fn local(b: &mut Bench) {
     let url = format!("{}/hello", reusing.url);
     b.load("hello-reuse", "wasmtime-serve", &Request::get(&url));
     drop((wasmtime, reusing, native));
+    println!("hello-p3: a WASI 0.3 service (hello-p3), Panal beside `wasmtime serve` (its defaults)");
+    let p3 = systems::wasmtime_serve(&b.wasmtime, &component("hello_p3"), &["-Scli"]);
+    b.started(&p3.command);
+    b.load("hello-p3", "panal", &Request::get(&panal.at("/p3/x")));
+    let url = format!("{}/p3/x", p3.url);
+    b.load("hello-p3", "wasmtime-serve", &Request::get(&url));
+    drop(p3);
     let at_least = |x| Some(Target::AtLeast(x));
+    b.report
+        .rps_ratios("hello-p3", "panal", "wasmtime-serve", at_least(1.0));
     b.report
         .rps_ratios("hello", "panal", "wasmtime-serve", at_least(1.0));
     b.report
