@@ -101,7 +101,9 @@ pub fn local(b: &mut Bench) {
     let url = format!("{}/hello", reusing.url);
     b.load("hello-reuse", "wasmtime-serve", &Request::get(&url));
     drop((wasmtime, reusing, native));
-    println!("hello-p3: a WASI 0.3 service (hello-p3), Panal beside `wasmtime serve` (its defaults)");
+    println!(
+        "hello-p3: a WASI 0.3 service (hello-p3), Panal beside `wasmtime serve` (its defaults)"
+    );
     let p3 = systems::wasmtime_serve(&b.wasmtime, &component("hello_p3"), &["-Scli"]);
     b.started(&p3.command);
     b.load("hello-p3", "panal", &Request::get(&panal.at("/p3/x")));
