@@ -1,6 +1,6 @@
 //! WASI 0.3 services (`wasi:http/service`, an async `handle`) served beside WASI 0.2
 //! proxies by the real binary: through the gateway, called in-process by name from a 0.2
-//! component, many at once, deployed and swapped like any component; and a component
+//! component and calling one by name within its grants, many at once, deployed and swapped like any component; and a component
 //! that exports neither world is refused with what it does export.
 
 use futures::future::join_all;
@@ -16,6 +16,7 @@ routes = ["/hello"]
 [components.hello-p3]
 source = "{hello_p3}"
 routes = ["/p3"]
+outbound = ["hello"]
 
 [components.probe]
 source = "{probe}"
@@ -64,6 +65,29 @@ async fn wasi_0_3_services_run_beside_0_2_proxies() {
         text.contains("hello from WASI 0.3: GET /p3/called"),
         "{text}"
     );
+
+    // The 0.3 one calls a 0.2 one by name over wasi:http/client: in-process, carrying
+    // the request id, and only where its `outbound` grants allow.
+    let call = c
+        .get(panal.at("/p3/call/hello/hello/from-p3"))
+        .header("x-request-id", "p3-call-1")
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(call.status(), 200);
+    let text = call.text().await.expect("body");
+    assert!(text.starts_with("200 {"), "{text}");
+    assert!(
+        text.contains(r#""path":"/hello/from-p3""#) && text.contains(r#""request_id":"p3-call-1""#),
+        "{text}"
+    );
+    let denied = c
+        .get(panal.at("/p3/call/probe/probe/x"))
+        .send()
+        .await
+        .expect("call");
+    let text = denied.text().await.expect("body");
+    assert_eq!(text, "failed: ErrorCode::HttpRequestDenied");
 
     // Many at once: each request its own instance, none lost.
     let many = join_all((0..64).map(|i| {

@@ -2,14 +2,35 @@
 //! guest writes from a task of its own after it has returned the response, so the host
 //! must keep the instance's event loop running after the response head.
 //!
-//! `GET /...` → 200 `text/plain` `hello from WASI 0.3: METHOD PATH`.
+//! - `GET /p3/call/COMPONENT/PATH` → 200 `STATUS BODY` of `GET http://COMPONENT/PATH`,
+//!   sent with `wasi:http/client` (the host dispatches it by name, in-process), or
+//!   `failed: ERROR-CODE`.
+//! - any other → 200 `text/plain` `hello from WASI 0.3: METHOD PATH`.
 
-use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response};
+use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response, Scheme};
 use wasip3::{wit_bindgen, wit_future, wit_stream};
 
 wasip3::http::service::export!(HelloP3);
 
 struct HelloP3;
+
+/// `GET http://target/path` through `wasi:http/client`: its status and whole body.
+async fn call(target: &str, path: &str) -> Result<(u16, Vec<u8>), ErrorCode> {
+    let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+    drop(trailers_tx);
+    let (request, _sent) = Request::new(Fields::new(), None, trailers_rx, None);
+    let bad = |_| ErrorCode::InternalError(Some(format!("cannot address {target}{path}")));
+    request.set_scheme(Some(&Scheme::Http)).map_err(bad)?;
+    request.set_authority(Some(target)).map_err(bad)?;
+    request.set_path_with_query(Some(path)).map_err(bad)?;
+    let response = wasip3::http::client::send(request).await?;
+    let status = response.get_status_code();
+    let (read_tx, read_rx) = wit_future::new(|| Ok(()));
+    let (body, _trailers) = Response::consume_body(response, read_rx);
+    let bytes = body.collect().await;
+    drop(read_tx);
+    Ok((status, bytes))
+}
 
 impl wasip3::exports::http::handler::Guest for HelloP3 {
     async fn handle(request: Request) -> Result<Response, ErrorCode> {
@@ -20,7 +41,16 @@ impl wasip3::exports::http::handler::Guest for HelloP3 {
             other => format!("{other:?}").to_uppercase(),
         };
         let path = request.get_path_with_query().unwrap_or_default();
-        let text = format!("hello from WASI 0.3: {method} {path}");
+        let text = match path.strip_prefix("/p3/call/") {
+            Some(rest) => {
+                let (target, tail) = rest.split_once('/').unwrap_or((rest, ""));
+                match call(target, &format!("/{tail}")).await {
+                    Ok((status, body)) => format!("{status} {}", String::from_utf8_lossy(&body)),
+                    Err(e) => format!("failed: {e:?}"),
+                }
+            }
+            None => format!("hello from WASI 0.3: {method} {path}"),
+        };
         let headers = Fields::from_list(&[("content-type".to_string(), b"text/plain".to_vec())])
             .map_err(|e| ErrorCode::InternalError(Some(format!("{e:?}"))))?;
         let (mut body_tx, body_rx) = wit_stream::new();
