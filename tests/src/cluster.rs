@@ -4,16 +4,18 @@ use std::time::{Duration, Instant};
 
 use crate::{client, Panal};
 
-/// Wait until the `hosts` hosts that run `component` say they run `version` (`panal
-/// status`'s view, from `a`) and 20 answers in a row to `GET path` through `a`'s
-/// gateway come from it.
+/// Wait until the `running` hosts that run `component` say they run `version` (`panal
+/// status`'s view, from the first of `hosts`) and 20 answers in a row to `GET path`
+/// through its gateway come from it. On failure, says what each host logged of its
+/// deploys.
 pub async fn served_everywhere(
-    a: &Panal,
+    hosts: &[&Panal],
     component: &str,
     path: &str,
     version: &str,
-    hosts: usize,
+    running: usize,
 ) {
+    let a = hosts[0];
     let c = client();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut in_a_row = 0;
@@ -21,7 +23,8 @@ pub async fn served_everywhere(
     while in_a_row < 20 {
         assert!(
             Instant::now() < deadline,
-            "not every host serves {version}: {seen}"
+            "not every host serves {version}: {seen}\n{}",
+            deploy_logs(hosts)
         );
         let status: serde_json::Value = c
             .get(format!("{}/components", a.admin))
@@ -46,13 +49,35 @@ pub async fn served_everywhere(
             .and_then(|v| v.to_str().ok());
         let served = answered == Some(version);
         seen = format!("{answered:?} answered; hosts: {}", status["hosts"]);
-        if served && versions.len() == hosts && versions.iter().all(|v| *v == version) {
+        if served && versions.len() == running && versions.iter().all(|v| *v == version) {
             in_a_row += 1;
         } else {
             in_a_row = 0;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// What each host logged of deploys and of the cluster (the last 20 such lines each).
+fn deploy_logs(hosts: &[&Panal]) -> String {
+    let mut out = String::new();
+    for (i, host) in hosts.iter().enumerate() {
+        let log = host.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                ["cluster", "deploy", "rolled back", "watch"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .collect();
+        out.push_str(&format!("--- host {i} ---\n"));
+        for line in &lines[lines.len().saturating_sub(20)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// `$SRV.INFO.<service>` answers from `expected` hosts (as `nats micro info` asks).

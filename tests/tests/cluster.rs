@@ -172,7 +172,8 @@ async fn hosts_serve_every_route_share_calls_and_survive_losing_one() {
         "{}",
         added.text().await.unwrap_or_default()
     );
-    served_everywhere(&hosts.a, "hello", "/hello/x", &sha_prefix(&hello), 1).await;
+    let all = [&hosts.a, b, &hosts.c];
+    served_everywhere(&all, "hello", "/hello/x", &sha_prefix(&hello), 1).await;
     for host in [&hosts.a, b, &hosts.c] {
         let r = c.get(host.at("/hello/x")).send().await.expect("get");
         assert_eq!(r.status(), 200, "{}", host.log());
@@ -230,7 +231,8 @@ async fn hosts_serve_every_route_share_calls_and_survive_losing_one() {
         (&hosts.c, Some(v3_bytes), &v3),
     ] {
         change(via, "back", bytes).await;
-        served_everywhere(&hosts.a, "back", "/back/config/who", want, 2).await;
+        let all = [&hosts.a, b, &hosts.c];
+        served_everywhere(&all, "back", "/back/config/who", want, 2).await;
     }
     let failures = load.failures.lock().expect("failures").clone();
     let (ok, failed) = load.stop().await;
@@ -266,7 +268,8 @@ async fn hosts_serve_every_route_share_calls_and_survive_losing_one() {
     let load = Load::start(&hosts.a.at("/back/config/who"), 16);
     load.wait_for(100).await;
     // B started late, with no deploy history of its own: it serves the cluster's v3.
-    served_everywhere(&hosts.a, "back", "/back/config/who", &v3, 2).await;
+    let all = [&hosts.a, &b, &hosts.c];
+    served_everywhere(&all, "back", "/back/config/who", &v3, 2).await;
     let c_host = std::mem::replace(&mut hosts.c, b);
     c_host.kill();
     let ok_by_then = load.ok.load(Ordering::Relaxed);
@@ -361,7 +364,8 @@ async fn the_shop_over_three_hosts_sells_exactly_and_outlives_a_killed_host() {
         (&hosts[1], None, sha_prefix(&v1_bytes)),
     ] {
         change(via, "product", bytes).await;
-        served_everywhere(&hosts[0], "product", &path, &want, 2).await;
+        let all: Vec<&Panal> = hosts.iter().collect();
+        served_everywhere(&all, "product", &path, &want, 2).await;
     }
     let failures = load.failures.lock().expect("failures").clone();
     let (ok, failed) = load.stop().await;

@@ -125,7 +125,8 @@ impl Cluster {
             .map_err(|e| failed(name, e))?
         {
             if let Ok(Some((value, _))) = cluster.desired.entry(&found.key).await {
-                cluster.apply(&registry, &found.key, Some(&value)).await;
+                // One that fails here is tried again by the watch `follow` opens.
+                let _ = cluster.apply(&registry, &found.key, Some(&value)).await;
             }
         }
         cluster.announce_all(&registry).await?;

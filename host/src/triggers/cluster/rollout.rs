@@ -10,8 +10,11 @@
 //! how the others reach it ([`Reach`]: its routes and limits), so every gateway serves
 //! it, and an undeploy takes its routes off every gateway.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +23,11 @@ use crate::manifest::Limits;
 use crate::registry::deploy::{DeployRequest, Outcome};
 use crate::registry::store::RouteRecord;
 use crate::registry::Registry;
+
+/// How long a host waits before it tries again a change it failed to follow.
+const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// How many times a host tries to follow one change.
+const TRIES: u32 = 5;
 
 /// What every host should run of one component.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,50 +161,94 @@ impl Cluster {
 
     /// Bring every component this host runs to the cluster's desired version, now and
     /// on every change, until the host stops; `changed` hears of each change made.
+    ///
+    /// A change that fails here (its bytes could not be fetched, its trial failed) is
+    /// tried again every [`RETRY_EVERY`], up to [`TRIES`] times, unless a newer one
+    /// comes; a watch that fails or ends is opened again (it first replays every
+    /// component's value, which changes nothing already followed).
     pub(super) async fn follow(self: Arc<Self>, registry: Arc<Registry>, changed: Changed) {
-        let mut changes = match self.desired.watch().await {
-            Ok(changes) => changes,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot watch the cluster's desired versions");
-                return;
+        let mut failed: HashMap<String, (Option<Bytes>, u32)> = HashMap::new();
+        let mut retry = tokio::time::interval(RETRY_EVERY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut changes = match self.desired.watch().await {
+                Ok(changes) => changes,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch the cluster's desired versions; trying again");
+                    tokio::time::sleep(RETRY_EVERY).await;
+                    continue;
+                }
+            };
+            loop {
+                tokio::select! {
+                    next = changes.next() => {
+                        let Some((name, value)) = next else { break };
+                        failed.remove(&name);
+                        self.follow_one(&registry, &changed, name, value, 1, &mut failed).await;
+                    }
+                    _ = retry.tick(), if !failed.is_empty() => {
+                        for (name, (value, tries)) in std::mem::take(&mut failed) {
+                            self.follow_one(&registry, &changed, name, value, tries + 1, &mut failed).await;
+                        }
+                    }
+                }
             }
-        };
-        while let Some((name, value)) = changes.next().await {
-            if let Some(outcome) = self.apply(&registry, &name, value.as_deref()).await {
-                changed(&outcome);
+            tracing::warn!("the watch of the cluster's desired versions ended; watching again");
+        }
+    }
+
+    /// Apply one desired value (try number `tries`); keep it in `failed` to try again.
+    async fn follow_one(
+        &self,
+        registry: &Arc<Registry>,
+        changed: &Changed,
+        name: String,
+        value: Option<Bytes>,
+        tries: u32,
+        failed: &mut HashMap<String, (Option<Bytes>, u32)>,
+    ) {
+        match self.apply(registry, &name, value.as_deref()).await {
+            Ok(Some(outcome)) => changed(&outcome),
+            Ok(None) => {}
+            Err(()) if tries < TRIES => {
+                failed.insert(name, (value, tries));
+            }
+            Err(()) => {
+                tracing::error!(component = %name, "gave up following the cluster's deploy after {TRIES} tries");
             }
         }
     }
 
-    /// Bring `name` to `value` (a [`Desired`] as JSON) if this host runs it.
+    /// Bring `name` to `value` (a [`Desired`] as JSON) if this host runs it; `Err` when
+    /// that failed here (logged), and may work if tried again.
     pub(super) async fn apply(
         &self,
         registry: &Arc<Registry>,
         name: &str,
         value: Option<&[u8]>,
-    ) -> Option<Outcome> {
+    ) -> Result<Option<Outcome>, ()> {
         let desired: Desired = match value.map(serde_json::from_slice).transpose() {
             Ok(Some(desired)) => desired,
-            Ok(None) => return None,
+            Ok(None) => return Ok(None),
             Err(e) => {
                 tracing::warn!(component = name, error = %e, "a desired version that is not one");
-                return None;
+                return Ok(None);
             }
         };
         if !self.runs(name) {
-            return self.reach(registry, name, &desired);
+            return Ok(self.reach(registry, name, &desired));
         }
         let current = registry.current(name);
         let result = match (&desired.sha256, &current) {
-            (None, None) => return None,
-            (Some(sha), Some(c)) if *sha == c.sha256 => return None,
+            (None, None) => return Ok(None),
+            (Some(sha), Some(c)) if *sha == c.sha256 => return Ok(None),
             (None, Some(_)) => registry.undeploy(name).await,
             (Some(sha), _) => {
                 let bytes = match self.bytes(registry, sha).await {
                     Ok(bytes) => bytes,
                     Err(e) => {
                         tracing::error!(component = name, sha256 = %sha, error = %e, "cannot fetch the cluster's version");
-                        return None;
+                        return Err(());
                     }
                 };
                 let routes = desired
@@ -214,11 +266,11 @@ impl Cluster {
             Ok(outcome) => {
                 tracing::info!(component = name, version = ?outcome.version, by = %desired.by, "followed the cluster's deploy");
                 self.follow_here(name, outcome.version.as_deref()).await;
-                Some(outcome)
+                Ok(Some(outcome))
             }
             Err(e) => {
                 tracing::error!(component = name, by = %desired.by, error = %e, phase = e.phase.name(), "refused the cluster's deploy; the old version keeps serving");
-                None
+                Err(())
             }
         }
     }
