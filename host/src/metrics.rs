@@ -345,7 +345,7 @@ impl Metrics {
             out,
             "panal_instances_created_total",
             "counter",
-            "Component instances created (one per request or delivery, plus deploy trials).",
+            "Component instances created (one per request or delivery unless kept for more, plus deploy trials).",
         );
         for ((c, v), s) in &versions {
             sample(

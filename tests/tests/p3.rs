@@ -1,7 +1,9 @@
 //! WASI 0.3 services (`wasi:http/service`, an async `handle`) served beside WASI 0.2
 //! proxies by the real binary: through the gateway, called in-process by name from a 0.2
 //! component and calling one by name within its grants, many at once, deployed and swapped like any component; and a component
-//! that exports neither world is refused with what it does export.
+//! that exports neither world is refused with what it does export. Concurrent
+//! instances: one instance serves many requests at once, each with its own context;
+//! a runaway or trapping guest fails its own instance's requests and is dropped.
 
 use futures::future::join_all;
 use panal_tests::{client, component, sha_prefix, Panal};
@@ -23,6 +25,16 @@ source = "{probe}"
 routes = ["/probe"]
 keyvalue = ["default"]
 outbound = ["hello-p3"]
+
+[components.p3-short]
+source = "{hello_p3}"
+routes = ["/short"]
+limits = {{ timeout_ms = 1500, concurrent = 4, idle_ms = 60000 }}
+
+[components.p3-fresh]
+source = "{hello_p3}"
+routes = ["/fresh"]
+limits = {{ reuse = 1 }}
 "#,
         hello = component("hello"),
         hello_p3 = component("hello_p3"),
@@ -89,7 +101,7 @@ async fn wasi_0_3_services_run_beside_0_2_proxies() {
     let text = denied.text().await.expect("body");
     assert_eq!(text, "failed: ErrorCode::HttpRequestDenied");
 
-    // Many at once: each request its own instance, none lost.
+    // Many at once, none lost.
     let many = join_all((0..64).map(|i| {
         let c = c.clone();
         let url = panal.at(&format!("/p3/{i}"));
@@ -138,5 +150,109 @@ async fn wasi_0_3_services_run_beside_0_2_proxies() {
         why.contains("wasi:http/handler@0.3.x") && why.contains("it exports nothing"),
         "{why}"
     );
+    panal.stop();
+}
+
+async fn created(panal: &Panal, name: &str) -> u64 {
+    let text = panal.metrics().await;
+    let prefix = format!("panal_instances_created_total{{component=\"{name}\"");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+async fn get(panal: &Panal, path: &str) -> (u16, String) {
+    let r = client().get(panal.at(path)).send().await.expect("get");
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_0_3_instance_serves_many_requests_at_once_each_in_its_own_context() {
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start(&manifest(), data.path());
+    let c = client();
+
+    // Kept between requests by default (what one request leaves is seen by the next);
+    // `reuse = 1` gives every request a fresh instance.
+    let (_, first) = get(&panal, "/p3/count").await;
+    let (_, second) = get(&panal, "/p3/count").await;
+    assert_eq!(first, "request 1 of this instance");
+    assert_eq!(second, "request 2 of this instance");
+    for _ in 0..2 {
+        assert_eq!(
+            get(&panal, "/fresh/count").await.1,
+            "request 1 of this instance"
+        );
+    }
+
+    // 16 requests that each wait 300 ms, sent at once: instances take several each.
+    let before = created(&panal, "hello-p3").await;
+    let waits = join_all((0..16).map(|_| get(&panal, "/p3/wait/300"))).await;
+    for (status, body) in &waits {
+        assert_eq!(*status, 200, "{body}");
+        assert!(body.starts_with("waited 300 ms"), "{body}");
+    }
+    let made = created(&panal, "hello-p3").await - before;
+    assert!(made < 16, "16 requests took {made} new instances");
+
+    // Each request's outgoing call carries its own request id, though the requests
+    // share instances and their calls interleave.
+    let calls = join_all((0..24).map(|i| {
+        let c = c.clone();
+        let url = panal.at(&format!("/p3/call/hello/hello/ctx-{i}"));
+        async move {
+            let r = c
+                .get(url)
+                .header("x-request-id", format!("ctx-{i}"))
+                .send()
+                .await
+                .expect("call");
+            (i, r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    }))
+    .await;
+    for (i, status, body) in &calls {
+        assert_eq!(*status, 200, "{body}");
+        assert!(
+            body.contains(&format!(r#""request_id":"ctx-{i}""#))
+                && body.contains(&format!(r#""path":"/hello/ctx-{i}""#)),
+            "request {i} got {body}"
+        );
+    }
+
+    // A runaway guest is stopped at its deadline from outside the instance's event
+    // loop; the instance is dropped and the next request gets a working one.
+    let (status, body) = get(&panal, "/short/spin").await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("1500"), "{body}");
+    let (status, body) = get(&panal, "/short/count").await;
+    assert_eq!(status, 200, "{body}");
+
+    // A trap fails the request with the cause; the instance is dropped, not reused.
+    let (_, kept) = get(&panal, "/short/count").await;
+    assert!(kept.starts_with("request "), "{kept}");
+    let (status, body) = get(&panal, "/short/trap").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("component failed"), "{body}");
+    let (status, body) = get(&panal, "/short/count").await;
+    assert_eq!((status, body.as_str()), (200, "request 1 of this instance"));
+
+    // Requests held by an instance that traps fail with it; the others do not.
+    let held = join_all((0..3).map(|_| get(&panal, "/short/wait/800")));
+    let trap = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        get(&panal, "/short/trap").await
+    };
+    let (held, (trap_status, _)) = tokio::join!(held, trap);
+    assert_eq!(trap_status, 500);
+    for (status, body) in &held {
+        assert!(
+            *status == 200 || body.contains("component failed"),
+            "{status}: {body}"
+        );
+    }
+    let (status, _) = get(&panal, "/short/count").await;
+    assert_eq!(status, 200);
     panal.stop();
 }

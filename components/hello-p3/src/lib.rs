@@ -2,9 +2,16 @@
 //! guest writes from a task of its own after it has returned the response, so the host
 //! must keep the instance's event loop running after the response head.
 //!
+//! Paths are read after the route's first segment (`/p3/count`, `/other/count`).
+//!
 //! - `GET /p3/call/COMPONENT/PATH` → 200 `STATUS BODY` of `GET http://COMPONENT/PATH`,
 //!   sent with `wasi:http/client` (the host dispatches it by name, in-process), or
 //!   `failed: ERROR-CODE`.
+//! - `GET /p3/wait/MS` → waits MS ms (the instance is free for other requests
+//!   meanwhile), then `waited MS ms; request N of this instance`.
+//! - `GET /p3/count` → `request N of this instance` (N > 1: the instance was reused).
+//! - `GET /p3/spin` → loops forever (a runaway guest, stopped by the deadline).
+//! - `GET /p3/trap` → traps.
 //! - any other → 200 `text/plain` `hello from WASI 0.3: METHOD PATH`.
 
 use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response, Scheme};
@@ -13,6 +20,9 @@ use wasip3::{wit_bindgen, wit_future, wit_stream};
 wasip3::http::service::export!(HelloP3);
 
 struct HelloP3;
+
+/// Requests this instance has taken (state shared by every request it serves).
+static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// `GET http://target/path` through `wasi:http/client`: its status and whole body.
 async fn call(target: &str, path: &str) -> Result<(u16, Vec<u8>), ErrorCode> {
@@ -41,7 +51,26 @@ impl wasip3::exports::http::handler::Guest for HelloP3 {
             other => format!("{other:?}").to_uppercase(),
         };
         let path = request.get_path_with_query().unwrap_or_default();
-        let text = match path.strip_prefix("/p3/call/") {
+        let n = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        // What follows the route's prefix: `/p3/wait/5` → `wait/5`.
+        let tail = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .map_or("", |(_, tail)| tail);
+        let text = match tail.strip_prefix("call/") {
+            _ if tail == "count" => format!("request {n} of this instance"),
+            _ if tail == "trap" => panic!("asked to trap"),
+            _ if tail == "spin" => {
+                let mut x: u64 = n;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            _ if tail.starts_with("wait/") => {
+                let ms: u64 = tail["wait/".len()..].parse().unwrap_or(0);
+                wasip3::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
+                format!("waited {ms} ms; request {n} of this instance")
+            }
             Some(rest) => {
                 let (target, tail) = rest.split_once('/').unwrap_or((rest, ""));
                 match call(target, &format!("/{tail}")).await {

@@ -17,6 +17,7 @@ pub mod http_out;
 pub mod keyvalue;
 pub mod messaging;
 mod state;
+mod tasks;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -11,6 +11,7 @@ use super::config::{Config, ConfigView};
 use super::http_out::HttpOut;
 use super::keyvalue::{host::KvView, Keyvalue};
 use super::messaging::{host::MsgView, Messaging};
+use super::tasks;
 use super::{CallContext, Capability, Grants};
 use crate::logging::{ComponentLog, Output};
 use crate::runtime::instance::Limited;
@@ -26,6 +27,9 @@ pub struct State {
     keyvalue: <Keyvalue as Capability>::Instance,
     messaging: <Messaging as Capability>::Instance,
     config: <Config as Capability>::Instance,
+    /// In an instance serving several requests at once: each one's context, and the
+    /// serial of the one taken on last.
+    tasks: Option<(tasks::Shared, u64)>,
 }
 
 impl State {
@@ -46,6 +50,40 @@ impl State {
             keyvalue: Keyvalue::prepare(&grants.keyvalue, ctx),
             messaging: Messaging::prepare(&grants.messaging, ctx),
             config: Config::prepare(&grants.config, ctx),
+            tasks: None,
+        }
+    }
+
+    /// Serve several requests at once in `store`'s instance, each with its own context
+    /// ([`State::task_context`]), followed by the store's task-group hook.
+    pub(crate) fn follow_tasks(store: &mut wasmtime::Store<Self>) {
+        let shared = tasks::Shared::default();
+        store.task_group_hook(tasks::Follow(shared.clone()));
+        store.data_mut().tasks = Some((shared, 0));
+    }
+
+    /// Guest task `task` serves a request started by `ctx`.
+    pub(crate) fn task_context(
+        &mut self,
+        task: wasmtime::component::TaskGroupId,
+        ctx: CallContext,
+    ) {
+        if let Some((shared, _)) = &self.tasks {
+            tasks::lock(shared).start(task, ctx);
+        }
+    }
+
+    /// Take on the context of the guest task running now, before a capability reads it.
+    fn sync(&mut self) {
+        let Some((shared, entered)) = &self.tasks else {
+            return;
+        };
+        let switch = tasks::lock(shared).switch(*entered);
+        if let Some((serial, ctx)) = switch {
+            if let Some((_, entered)) = &mut self.tasks {
+                *entered = serial;
+            }
+            self.enter(&ctx);
         }
     }
 
@@ -58,6 +96,7 @@ impl State {
     }
 
     pub(crate) fn kv(&mut self) -> KvView<'_> {
+        self.sync();
         KvView {
             grant: &self.keyvalue,
             table: &mut self.table,
@@ -65,6 +104,7 @@ impl State {
     }
 
     pub(crate) fn msg(&mut self) -> MsgView<'_> {
+        self.sync();
         let m = &mut self.messaging;
         MsgView {
             grant: &m.grant,
@@ -75,6 +115,7 @@ impl State {
     }
 
     pub(crate) fn config(&mut self) -> ConfigView<'_> {
+        self.sync();
         ConfigView(&self.config)
     }
 }
@@ -96,6 +137,7 @@ impl WasiView for State {
 
 impl WasiHttpView for State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
+        self.sync();
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,

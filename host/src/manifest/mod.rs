@@ -219,14 +219,36 @@ pub struct Limits {
     pub queue_ms: u64,
     /// Largest request body it is handed; more is answered 413.
     pub max_body_kb: u64,
-    /// Requests one instance may serve, one after another, before it is dropped (1: a
-    /// fresh instance per request). Opt-in: state a request leaves in the instance is
-    /// seen by the next ones.
-    pub reuse: u32,
+    /// Requests one instance may serve in its life before it is dropped (1: a fresh
+    /// instance per request). Unset: 1 for a WASI 0.2 proxy (reuse is opt-in: state a
+    /// request leaves in the instance is seen by the next ones), 128 for a 0.3 service
+    /// (see [`Limits::reuse_for`]).
+    pub reuse: Option<u32>,
+    /// Requests one instance of a WASI 0.3 service serves at once (unset: 16; a 0.2
+    /// proxy serves one at a time).
+    pub concurrent: Option<u32>,
+    /// How long an instance kept for more requests waits idle before it is dropped.
+    pub idle_ms: u64,
     /// Most MiB of keys and values the component may store (all its buckets).
     pub kv_max_mb: u64,
     /// Most keys the component may store (all its buckets).
     pub kv_max_keys: u64,
+}
+
+impl Limits {
+    /// Requests one instance serves in its life, for a 0.3 service (`p3`) or a 0.2 proxy.
+    pub fn reuse_for(&self, p3: bool) -> u32 {
+        self.reuse.unwrap_or(if p3 { 128 } else { 1 })
+    }
+
+    /// Requests one instance serves at once, for a 0.3 service (`p3`) or a 0.2 proxy.
+    pub fn concurrent_for(&self, p3: bool) -> u32 {
+        if p3 {
+            self.concurrent.unwrap_or(16)
+        } else {
+            1
+        }
+    }
 }
 
 impl Default for Limits {
@@ -237,7 +259,9 @@ impl Default for Limits {
             max_concurrency: 256,
             queue_ms: 100,
             max_body_kb: 1024,
-            reuse: 1,
+            reuse: None,
+            concurrent: None,
+            idle_ms: 1000,
             kv_max_mb: 1024,
             kv_max_keys: 1_000_000,
         }

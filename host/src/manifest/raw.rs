@@ -198,6 +198,8 @@ pub(super) struct RawLimits {
     pub queue_ms: Option<Spanned<i64>>,
     pub max_body_kb: Option<Spanned<i64>>,
     pub reuse: Option<Spanned<i64>>,
+    pub concurrent: Option<Spanned<i64>>,
+    pub idle_ms: Option<Spanned<i64>>,
     pub kv_max_mb: Option<Spanned<i64>>,
     pub kv_max_keys: Option<Spanned<i64>>,
 }

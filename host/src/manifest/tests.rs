@@ -76,8 +76,8 @@ limits = { memory_mb = 0, reuse = 0 }
 fn reuse_defaults_to_a_fresh_instance_per_request() {
     let m = parse("version = 1\n[components.a]\nsource = \"SRC\"\n[components.b]\nsource = \"SRC\"\nlimits = { reuse = 50 }\n")
         .expect("valid");
-    assert_eq!(m.component("a").expect("a").limits.reuse, 1);
-    assert_eq!(m.component("b").expect("b").limits.reuse, 50);
+    assert_eq!(m.component("a").expect("a").limits.reuse, None);
+    assert_eq!(m.component("b").expect("b").limits.reuse, Some(50));
 }
 
 use http::Method;

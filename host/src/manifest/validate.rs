@@ -290,7 +290,13 @@ fn limits(c: &mut Checker, name: &str, raw: &RawLimits) -> Limits {
         limits.max_body_kb = n;
     }
     if let Some(n) = check("reuse", &raw.reuse, (1, 100_000), "requests") {
-        limits.reuse = u32::try_from(n).unwrap_or(u32::MAX);
+        limits.reuse = Some(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    if let Some(n) = check("concurrent", &raw.concurrent, (1, 1000), "requests") {
+        limits.concurrent = Some(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    if let Some(n) = check("idle_ms", &raw.idle_ms, (0, 3_600_000), "ms") {
+        limits.idle_ms = n;
     }
     if let Some(n) = check("kv_max_mb", &raw.kv_max_mb, (1, 1 << 20), "MiB") {
         limits.kv_max_mb = n;

@@ -15,6 +15,7 @@ mod load;
 pub mod store;
 mod version;
 pub mod watch;
+mod workers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -27,8 +28,10 @@ use wasmtime::Engine;
 
 pub use error::{ChangeError, Phase};
 pub use load::{LoadError, LoadStats};
+pub(crate) use version::Ask;
 pub use version::Deployed;
 pub(crate) use version::{prepare, Env, Warm};
+pub(crate) use workers::CAUSE_WAIT;
 
 use store::DeployStore;
 

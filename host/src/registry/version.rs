@@ -1,18 +1,21 @@
 //! One version of a component, ready to serve: compiled, linked, checked against every
 //! capability's grant rules and pre-instantiated ([`prepare`]), with its counters, its
-//! concurrency slots and the instances it keeps for reuse.
+//! concurrency slots and the instances it keeps for reuse (a 0.3 service's, which
+//! serve several requests at once, in `workers`).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use tokio::sync::Semaphore;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
-use wasmtime_wasi_http::handler::ProxyPre;
+use wasmtime_wasi_http::handler::{ProxyHandler, ProxyPre};
 use wasmtime_wasi_http::p2::bindings::Proxy;
 
 use super::error::{ChangeError, Phase};
+pub(crate) use super::workers::Ask;
+use super::workers::Pool;
 use crate::capabilities::bindings::Host_Pre as HostPre;
 use crate::capabilities::{Backends, CallContext, Grants, State, Version};
 use crate::manifest::{ComponentSpec, Limits, Subscription};
@@ -48,6 +51,9 @@ pub struct Deployed {
     pub(crate) running: Arc<Semaphore>,
     /// Instances that served a request and may serve another (`limits.reuse` > 1).
     pub(crate) idle: Mutex<Vec<Warm>>,
+    /// A 0.3 service's instances that serve several requests at once, made on its
+    /// first request.
+    workers: OnceLock<ProxyHandler<Pool>>,
 }
 
 /// An instance that answered a request cleanly, kept for the next (`limits.reuse`).
@@ -73,6 +79,22 @@ impl Deployed {
         self.metrics.instances.fetch_add(1, Ordering::Relaxed);
         let state = State::new(&self.name, &self.grants, self.limits.memory_mb, ctx);
         crate::runtime::instance::store(engine, state, self.limits.timeout_ms)
+    }
+
+    /// The concurrent instances of this version (a 0.3 service), which serve each
+    /// request handed to them with [`Ask`]: `limits.concurrent` at once per instance.
+    pub(crate) fn workers(self: &Arc<Self>, engine: &Engine) -> &ProxyHandler<Pool> {
+        self.workers.get_or_init(|| {
+            ProxyHandler::new(Pool {
+                deployed: Arc::downgrade(self),
+                engine: engine.clone(),
+            })
+        })
+    }
+
+    /// Whether it is a WASI 0.3 service.
+    pub fn is_service(&self) -> bool {
+        matches!(*self.pre, ProxyPre::P3(_))
     }
 
     /// The version clients see in `x-panal-version`: the sha256 prefix.
@@ -132,6 +154,15 @@ pub(crate) async fn prepare(
     };
     let pre =
         entry(&component, pre, env.linker.engine()).map_err(|why| failed(Phase::Exports, why))?;
+    if let (ProxyPre::P2(_), Some(n @ 2..)) = (&pre, spec.limits.concurrent) {
+        return Err(failed(
+            Phase::Exports,
+            format!(
+                "`limits.concurrent` is {n}, but `{name}` is a WASI 0.2 proxy, which serves \
+                 one request at a time: drop the limit, or build it as a 0.3 service"
+            ),
+        ));
+    }
     // Last: storage is opened only for a version that links.
     let stats = env.metrics.component(&spec.name);
     let grants = Grants::configure(&Version {
@@ -163,6 +194,7 @@ pub(crate) async fn prepare(
             |p| p.running.clone(),
         ),
         idle: Mutex::new(Vec::new()),
+        workers: OnceLock::new(),
     };
     Ok((deployed, how))
 }

@@ -61,7 +61,11 @@ impl PoolSize {
             .iter()
             .map(|c| {
                 // Reused instances wait idle between requests: up to one per running slot.
-                let per_slot = if c.limits.reuse > 1 { 2 } else { 1 };
+                let per_slot = if c.limits.reuse.is_some_and(|r| r > 1) {
+                    2
+                } else {
+                    1
+                };
                 u64::from(c.limits.max_concurrency) * per_slot
             })
             .sum::<u64>()

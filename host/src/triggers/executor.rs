@@ -107,7 +107,7 @@ impl Executor {
     /// An instance of `deployed` for `ctx`: a kept one when the component opted into
     /// reuse and one is waiting, else a fresh one.
     pub(crate) fn instance(&self, deployed: &Deployed, ctx: &CallContext) -> Instance {
-        let kept = (deployed.limits.reuse > 1)
+        let kept = (deployed.limits.reuse_for(false) > 1)
             .then(|| deployed.idle.lock().ok().and_then(|mut idle| idle.pop()))
             .flatten();
         match kept {

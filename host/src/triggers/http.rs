@@ -21,7 +21,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
 use super::executor::{deadline, slot, Executor, InFlight, Instance};
 use crate::capabilities::{trace_of, CallContext, State};
-use crate::registry::{Deployed, Warm};
+use crate::registry::{Ask, Deployed, Warm, CAUSE_WAIT};
 use crate::runtime::limits::{Capped, Ending, Guarded};
 use crate::runtime::Failure;
 use panal_gateway::auth::USER_ID_HEADER;
@@ -88,9 +88,13 @@ impl Executor {
         let over = Arc::new(AtomicBool::new(false));
         let req = req.map(|body| Capped::new(body, max_body, over.clone()).boxed_unsync());
         let ctx = self.context_of(&req, depth);
-        let instance = self.instance(deployed, &ctx);
         let ending = Arc::new(Ending::default());
-        let (head, task) = start(deployed, instance, req, permit, ending.clone())?;
+        let (head, task) = if deployed.is_service() && deployed.limits.reuse_for(true) > 1 {
+            start_concurrent(deployed, self.registry().engine(), ctx, req, permit)
+        } else {
+            let instance = self.instance(deployed, &ctx);
+            start(deployed, instance, req, permit, ending.clone())?
+        };
         let stop = task.abort_handle();
         let answer = answer(deployed, head, task, &over).await;
         if over.load(Ordering::Relaxed) {
@@ -144,7 +148,7 @@ fn start(
         .and_then(|req| Ok((req, store.data_mut().http().new_response_outparam(tx)?)));
     let (req, out) = handed.map_err(|e| Failure::BadRequest(format!("{e:#}")))?;
     let limits = deployed.limits;
-    let keep = (served + 1 < limits.reuse).then(|| deployed.clone());
+    let keep = (served + 1 < limits.reuse_for(false)).then(|| deployed.clone());
     let task = async move {
         let _permit = permit;
         let hit = store.data().limits.hit.clone();
@@ -229,6 +233,58 @@ fn start_service(
         run
     };
     (rx, tokio::spawn(task.in_current_span()))
+}
+
+/// [`start`] for a WASI 0.3 service with concurrent instances: the request goes to the
+/// version's workers (an instance with room takes it, else a new one starts), which
+/// run it as a task of their instance's event loop. The slot is held until the head.
+fn start_concurrent(
+    deployed: &Arc<Deployed>,
+    engine: &wasmtime::Engine,
+    ctx: CallContext,
+    req: http::Request<WasiBody>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Started {
+    let workers = deployed.workers(engine).clone();
+    let limits = deployed.limits;
+    let (tx, rx) = oneshot::channel();
+    let task = async move {
+        let _permit = permit;
+        let (cause, failed) = oneshot::channel();
+        match workers.handle(Ask { ctx, cause }, req).await {
+            Ok(resp) => {
+                let _ = tx.send(Ok(resp));
+                Ok(())
+            }
+            Err(e) => Err(concurrent_failure(&e, failed, &limits).await),
+        }
+    };
+    (rx, tokio::spawn(task.in_current_span()))
+}
+
+/// What a request to a concurrent instance failed on: its own deadline, the failure of
+/// the instance under it (as the instance's end tells), or the guest's error code.
+async fn concurrent_failure(
+    e: &wasmtime::Error,
+    failed: oneshot::Receiver<Failure>,
+    limits: &crate::manifest::Limits,
+) -> Failure {
+    use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPanicError};
+    if e.is::<ExpirationError>() {
+        return Failure::Stopped {
+            timeout_ms: limits.timeout_ms,
+        };
+    }
+    if e.is::<TrapOrPanicError>() {
+        return match tokio::time::timeout(CAUSE_WAIT, failed).await {
+            Ok(Ok(failure)) => failure,
+            _ => Failure::TaskFailed,
+        };
+    }
+    if let Some(i) = e.downcast_ref::<InstantiationError<Ask>>() {
+        return Failure::of(&i.error, false, limits);
+    }
+    Failure::ErrorCode(format!("{e:#}"))
 }
 
 /// Wait for the response head within the deadline; when the guest ended without one,
