@@ -6,7 +6,9 @@
 //! a runaway or trapping guest fails its own instance's requests and is dropped.
 
 use futures::future::join_all;
-use panal_tests::{client, component, sha_prefix, Panal};
+use std::time::Duration;
+
+use panal_tests::{client, component, eventually, sha_prefix, Panal};
 
 fn manifest() -> String {
     format!(
@@ -19,21 +21,27 @@ routes = ["/hello"]
 source = "{hello_p3}"
 routes = ["/p3"]
 outbound = ["hello"]
+keyvalue = ["default"]
+config = {{ greeting = "hola" }}
+messaging = {{ publish = ["p3.>"] }}
 
 [components.probe]
 source = "{probe}"
 routes = ["/probe"]
 keyvalue = ["default"]
 outbound = ["hello-p3"]
+messaging = {{ subscribe = ["p3.*"] }}
 
 [components.p3-short]
 source = "{hello_p3}"
 routes = ["/short"]
+keyvalue = ["default"]
 limits = {{ timeout_ms = 1500, concurrent = 4, idle_ms = 60000 }}
 
 [components.p3-fresh]
 source = "{hello_p3}"
 routes = ["/fresh"]
+keyvalue = ["default"]
 limits = {{ reuse = 1 }}
 "#,
         hello = component("hello"),
@@ -115,6 +123,43 @@ async fn wasi_0_3_services_run_beside_0_2_proxies() {
         assert_eq!(status.as_u16(), 200, "{i}: {body}");
         assert!(body.ends_with(&format!("/p3/{i}")), "{i}: {body}");
     }
+
+    // Keyvalue, config and messaging from a 0.3 service, as from a 0.2 one: within
+    // its grants, and a message carries the request id of the request that sent it.
+    assert_eq!(get(&panal, "/p3/kv/hits").await.1, "hits = 1");
+    assert_eq!(get(&panal, "/p3/kv/hits").await.1, "hits = 2");
+    assert_eq!(
+        get(&panal, "/p3/config/greeting").await.1,
+        "greeting = hola"
+    );
+    assert_eq!(get(&panal, "/p3/config/other").await.1, "other unset");
+    let sent = c
+        .get(panal.at("/p3/publish/p3.note"))
+        .header("x-request-id", "p3-msg-1")
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(sent.text().await.expect("body"), "published to p3.note");
+    let kept = |key: &'static str| {
+        let url = panal.at(&format!("/probe/kv/default/{key}"));
+        let c = c.clone();
+        async move {
+            let r = c.get(url).send().await.ok()?;
+            (r.status() == 200).then_some(())?;
+            r.text().await.ok()
+        }
+    };
+    let last = eventually(Duration::from_secs(10), || kept("last:p3.note")).await;
+    assert_eq!(last.as_deref(), Some("from p3"));
+    let meta = eventually(Duration::from_secs(5), || kept("meta:p3.note"))
+        .await
+        .expect("meta");
+    assert!(meta.contains(r#""x-request-id":"p3-msg-1""#), "{meta}");
+    let denied = get(&panal, "/p3/publish/elsewhere.note").await.1;
+    assert!(
+        denied.starts_with("publish failed: Error::PermissionDenied"),
+        "{denied}"
+    );
 
     // A 0.3 service swaps in for a 0.2 proxy like any new version.
     let swapped = c
