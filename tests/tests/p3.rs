@@ -16,6 +16,7 @@ fn manifest() -> String {
 [components.hello]
 source = "{hello}"
 routes = ["/hello"]
+keyvalue = ["default"]
 
 [components.hello-p3]
 source = "{hello_p3}"
