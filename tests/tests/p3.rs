@@ -16,12 +16,15 @@ fn manifest() -> String {
 [components.hello]
 source = "{hello}"
 routes = ["/hello"]
-keyvalue = ["default"]
 
 [components.hello-p3]
 source = "{hello_p3}"
 routes = ["/p3"]
 outbound = ["hello"]
+
+[components.probe-p3]
+source = "{probe_p3}"
+routes = ["/probe-p3"]
 keyvalue = ["default"]
 config = {{ greeting = "hola" }}
 messaging = {{ publish = ["p3.>"] }}
@@ -36,17 +39,16 @@ messaging = {{ subscribe = ["p3.*"] }}
 [components.p3-short]
 source = "{hello_p3}"
 routes = ["/short"]
-keyvalue = ["default"]
 limits = {{ timeout_ms = 1500, concurrent = 4, idle_ms = 60000 }}
 
 [components.p3-fresh]
 source = "{hello_p3}"
 routes = ["/fresh"]
-keyvalue = ["default"]
 limits = {{ reuse = 1 }}
 "#,
         hello = component("hello"),
         hello_p3 = component("hello_p3"),
+        probe_p3 = component("probe_p3"),
         probe = component("probe"),
     )
 }
@@ -127,15 +129,15 @@ async fn wasi_0_3_services_run_beside_0_2_proxies() {
 
     // Keyvalue, config and messaging from a 0.3 service, as from a 0.2 one: within
     // its grants, and a message carries the request id of the request that sent it.
-    assert_eq!(get(&panal, "/p3/kv/hits").await.1, "hits = 1");
-    assert_eq!(get(&panal, "/p3/kv/hits").await.1, "hits = 2");
+    assert_eq!(get(&panal, "/probe-p3/kv/hits").await.1, "hits = 1");
+    assert_eq!(get(&panal, "/probe-p3/kv/hits").await.1, "hits = 2");
     assert_eq!(
-        get(&panal, "/p3/config/greeting").await.1,
+        get(&panal, "/probe-p3/config/greeting").await.1,
         "greeting = hola"
     );
-    assert_eq!(get(&panal, "/p3/config/other").await.1, "other unset");
+    assert_eq!(get(&panal, "/probe-p3/config/other").await.1, "other unset");
     let sent = c
-        .get(panal.at("/p3/publish/p3.note"))
+        .get(panal.at("/probe-p3/publish/p3.note"))
         .header("x-request-id", "p3-msg-1")
         .send()
         .await
@@ -156,7 +158,7 @@ async fn wasi_0_3_services_run_beside_0_2_proxies() {
         .await
         .expect("meta");
     assert!(meta.contains(r#""x-request-id":"p3-msg-1""#), "{meta}");
-    let denied = get(&panal, "/p3/publish/elsewhere.note").await.1;
+    let denied = get(&panal, "/probe-p3/publish/elsewhere.note").await.1;
     assert!(
         denied.starts_with("publish failed: Error::PermissionDenied"),
         "{denied}"

@@ -10,11 +10,6 @@
 //! - `GET /p3/wait/MS` → waits MS ms (the instance is free for other requests
 //!   meanwhile), then `waited MS ms; request N of this instance`.
 //! - `GET /p3/count` → `request N of this instance` (N > 1: the instance was reused).
-//! - `GET /p3/kv/KEY` → `KEY = N`: counter KEY of bucket `default`, incremented
-//!   (wasi:keyvalue atomics), or `kv failed: ERROR`.
-//! - `GET /p3/config/KEY` → `KEY = VALUE`, `KEY unset`, or `config failed: ERROR`.
-//! - `GET /p3/publish/SUBJECT` → `published to SUBJECT` (wasi:messaging producer, data
-//!   `from p3`), or `publish failed: ERROR`.
 //! - `GET /p3/spin` → loops forever (a runaway guest, stopped by the deadline).
 //! - `GET /p3/trap` → traps.
 //! - any other → 200 `text/plain` `hello from WASI 0.3: METHOD PATH`.
@@ -23,45 +18,6 @@ use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response, Scheme};
 use wasip3::{wit_bindgen, wit_future, wit_stream};
 
 wasip3::http::service::export!(HelloP3);
-
-/// The Panal platform imports (wasi:keyvalue, wasi:config, wasi:messaging), the same
-/// WIT as 0.2 components bind: plain (sync) functions a 0.3 guest calls as well.
-mod platform {
-    wasip3::wit_bindgen::generate!({
-        path: "../../wit",
-        world: "panal:platform/guest",
-        generate_all,
-        runtime_path: "wasip3::wit_bindgen::rt",
-    });
-}
-use platform::wasi::{config, keyvalue, messaging};
-
-/// `kv/KEY`, `config/KEY` and `publish/SUBJECT`: the platform imports.
-fn use_imports(tail: &str) -> Option<String> {
-    if let Some(key) = tail.strip_prefix("kv/") {
-        let counted = keyvalue::store::open("default")
-            .and_then(|bucket| keyvalue::atomics::increment(&bucket, key, 1));
-        return Some(match counted {
-            Ok(n) => format!("{key} = {n}"),
-            Err(e) => format!("kv failed: {e:?}"),
-        });
-    }
-    if let Some(key) = tail.strip_prefix("config/") {
-        return Some(match config::store::get(key) {
-            Ok(Some(value)) => format!("{key} = {value}"),
-            Ok(None) => format!("{key} unset"),
-            Err(e) => format!("config failed: {e:?}"),
-        });
-    }
-    let subject = tail.strip_prefix("publish/")?;
-    let message = messaging::types::Message::new(b"from p3");
-    let sent = messaging::types::Client::connect("default")
-        .and_then(|client| messaging::producer::send(&client, subject, message));
-    Some(match sent {
-        Ok(()) => format!("published to {subject}"),
-        Err(e) => format!("publish failed: {e:?}"),
-    })
-}
 
 struct HelloP3;
 
@@ -101,9 +57,7 @@ impl wasip3::exports::http::handler::Guest for HelloP3 {
             .trim_start_matches('/')
             .split_once('/')
             .map_or("", |(_, tail)| tail);
-        let imported = use_imports(tail);
         let text = match tail.strip_prefix("call/") {
-            _ if imported.is_some() => imported.unwrap_or_default(),
             _ if tail == "count" => format!("request {n} of this instance"),
             _ if tail == "trap" => panic!("asked to trap"),
             _ if tail == "spin" => {

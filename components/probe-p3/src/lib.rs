@@ -1,0 +1,82 @@
+//! A WASI 0.3 service that uses the Panal platform imports, the same WIT as 0.2
+//! components bind (`wit/`): plain (sync) functions a 0.3 guest calls as well. (Kept
+//! apart from `hello-p3`, which `wasmtime serve` must run in the benchmarks.)
+//!
+//! - `GET /ANY/kv/KEY` → `KEY = N`: counter KEY of bucket `default`, incremented
+//!   (wasi:keyvalue atomics), or `kv failed: ERROR`.
+//! - `GET /ANY/config/KEY` → `KEY = VALUE`, `KEY unset`, or `config failed: ERROR`.
+//! - `GET /ANY/publish/SUBJECT` → `published to SUBJECT` (wasi:messaging producer,
+//!   data `from p3`), or `publish failed: ERROR`.
+//! - any other → 404 `no such path`.
+
+use wasip3::http::types::{ErrorCode, Fields, Request, Response};
+use wasip3::wit_future;
+
+wasip3::http::service::export!(ProbeP3);
+
+struct ProbeP3;
+
+/// The Panal platform imports (wasi:keyvalue, wasi:config, wasi:messaging), the same
+/// WIT as 0.2 components bind: plain (sync) functions a 0.3 guest calls as well.
+mod platform {
+    wasip3::wit_bindgen::generate!({
+        path: "../../wit",
+        world: "panal:platform/guest",
+        generate_all,
+        runtime_path: "wasip3::wit_bindgen::rt",
+    });
+}
+use platform::wasi::{config, keyvalue, messaging};
+
+/// `kv/KEY`, `config/KEY` and `publish/SUBJECT`: the platform imports.
+fn use_imports(tail: &str) -> Option<String> {
+    if let Some(key) = tail.strip_prefix("kv/") {
+        let counted = keyvalue::store::open("default")
+            .and_then(|bucket| keyvalue::atomics::increment(&bucket, key, 1));
+        return Some(match counted {
+            Ok(n) => format!("{key} = {n}"),
+            Err(e) => format!("kv failed: {e:?}"),
+        });
+    }
+    if let Some(key) = tail.strip_prefix("config/") {
+        return Some(match config::store::get(key) {
+            Ok(Some(value)) => format!("{key} = {value}"),
+            Ok(None) => format!("{key} unset"),
+            Err(e) => format!("config failed: {e:?}"),
+        });
+    }
+    let subject = tail.strip_prefix("publish/")?;
+    let message = messaging::types::Message::new(b"from p3");
+    let sent = messaging::types::Client::connect("default")
+        .and_then(|client| messaging::producer::send(&client, subject, message));
+    Some(match sent {
+        Ok(()) => format!("published to {subject}"),
+        Err(e) => format!("publish failed: {e:?}"),
+    })
+}
+
+impl wasip3::exports::http::handler::Guest for ProbeP3 {
+    async fn handle(request: Request) -> Result<Response, ErrorCode> {
+        let path = request.get_path_with_query().unwrap_or_default();
+        // What follows the route's prefix: `/x/kv/a` → `kv/a`.
+        let tail = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .map_or("", |(_, tail)| tail);
+        let (status, text) = match use_imports(tail) {
+            Some(text) => (200, text),
+            None => (404, "no such path".to_string()),
+        };
+        let (mut body_tx, body_rx) = wasip3::wit_stream::new();
+        let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+        let (response, _sent) = Response::new(Fields::new(), Some(body_rx), trailers_rx);
+        drop(trailers_tx);
+        response
+            .set_status_code(status)
+            .map_err(|()| ErrorCode::InternalError(Some("status".into())))?;
+        wasip3::wit_bindgen::spawn_local(async move {
+            let _unsent = body_tx.write_all(text.into_bytes()).await;
+        });
+        Ok(response)
+    }
+}
