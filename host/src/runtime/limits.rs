@@ -172,6 +172,8 @@ pub struct Guarded {
     over: Arc<AtomicBool>,
     component: Arc<str>,
     limits: crate::manifest::Limits,
+    /// The request's `max_concurrency` slot, when the body must keep it to its end.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Guarded {
@@ -189,7 +191,15 @@ impl Guarded {
             over,
             component,
             limits,
+            slot: None,
         }
+    }
+
+    /// Keep `slot` until the body ends (or is dropped).
+    #[must_use]
+    pub fn holding(mut self, slot: OwnedSemaphorePermit) -> Self {
+        self.slot = Some(slot);
+        self
     }
 
     fn cut_off(&self) -> Option<String> {

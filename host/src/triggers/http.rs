@@ -88,13 +88,18 @@ impl Executor {
         let over = Arc::new(AtomicBool::new(false));
         let req = req.map(|body| Capped::new(body, max_body, over.clone()).boxed_unsync());
         let ctx = self.context_of(&req, depth);
+        let component: Arc<str> = deployed.name.clone();
+        if deployed.is_service() && limits.reuse_for(true) > 1 {
+            let answer = concurrent(deployed, self.registry().engine(), ctx, req).await;
+            if over.load(Ordering::Relaxed) {
+                return Err(too_large);
+            }
+            let guard = |body| Guarded::new(body, Arc::default(), over, component, limits);
+            return Ok(answer?.map(|body| guard(body).holding(permit).boxed_unsync()));
+        }
+        let instance = self.instance(deployed, &ctx);
         let ending = Arc::new(Ending::default());
-        let (head, task) = if deployed.is_service() && deployed.limits.reuse_for(true) > 1 {
-            start_concurrent(deployed, self.registry().engine(), ctx, req, permit)
-        } else {
-            let instance = self.instance(deployed, &ctx);
-            start(deployed, instance, req, permit, ending.clone())?
-        };
+        let (head, task) = start(deployed, instance, req, permit, ending.clone())?;
         let stop = task.abort_handle();
         let answer = answer(deployed, head, task, &over).await;
         if over.load(Ordering::Relaxed) {
@@ -102,7 +107,6 @@ impl Executor {
             return Err(too_large);
         }
         let resp = answer?;
-        let component: Arc<str> = deployed.name.clone();
         Ok(resp.map(|body| Guarded::new(body, ending, over, component, limits).boxed_unsync()))
     }
 
@@ -235,31 +239,26 @@ fn start_service(
     (rx, tokio::spawn(task.in_current_span()))
 }
 
-/// [`start`] for a WASI 0.3 service with concurrent instances: the request goes to the
-/// version's workers (an instance with room takes it, else a new one starts), which
-/// run it as a task of their instance's event loop. The slot is held until the head.
-fn start_concurrent(
+/// A WASI 0.3 service with concurrent instances: the request goes to the version's
+/// workers (an instance with room takes it, else a new one starts), which run it as a
+/// task of their instance's event loop, in their own tokio task; here only the wait for
+/// the head, within `timeout_ms`. (The caller keeps the slot until the body ends.)
+async fn concurrent(
     deployed: &Arc<Deployed>,
     engine: &wasmtime::Engine,
     ctx: CallContext,
     req: http::Request<WasiBody>,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) -> Started {
-    let workers = deployed.workers(engine).clone();
+) -> Result<http::Response<WasiBody>, Failure> {
     let limits = deployed.limits;
-    let (tx, rx) = oneshot::channel();
-    let task = async move {
-        let _permit = permit;
-        let (cause, failed) = oneshot::channel();
-        match workers.handle(Ask { ctx, cause }, req).await {
-            Ok(resp) => {
-                let _ = tx.send(Ok(resp));
-                Ok(())
-            }
-            Err(e) => Err(concurrent_failure(&e, failed, &limits).await),
-        }
-    };
-    (rx, tokio::spawn(task.in_current_span()))
+    let (cause, failed) = oneshot::channel();
+    let handled = deployed.workers(engine).handle(Ask { ctx, cause }, req);
+    match tokio::time::timeout(Duration::from_millis(limits.timeout_ms), handled).await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) => Err(concurrent_failure(&e, failed, &limits).await),
+        Err(_) => Err(Failure::NoAnswer {
+            timeout_ms: limits.timeout_ms,
+        }),
+    }
 }
 
 /// What a request to a concurrent instance failed on: its own deadline, the failure of
