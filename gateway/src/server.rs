@@ -15,7 +15,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tracing::Instrument;
 
 use http_body_util::BodyExt;
 
@@ -117,7 +116,7 @@ impl Gateway {
         self.table.store(Arc::new(table));
     }
 
-    /// Route and answer one request.
+    /// Route and answer one request, and log it (the access line).
     pub async fn handle(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
         let started = Instant::now();
         let body_timeout = self.limits.body_timeout;
@@ -137,37 +136,35 @@ impl Gateway {
         req.headers_mut().insert(request_id::HEADER, id.clone());
         // Only the gateway speaks for the caller's identity.
         req.headers_mut().remove(auth::USER_ID_HEADER);
-        let span = tracing::info_span!(
-            "request",
-            id = %id.to_str().unwrap_or("-"),
-            method = %req.method(),
-            path = %req.uri().path(),
-            component = tracing::field::Empty,
-            route = tracing::field::Empty,
-        );
-        let mut resp = async {
-            let mut resp = self.dispatch(req).await;
-            if tripped
-                .as_ref()
-                .is_some_and(|t| t.load(std::sync::atomic::Ordering::Relaxed))
-            {
-                resp = request_timeout(body_timeout);
-            }
-            tracing::info!(
-                status = resp.status().as_u16(),
-                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "answered"
-            );
-            resp
+        // What the access line says of the request, taken before it is handed on.
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let mut served = Served::default();
+        let mut resp = self.dispatch(req, &mut served).await;
+        if tripped
+            .as_ref()
+            .is_some_and(|t| t.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            resp = request_timeout(body_timeout);
         }
-        .instrument(span)
-        .await;
+        // The access log, one event per request (no span: its cost was most of the
+        // gateway's); `panal::access` lines are buffered by the host's logger.
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::info!(
+            target: "panal::access",
+            id = id.to_str().unwrap_or("-"),
+            %method,
+            path = uri.path(),
+            component = served.component.as_str(),
+            route = served.route.as_str(),
+            status = resp.status().as_u16(),
+            micros,
+            "answered"
+        );
         resp.headers_mut().insert(request_id::HEADER, id);
         resp
     }
 
-    async fn dispatch(&self, mut req: Request) -> http::Response<Body> {
-        let span = tracing::Span::current();
+    async fn dispatch(&self, mut req: Request, served: &mut Served) -> http::Response<Body> {
         let header_bytes: usize = req
             .headers()
             .iter()
@@ -203,15 +200,15 @@ impl Gateway {
             .iter()
             .find_map(|a| a.matches(req.method(), &path).map(|p| (a, p)))
         {
-            span.record("component", "(aggregate)");
-            span.record("route", agg.pattern());
+            served.component = "(aggregate)".to_string();
+            served.route = agg.pattern().to_string();
             return self.aggregate(agg, &params, req).await;
         }
         let table = self.table.load();
         match table.lookup(req.method(), &path) {
             RouteMatch::Found(route) => {
-                span.record("component", route.component.as_str());
-                span.record("route", route.prefix.as_str());
+                served.component.clone_from(&route.component);
+                served.route.clone_from(&route.prefix);
                 if let Err(refusal) = self.admit(route, &mut req) {
                     return *refusal;
                 }
@@ -475,4 +472,11 @@ async fn refuse(mut stream: tokio::net::TcpStream, refusal: crate::conn::Refusal
         stream.shutdown().await
     })
     .await;
+}
+
+/// Which component and route answered a request, for its access-log line.
+#[derive(Default)]
+struct Served {
+    component: String,
+    route: String,
 }

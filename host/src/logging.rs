@@ -1,23 +1,105 @@
 //! Logging: the `tracing` subscriber (`RUST_LOG`, default `info`) and the streams that
 //! carry a component's stdout/stderr into the log, one event per line, tagged with the
 //! component's name.
+//!
+//! Access-log lines (target [`ACCESS`], one per request) are buffered and written
+//! together every [`FLUSH_EVERY`], or sooner when the buffer fills: a `write(2)` per
+//! request under the stderr lock was the gateway's largest cost. Every other line is
+//! written at once, after the buffered ones, so the log keeps its order; [`flush`]
+//! empties the buffer on exit.
 
+use std::io::Write;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+/// The target of the one line per request the gateway logs.
+pub const ACCESS: &str = "panal::access";
+/// How long an access-log line may wait in the buffer.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// Written at once when the buffer grows past this.
+const BUFFER_MAX: usize = 64 << 10;
+
+/// Access-log lines not yet written.
+static BUFFERED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 /// Install the global subscriber. Logs go to stderr so stdout stays free for tools.
 pub fn init() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(Logs)
         .with_ansi(false)
         .try_init();
+    if installed.is_ok() {
+        let _ = std::thread::Builder::new()
+            .name("panal-log".into())
+            .spawn(|| loop {
+                std::thread::sleep(FLUSH_EVERY);
+                flush();
+            });
+    }
+}
+
+/// Write the buffered access-log lines now.
+pub fn flush() {
+    let mut buffered = BUFFERED.lock().unwrap_or_else(PoisonError::into_inner);
+    write_out(&mut buffered);
+}
+
+fn write_out(buffered: &mut Vec<u8>) {
+    if !buffered.is_empty() {
+        let _ = std::io::stderr().lock().write_all(buffered);
+        buffered.clear();
+    }
+}
+
+/// Picks each line's way out: access-log lines to the buffer, the rest straight out.
+struct Logs;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line { buffered: false }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Line {
+        Line {
+            buffered: meta.target() == ACCESS,
+        }
+    }
+}
+
+/// One log line on its way out.
+struct Line {
+    buffered: bool,
+}
+
+impl Write for Line {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut buffered = BUFFERED.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.buffered {
+            buffered.extend_from_slice(buf);
+            if buffered.len() > BUFFER_MAX {
+                write_out(&mut buffered);
+            }
+        } else {
+            // The lines before it first, while holding the buffer: the order holds.
+            write_out(&mut buffered);
+            std::io::stderr().lock().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Which of a component's output streams.

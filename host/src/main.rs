@@ -211,6 +211,7 @@ fn main() -> ExitCode {
             }
         }
     });
+    panal::logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
