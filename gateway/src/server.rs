@@ -151,11 +151,11 @@ impl Gateway {
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         tracing::info!(
             target: "panal::access",
-            id = id.to_str().unwrap_or("-"),
+            id = %id.to_str().unwrap_or("-"),
             %method,
-            path = uri.path(),
-            component = served.component.as_str(),
-            route = served.route.as_str(),
+            path = %uri.path(),
+            component = %served.component,
+            route = %served.route,
             status = resp.status().as_u16(),
             micros,
             "answered"

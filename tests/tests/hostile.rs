@@ -209,7 +209,7 @@ limits = {{ memory_mb = 2 }}
             .body(bytes)
             .send()
     };
-    let refused = deploy(panal_tests::fixtures::many_core_instances(20))
+    let refused = deploy(panal_tests::fixtures::many_core_instances(40))
         .await
         .expect("deploy");
     let status = refused.status();

@@ -30,17 +30,22 @@ pub struct Product {
     pub holds: Vec<Hold>,
 }
 
-/// Stock taken by one line of one reservation (`<reservation>/<line index>`).
+/// Stock taken by one line of one reservation (`<reservation>/<line index>`), and when
+/// (unix seconds).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hold {
     pub id: String,
     pub quantity: u64,
+    #[serde(default)]
+    pub at: u64,
 }
 
-/// Holds kept per product, oldest dropped first. A hold only has to outlive the order
-/// request that made it (its retries and its release); a paid order's hold is just kept
-/// until it is pushed out.
-pub const MAX_HOLDS: usize = 128;
+/// How long a hold is kept. It only has to outlive the order request that made it (its
+/// retries, after a host went silent for seconds, and its release).
+pub const HOLD_SECS: u64 = 60;
+/// Most holds kept per product, oldest dropped first (bounds the record of a product
+/// ordered hundreds of times a second; below that rate a hold is kept `HOLD_SECS`).
+pub const MAX_HOLDS: usize = 1024;
 
 impl Product {
     pub fn public(&self) -> Value {
@@ -57,15 +62,18 @@ impl Product {
         self.holds.iter().position(|h| h.id == id)
     }
 
-    /// Records that `quantity` was taken under `id`, dropping the oldest hold past
-    /// [`MAX_HOLDS`].
-    pub fn add_hold(&mut self, id: &str, quantity: u64) {
+    /// Records that `quantity` was taken under `id` at `now`, dropping holds older than
+    /// [`HOLD_SECS`] and the oldest past [`MAX_HOLDS`].
+    pub fn add_hold(&mut self, id: &str, quantity: u64, now: u64) {
+        self.holds.retain(|h| now.saturating_sub(h.at) < HOLD_SECS);
         if self.holds.len() >= MAX_HOLDS {
-            self.holds.remove(0);
+            let over = self.holds.len() + 1 - MAX_HOLDS;
+            self.holds.drain(..over);
         }
         self.holds.push(Hold {
             id: id.to_string(),
             quantity,
+            at: now,
         });
     }
 
@@ -279,6 +287,28 @@ mod tests {
             .expect("ok")
             .apply(&mut p);
         assert_eq!((p.name.as_str(), p.price_cents, p.stock), ("new", 3, 2));
+    }
+
+    #[test]
+    fn holds_are_kept_a_minute_and_at_most_max_holds() {
+        let mut p = Product {
+            id: "a".into(),
+            name: "n".into(),
+            price_cents: 1,
+            stock: 2,
+            created_at: String::new(),
+            holds: Vec::new(),
+        };
+        p.add_hold("old/0", 1, 1000);
+        p.add_hold("new/0", 1, 1000 + HOLD_SECS - 1);
+        assert!(p.hold("old/0").is_some(), "younger than HOLD_SECS");
+        p.add_hold("newer/0", 1, 1000 + HOLD_SECS);
+        assert!(p.hold("old/0").is_none(), "HOLD_SECS old");
+        for i in 0..MAX_HOLDS {
+            p.add_hold(&format!("{i}/0"), 1, 2000);
+        }
+        assert_eq!(p.holds.len(), MAX_HOLDS);
+        assert!(p.hold("0/0").is_some() && p.hold("new/0").is_none());
     }
 
     #[test]

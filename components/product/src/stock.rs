@@ -90,7 +90,7 @@ fn take(bucket: &Bucket, key: &str, line: &Line, hold: Option<&str>) -> Result<P
             ApiError::conflict("insufficient stock").with("product_id", line.product_id.as_str())
         })?;
         if let Some(h) = hold {
-            product.add_hold(h, line.quantity);
+            product.add_hold(h, line.quantity, panal_sdk::time::unix_now());
         }
         Ok(Step::Write(product.to_bytes()?, product))
     });

@@ -186,7 +186,7 @@ fn start(
             (run, _) => run.map(drop),
         }
     };
-    // Guest log lines carry the request's span (id, component, route).
+    // Guest log lines keep the caller's span, if any (a message delivery has one).
     Ok((rx, tokio::spawn(task.in_current_span())))
 }
 
