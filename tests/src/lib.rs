@@ -188,6 +188,17 @@ impl Panal {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Instances of component `name` created so far, all versions
+    /// (`panal_instances_created_total`).
+    pub async fn instances_created(&self, name: &str) -> u64 {
+        let text = self.metrics().await;
+        let prefix = format!("panal_instances_created_total{{component=\"{name}\"");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// The admin listener's `GET /metrics` text.
     pub async fn metrics(&self) -> String {
         client()

@@ -67,15 +67,6 @@ outbound = ["py", "py3", "js"]
     )
 }
 
-async fn created(panal: &Panal, name: &str) -> u64 {
-    let text = panal.metrics().await;
-    let prefix = format!("panal_instances_created_total{{component=\"{name}\"");
-    text.lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn python_and_javascript_components_run_unchanged() {
     let (py, py3, js) = guests();
@@ -92,7 +83,7 @@ async fn python_and_javascript_components_run_unchanged() {
     ];
     for (name, greeting) in cases {
         // 12 at once, each answered with its own path.
-        let before = created(&panal, name).await;
+        let before = panal.instances_created(name).await;
         let answers = join_all((0..12).map(|i| {
             let url = panal.at(&format!("/{name}/n{i}?q={i}"));
             let c = c.clone();
@@ -115,7 +106,7 @@ async fn python_and_javascript_components_run_unchanged() {
                 .expect("get");
             assert_eq!(r.status(), 200, "{name}");
         }
-        let made = created(&panal, name).await - before;
+        let made = panal.instances_created(name).await - before;
         if name.ends_with("-reuse") || name == "py3" {
             assert!(made < 16, "{name}: 16 requests took {made} instances");
         } else {

@@ -201,15 +201,6 @@ async fn wasi_0_3_services_run_beside_0_2_proxies() {
     panal.stop();
 }
 
-async fn created(panal: &Panal, name: &str) -> u64 {
-    let text = panal.metrics().await;
-    let prefix = format!("panal_instances_created_total{{component=\"{name}\"");
-    text.lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 async fn get(panal: &Panal, path: &str) -> (u16, String) {
     let r = client().get(panal.at(path)).send().await.expect("get");
     (r.status().as_u16(), r.text().await.unwrap_or_default())
@@ -235,13 +226,13 @@ async fn a_0_3_instance_serves_many_requests_at_once_each_in_its_own_context() {
     }
 
     // 16 requests that each wait 300 ms, sent at once: instances take several each.
-    let before = created(&panal, "hello-p3").await;
+    let before = panal.instances_created("hello-p3").await;
     let waits = join_all((0..16).map(|_| get(&panal, "/p3/wait/300"))).await;
     for (status, body) in &waits {
         assert_eq!(*status, 200, "{body}");
         assert!(body.starts_with("waited 300 ms"), "{body}");
     }
-    let made = created(&panal, "hello-p3").await - before;
+    let made = panal.instances_created("hello-p3").await - before;
     assert!(made < 16, "16 requests took {made} new instances");
 
     // Each request's outgoing call carries its own request id, though the requests

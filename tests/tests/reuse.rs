@@ -21,15 +21,6 @@ keyvalue = ["default"]
     )
 }
 
-async fn created(panal: &Panal, name: &str) -> u64 {
-    let text = panal.metrics().await;
-    let prefix = format!("panal_instances_created_total{{component=\"{name}\"");
-    text.lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 async fn status(path: &str, panal: &Panal) -> u16 {
     let resp = client().get(panal.at(path)).send().await.expect("request");
     let status = resp.status().as_u16();
@@ -47,7 +38,7 @@ async fn an_instance_serves_reuse_requests_and_a_failed_one_is_dropped() {
         assert_eq!(status("/probe/config", &panal).await, 200);
     }
     assert_eq!(
-        created(&panal, "probe").await,
+        panal.instances_created("probe").await,
         2,
         "8 requests, 4 per instance"
     );
@@ -56,13 +47,13 @@ async fn an_instance_serves_reuse_requests_and_a_failed_one_is_dropped() {
     // trapped instance had served only one request.
     assert_eq!(status("/probe/trap", &panal).await, 500);
     assert_eq!(status("/probe/config", &panal).await, 200);
-    assert_eq!(created(&panal, "probe").await, 4);
+    assert_eq!(panal.instances_created("probe").await, 4);
 
     // The default stays one instance per request.
     for _ in 0..5 {
         assert_eq!(status("/fresh/config", &panal).await, 200);
     }
-    assert_eq!(created(&panal, "fresh").await, 5);
+    assert_eq!(panal.instances_created("fresh").await, 5);
     panal.stop();
 }
 
