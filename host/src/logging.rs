@@ -111,17 +111,26 @@ pub enum Output {
     Stderr,
 }
 
+/// The id of the request an instance serves now, which its output lines carry (a kept
+/// or concurrent instance changes it as it takes on another request).
+pub type RequestTag = Arc<Mutex<Option<Arc<str>>>>;
+
 /// A guest output stream that becomes log lines.
 #[derive(Clone)]
 pub struct ComponentLog {
     component: Arc<str>,
     output: Output,
+    request: RequestTag,
 }
 
 impl ComponentLog {
-    /// The `output` stream of `component`.
-    pub fn new(component: Arc<str>, output: Output) -> Self {
-        Self { component, output }
+    /// The `output` stream of `component`, its lines tagged with `request`.
+    pub fn new(component: Arc<str>, output: Output, request: RequestTag) -> Self {
+        Self {
+            component,
+            output,
+            request,
+        }
     }
 }
 
@@ -154,12 +163,19 @@ impl LineWriter {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\r');
         let component = &*self.log.component;
+        let request = self
+            .log
+            .request
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let request_id = request.as_deref().unwrap_or("-");
         match self.log.output {
             Output::Stdout => {
-                tracing::info!(target: "panal::guest", component, stream = "stdout", "{line}")
+                tracing::info!(target: "panal::guest", component, %request_id, stream = "stdout", "{line}")
             }
             Output::Stderr => {
-                tracing::warn!(target: "panal::guest", component, stream = "stderr", "{line}")
+                tracing::warn!(target: "panal::guest", component, %request_id, stream = "stderr", "{line}")
             }
         }
     }

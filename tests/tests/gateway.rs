@@ -118,6 +118,10 @@ async fn a_plain_wasi_proxy_component_streams_bodies_and_logs_its_output() {
         .await
         .expect("post");
     assert_eq!(echoed.status(), 200);
+    let id = echoed.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
     assert_eq!(
         echoed.bytes().await.expect("bytes").as_ref(),
         body.as_slice()
@@ -129,6 +133,7 @@ async fn a_plain_wasi_proxy_component_streams_bodies_and_logs_its_output() {
         .unwrap_or_else(|| panic!("component stdout not in the log:\n{log}"));
     assert!(line.contains("component=\"hello\""), "{line}");
     assert!(line.contains("stream=\"stdout\""), "{line}");
+    assert!(line.contains(&format!("request_id={id}")), "{line}");
     assert!(log.contains("hello stderr POST /hello/echo"), "{log}");
 }
 

@@ -1,7 +1,7 @@
 //! The state of one `Store`: one instance. Each capability gets its own view of it (the
 //! wasmtime `*View` pattern), so capability code never sees the rest.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -13,7 +13,7 @@ use super::keyvalue::{host::KvView, Keyvalue};
 use super::messaging::{host::MsgView, Messaging};
 use super::tasks;
 use super::{CallContext, Capability, Grants};
-use crate::logging::{ComponentLog, Output};
+use crate::logging::{ComponentLog, Output, RequestTag};
 use crate::runtime::instance::Limited;
 use crate::runtime::limits::Limiter;
 
@@ -30,15 +30,19 @@ pub struct State {
     /// In an instance serving several requests at once: each one's context, and the
     /// serial of the one taken on last.
     tasks: Option<(tasks::Shared, u64)>,
+    /// The request id its output lines carry.
+    request: RequestTag,
 }
 
 impl State {
     /// The state of a fresh instance of `component` (guest output logged under its
     /// name), with memory capped at `memory_mb`, started by `ctx`.
     pub fn new(component: &Arc<str>, grants: &Grants, memory_mb: u64, ctx: &CallContext) -> Self {
+        let request: RequestTag = Arc::new(Mutex::new(request_id(ctx)));
+        let log = |output| ComponentLog::new(component.clone(), output, request.clone());
         let wasi = WasiCtx::builder()
-            .stdout(ComponentLog::new(component.clone(), Output::Stdout))
-            .stderr(ComponentLog::new(component.clone(), Output::Stderr))
+            .stdout(log(Output::Stdout))
+            .stderr(log(Output::Stderr))
             .build();
         let memory = usize::try_from(memory_mb << 20).unwrap_or(usize::MAX);
         Self {
@@ -51,6 +55,7 @@ impl State {
             messaging: Messaging::prepare(&grants.messaging, ctx),
             config: Config::prepare(&grants.config, ctx),
             tasks: None,
+            request,
         }
     }
 
@@ -93,6 +98,7 @@ impl State {
         Keyvalue::enter(&mut self.keyvalue, ctx);
         Messaging::enter(&mut self.messaging, ctx);
         Config::enter(&mut self.config, ctx);
+        *self.request.lock().unwrap_or_else(PoisonError::into_inner) = request_id(ctx);
     }
 
     pub(crate) fn kv(&mut self) -> KvView<'_> {
@@ -128,6 +134,7 @@ impl Limited for State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.sync();
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
@@ -144,4 +151,12 @@ impl WasiHttpView for State {
             hooks: &mut self.http_out,
         }
     }
+}
+
+/// The request id in `ctx`'s trace headers.
+fn request_id(ctx: &CallContext) -> Option<Arc<str>> {
+    ctx.trace
+        .iter()
+        .find(|(name, _)| name == "x-request-id")
+        .map(|(_, id)| Arc::from(id.as_str()))
 }
