@@ -190,8 +190,8 @@ fn start(
     Ok((rx, tokio::spawn(task.in_current_span())))
 }
 
-/// [`start`] for a WASI 0.3 service: a fresh instance (0.3 components are not kept
-/// between requests yet), `wasi:http/handler#handle` called in its event loop, and the
+/// [`start`] for a WASI 0.3 service with `reuse = 1` (a fresh instance per request; with
+/// more, [`concurrent`] serves it): `wasi:http/handler#handle` called in its event loop, and the
 /// loop kept running after the response head, as long as the guest has work (it may
 /// write the body after returning the response). The deadline covers it all, from
 /// outside the event loop.
