@@ -67,6 +67,25 @@ build_debian() {
         /usr/bin/cargo build --release -Zbuild-std=std,panic_abort --target "$TARGET" "$@"
 }
 
+# The sample middleware (components/audit) binds wasi:http/middleware against the WASI
+# 0.3 WIT the `wasip3` crate ships (so its bindings share that crate's types): copy it
+# from the crate's source, which cargo fetches, next to the middleware's world.
+wasip3_wit() {
+    local dir
+    dir="$(cd "$COMPONENTS" && cargo metadata --format-version 1 |
+        python3 -c 'import json, os, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] == "wasip3":
+        print(os.path.dirname(p["manifest_path"]))')"
+    if [ ! -d "$dir/wit/deps" ]; then
+        echo "error: cannot find the wasip3 crate's WIT (cargo metadata in components/)" >&2
+        exit 1
+    fi
+    mkdir -p "$COMPONENTS/audit/wit/deps"
+    cp "$dir/wit/deps/"*.wit "$COMPONENTS/audit/wit/deps/"
+}
+wasip3_wit
+
 case "$ROUTE" in
 rustup)
     build_rustup "$@"

@@ -254,6 +254,7 @@ mod tests {
             protected: false,
             roles: Vec::new(),
             rate_limit: None,
+            middleware: Vec::new(),
         }
     }
 

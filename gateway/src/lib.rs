@@ -40,6 +40,13 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 /// gateway made (aggregation).
 pub type Request = http::Request<Body>;
 
+/// The handlers a request passes on to, in order, after the one it was handed to: set
+/// (as a request extension) when a route has middleware, so a middleware's "next" is
+/// the rest of its route's chain; the last is the route's component. Only the gateway
+/// and the host set it; no client or guest can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Next(pub std::sync::Arc<[String]>);
+
 /// What handles a routed request: the host, in production.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {

@@ -23,6 +23,9 @@ pub struct Route {
     pub roles: Vec<String>,
     /// Requests allowed per client and per user (see [`crate::ratelimit`]).
     pub rate_limit: Option<crate::ratelimit::RateLimit>,
+    /// Handlers in front of `component`, outermost first: the request goes to the first,
+    /// which may answer itself or pass it on to the next (see [`crate::Next`]).
+    pub middleware: Vec<String>,
 }
 
 /// Why a table could not be built.
@@ -289,6 +292,7 @@ mod tests {
     fn route(prefix: &str, methods: Option<&[Method]>, component: &str) -> Route {
         Route {
             rate_limit: None,
+            middleware: Vec::new(),
             prefix: prefix.into(),
             methods: methods.map(<[Method]>::to_vec),
             component: component.into(),

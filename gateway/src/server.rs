@@ -212,9 +212,19 @@ impl Gateway {
                 if let Err(refusal) = self.admit(route, &mut req) {
                     return *refusal;
                 }
-                let component = route.component.clone();
+                // With middleware the first one takes the request, the rest of the
+                // chain (ending with the route's component) rides along as its next.
+                let first = match route.middleware.split_first() {
+                    None => route.component.clone(),
+                    Some((first, rest)) => {
+                        let mut next: Vec<String> = rest.to_vec();
+                        next.push(route.component.clone());
+                        req.extensions_mut().insert(crate::Next(next.into()));
+                        first.clone()
+                    }
+                };
                 drop(table);
-                self.backend.handle(&component, req).await
+                self.backend.handle(&first, req).await
             }
             RouteMatch::MethodNotAllowed(allowed) => method_not_allowed(&req, &allowed),
             RouteMatch::NotFound => json_error(

@@ -7,6 +7,8 @@
 //! - `GET /ANY/config/KEY` → `KEY = VALUE`, `KEY unset`, or `config failed: ERROR`.
 //! - `GET /ANY/publish/SUBJECT` → `published to SUBJECT` (wasi:messaging producer,
 //!   data `from p3`), or `publish failed: ERROR`.
+//! - `GET /ANY/headers` → the request's headers, `name: value` a line, sorted (what a
+//!   middleware in front of it passed on).
 //! - any other → 404 `no such path`.
 
 use wasip3::http::types::{ErrorCode, Fields, Request, Response};
@@ -55,6 +57,18 @@ fn use_imports(tail: &str) -> Option<String> {
     })
 }
 
+/// `name: value` lines, sorted.
+fn headers_of(request: &Request) -> String {
+    let mut lines: Vec<String> = request
+        .get_headers()
+        .copy_all()
+        .into_iter()
+        .map(|(name, value)| format!("{name}: {}", String::from_utf8_lossy(&value)))
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
 impl wasip3::exports::http::handler::Guest for ProbeP3 {
     async fn handle(request: Request) -> Result<Response, ErrorCode> {
         let path = request.get_path_with_query().unwrap_or_default();
@@ -65,6 +79,7 @@ impl wasip3::exports::http::handler::Guest for ProbeP3 {
             .map_or("", |(_, tail)| tail);
         let (status, text) = match use_imports(tail) {
             Some(text) => (200, text),
+            None if tail == "headers" => (200, headers_of(&request)),
             None => (404, "no such path".to_string()),
         };
         let (mut body_tx, body_rx) = wasip3::wit_stream::new();

@@ -317,6 +317,7 @@ fn deploy_request(query: &str, name: &str) -> Result<DeployRequest, String> {
                 protected: key == "protected_route",
                 roles: Vec::new(),
                 rate_limit: None,
+                middleware: Vec::new(),
             }),
             "keyvalue" => grants.keyvalue.push(value),
             "outbound" => grants.outbound.push(value),

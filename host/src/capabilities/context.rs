@@ -1,6 +1,7 @@
 //! What an instance inherits from the request, message or tick that started it: how
 //! deep in in-process calls it is, the verified user, the trace headers, and where its
-//! own calls to other components go. Every capability that passes context on (calls,
+//! own calls to other components go, and, for a middleware, the handlers after it.
+//! Every capability that passes context on (calls,
 //! messages) reads it from here.
 
 use std::sync::{Arc, Weak};
@@ -19,6 +20,9 @@ pub struct CallContext {
     /// Where its calls to other components go; weak, so an instance never keeps the
     /// host alive. `None` for instances that make no calls (a deploy's trial).
     pub calls: Option<Weak<dyn Calls>>,
+    /// When it serves as middleware on a route: the handlers its `wasi:http/handler`
+    /// import passes a request on to, in order (the last is the route's component).
+    pub next: Option<Arc<[String]>>,
 }
 
 impl std::fmt::Debug for CallContext {
@@ -27,6 +31,7 @@ impl std::fmt::Debug for CallContext {
             .field("depth", &self.depth)
             .field("identity", &self.identity)
             .field("trace", &self.trace)
+            .field("next", &self.next)
             .finish_non_exhaustive()
     }
 }

@@ -142,9 +142,26 @@ impl WasiView for State {
     }
 }
 
+impl State {
+    /// The wasi:http view of a middleware's `wasi:http/handler` import: the same as
+    /// [`WasiHttpView::http`], but a request sent through it goes to the next handler.
+    /// Every send takes its view just before it calls the hook, so the flag is always
+    /// that send's own.
+    pub(crate) fn forward_view(&mut self) -> WasiHttpCtxView<'_> {
+        self.sync();
+        self.http_out.forwarding = true;
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_out,
+        }
+    }
+}
+
 impl WasiHttpView for State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         self.sync();
+        self.http_out.forwarding = false;
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,

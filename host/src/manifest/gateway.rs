@@ -108,6 +108,7 @@ pub(super) fn aggregates(
             protected,
             roles: agg.roles,
             rate_limit,
+            middleware: Vec::new(),
         };
         match Aggregate::new(guard, parts) {
             Ok(a) => out.push(a),

@@ -212,6 +212,7 @@ pub(super) struct RawRoute {
     pub protected: bool,
     pub roles: Vec<String>,
     pub rate_limit: Option<RawRateLimit>,
+    pub middleware: Vec<String>,
 }
 
 /// `rate_limit = { per_ip = "10/s", per_user = "100/min", burst = 20 }`
@@ -233,13 +234,15 @@ struct RouteTable {
     #[serde(default)]
     roles: Vec<String>,
     rate_limit: Option<RawRateLimit>,
+    #[serde(default)]
+    middleware: Vec<String>,
 }
 
 impl<'de> Deserialize<'de> for RawRoute {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let t: RouteTable = string_or_table(
             d,
-            r#"a path prefix like "/api" or { prefix = "/api", methods = ["GET"], protected = true, roles = ["admin"], rate_limit = { per_ip = "10/s" } }"#,
+            r#"a path prefix like "/api" or { prefix = "/api", methods = ["GET"], protected = true, roles = ["admin"], rate_limit = { per_ip = "10/s" }, middleware = ["audit"] }"#,
         )?;
         Ok(RawRoute {
             prefix: t.prefix,
@@ -247,6 +250,7 @@ impl<'de> Deserialize<'de> for RawRoute {
             protected: t.protected,
             roles: t.roles,
             rate_limit: t.rate_limit,
+            middleware: t.middleware,
         })
     }
 }
@@ -259,6 +263,7 @@ impl From<String> for RouteTable {
             protected: false,
             roles: Vec::new(),
             rate_limit: None,
+            middleware: Vec::new(),
         }
     }
 }

@@ -1,6 +1,6 @@
-//! Validation of a component's `routes`: methods, roles, rate limits, and the prefix
-//! syntax (the gateway's own rule, asked here so an error gets its line). Roles and rate
-//! limits are checked the same way for aggregates.
+//! Validation of a component's `routes`: methods, roles, rate limits, middleware, and
+//! the prefix syntax (the gateway's own rule, asked here so an error gets its line).
+//! Roles and rate limits are checked the same way for aggregates.
 
 use http::Method;
 use toml::Spanned;
@@ -8,10 +8,16 @@ use toml::Spanned;
 use super::raw::{RawRateLimit, RawRoute};
 use super::validate::Checker;
 
-/// The routes of component `name`; a bad one is reported and left out.
+/// How many middleware components one route may put in front of its component (each is
+/// an in-process hop, and hops are bounded by the loop guard).
+pub const MAX_MIDDLEWARE: usize = 8;
+
+/// The routes of component `name` (`names`: every component of the manifest); a bad
+/// one is reported and left out.
 pub(super) fn routes(
     c: &mut Checker,
     name: &str,
+    names: &[String],
     raw: &[Spanned<RawRoute>],
 ) -> Vec<panal_gateway::Route> {
     let field = |f: &str| format!("components.{name}.{f}");
@@ -43,6 +49,10 @@ pub(super) fn routes(
                 }
             }
         });
+        let at = field(&format!("routes[{i}].middleware"));
+        if let Err(why) = middleware(&route.middleware, name, names) {
+            c.problem(Some(r.span()), at, why);
+        }
         let route = panal_gateway::Route {
             prefix: route.prefix.clone(),
             methods,
@@ -50,6 +60,7 @@ pub(super) fn routes(
             protected,
             roles: route.roles.clone(),
             rate_limit,
+            middleware: route.middleware.clone(),
         };
         // Prefix syntax is the gateway's rule; ask it here so the error gets a line.
         match panal_gateway::RouteTable::new(vec![route.clone()]) {
@@ -62,6 +73,34 @@ pub(super) fn routes(
         }
     }
     routes
+}
+
+/// A route's `middleware`: components of this manifest, each once, not the route's own,
+/// at most [`MAX_MIDDLEWARE`].
+fn middleware(chain: &[String], own: &str, names: &[String]) -> Result<(), String> {
+    if chain.len() > MAX_MIDDLEWARE {
+        return Err(format!(
+            "{} middleware components; a route takes at most {MAX_MIDDLEWARE}",
+            chain.len()
+        ));
+    }
+    for (j, m) in chain.iter().enumerate() {
+        if m == own {
+            return Err(format!(
+                "`{m}` is the route's own component; middleware goes in front of it"
+            ));
+        }
+        if !names.contains(m) {
+            return Err(format!(
+                "`{m}` is not a component of this manifest (known: {})",
+                names.join(", ")
+            ));
+        }
+        if chain[..j].contains(m) {
+            return Err(format!("`{m}` is named twice"));
+        }
+    }
+    Ok(())
 }
 
 /// Role names of a route or an aggregate: 1-64 visible ASCII characters each.

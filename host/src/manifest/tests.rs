@@ -101,3 +101,48 @@ fn substitution_handles_escapes_and_unknown_vars() {
     );
     assert_eq!(substitute_env("${NOPE:-}", &env).as_deref(), Ok(""));
 }
+
+#[test]
+fn middleware_names_components_in_front_of_a_route() {
+    let m = parse(
+        r#"version = 1
+[components.audit]
+source = "SRC"
+[components.shop]
+source = "SRC"
+routes = [{ prefix = "/shop", middleware = ["audit"] }, "/plain"]
+"#,
+    )
+    .expect("valid");
+    let routes = &m.component("shop").expect("shop").routes;
+    assert_eq!(routes[0].middleware, ["audit"]);
+    assert!(routes[1].middleware.is_empty());
+
+    let err = parse(
+        r#"version = 1
+[components.audit]
+source = "SRC"
+[components.shop]
+source = "SRC"
+routes = [
+  { prefix = "/a", middleware = ["nope"] },
+  { prefix = "/b", middleware = ["shop"] },
+  { prefix = "/c", middleware = ["audit", "audit"] },
+]
+"#,
+    )
+    .expect_err("invalid");
+    let text = err.to_string();
+    assert!(
+        text.contains(":7:3: components.shop.routes[0].middleware: `nope` is not a component of this manifest (known: audit, shop)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("components.shop.routes[1].middleware: `shop` is the route's own component"),
+        "{text}"
+    );
+    assert!(
+        text.contains("components.shop.routes[2].middleware: `audit` is named twice"),
+        "{text}"
+    );
+}

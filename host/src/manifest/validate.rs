@@ -207,7 +207,7 @@ fn component(
     }
     let source_at = c.at(raw.source.span());
 
-    let routes = super::routes::routes(c, &name, &raw.routes);
+    let routes = super::routes::routes(c, &name, names, &raw.routes);
 
     let mut buckets: Vec<String> = Vec::new();
     for (i, b) in raw.keyvalue.iter().enumerate() {

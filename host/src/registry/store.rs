@@ -58,6 +58,9 @@ pub struct RouteRecord {
     /// Rate limits, when the route has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<panal_gateway::ratelimit::RateLimit>,
+    /// The components in front of it (older records have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub middleware: Vec<String>,
 }
 
 /// What a component added by `deploy` may touch.
@@ -84,6 +87,7 @@ impl RouteRecord {
             protected: r.protected,
             roles: r.roles.clone(),
             rate_limit: r.rate_limit,
+            middleware: r.middleware.clone(),
         }
     }
 
@@ -100,6 +104,7 @@ impl RouteRecord {
             protected: self.protected,
             roles: self.roles.clone(),
             rate_limit: self.rate_limit,
+            middleware: self.middleware.clone(),
         }
     }
 }

@@ -163,6 +163,15 @@ impl WorkerState for Worker {
 
     fn drop(&self, store: Store<State>, result: wasmtime::Result<()>) {
         let Err(e) = result else { return };
+        let causes =
+            std::mem::take(&mut *self.causes.lock().unwrap_or_else(PoisonError::into_inner));
+        // The worker's task was dropped, not failed: the runtime is shutting down. An
+        // instance holding no request then has nothing to report. (A real panic has
+        // already been printed by the panic hook.)
+        if causes.iter().all(oneshot::Sender::is_closed) && e.to_string() == "worker panicked" {
+            tracing::debug!("an idle instance ended with the host");
+            return;
+        }
         let failure = if self.expired.load(Ordering::Relaxed) {
             Failure::Stopped {
                 timeout_ms: self.limits.timeout_ms,
@@ -172,8 +181,6 @@ impl WorkerState for Worker {
             Failure::of(&e, out_of_memory, &self.limits)
         };
         drop(store);
-        let causes =
-            std::mem::take(&mut *self.causes.lock().unwrap_or_else(PoisonError::into_inner));
         for cause in causes {
             let _ = cause.send(failure.clone());
         }

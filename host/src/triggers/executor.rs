@@ -101,6 +101,7 @@ impl Executor {
             identity,
             trace,
             calls: Some(calls),
+            next: None,
         }
     }
 

@@ -120,7 +120,14 @@ impl Executor {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        self.context(depth, header(USER_ID_HEADER), trace_of(header))
+        let mut ctx = self.context(depth, header(USER_ID_HEADER), trace_of(header));
+        // Set by the gateway (a route with middleware) or by a middleware's `handler`
+        // import passing the request on: never by a client or a guest.
+        ctx.next = req
+            .extensions()
+            .get::<panal_gateway::Next>()
+            .map(|next| next.0.clone());
+        ctx
     }
 }
 

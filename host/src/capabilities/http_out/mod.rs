@@ -6,6 +6,7 @@
 //! retries and a circuit breaker ([`resilience`]).
 
 mod calls;
+mod forward;
 pub mod resilience;
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 use panal_gateway::auth::USER_ID_HEADER;
 
 pub use calls::Calls;
+pub use forward::HANDLER;
 pub(crate) use resilience::is_idempotent;
 pub use resilience::Breakers;
 
@@ -41,7 +43,9 @@ impl Capability for HttpOut {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
         // WASI 0.3's `wasi:http/types` and `client`: its calls reach the same
         // `send_request` hook, so grants, identity and resilience are shared.
-        wasmtime_wasi_http::p3::add_to_linker(linker)
+        wasmtime_wasi_http::p3::add_to_linker(linker)?;
+        // A middleware's `wasi:http/handler` import: the next handler of its route.
+        forward::link(linker)
     }
 
     async fn configure(version: &Version<'_>) -> Result<HttpOutGrant, GrantError> {
@@ -59,6 +63,8 @@ impl Capability for HttpOut {
             depth: 0,
             identity: None,
             trace: Arc::from([]),
+            next: None,
+            forwarding: false,
         };
         Self::enter(&mut out, ctx);
         out
@@ -69,6 +75,7 @@ impl Capability for HttpOut {
         out.depth = ctx.depth;
         out.identity.clone_from(&ctx.identity);
         out.trace = ctx.trace.clone();
+        out.next.clone_from(&ctx.next);
     }
 }
 
@@ -93,10 +100,42 @@ pub struct Outbound {
     pub identity: Option<String>,
     /// Request id and trace context, added to calls that do not carry their own.
     pub trace: Arc<[(String, String)]>,
+    /// As middleware: the handlers after it on its route ([`forward`]).
+    pub next: Option<Arc<[String]>>,
+    /// Whether the request being sent goes to `next` (`wasi:http/handler`) rather than
+    /// out (`wasi:http/client`): set by the view each send is made through.
+    pub forwarding: bool,
 }
 
 fn done() -> IoFuture {
     Box::new(async { Ok(()) })
+}
+
+impl Outbound {
+    /// The request id and trace context, where the guest did not set its own.
+    fn add_trace(&self, headers: &mut http::HeaderMap) {
+        for (name, value) in self.trace.iter() {
+            if !headers.contains_key(name.as_str()) {
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(name.as_bytes()),
+                    http::HeaderValue::from_str(value),
+                ) {
+                    headers.insert(n, v);
+                }
+            }
+        }
+    }
+
+    /// The verified user of the request this instance serves, for an in-process call.
+    fn add_identity(&self, headers: &mut http::HeaderMap) {
+        if let Some(v) = self
+            .identity
+            .as_deref()
+            .and_then(|id| http::HeaderValue::from_str(id).ok())
+        {
+            headers.insert(USER_ID_HEADER, v);
+        }
+    }
 }
 
 impl WasiHttpHooks for Outbound {
@@ -107,30 +146,18 @@ impl WasiHttpHooks for Outbound {
         fut: IoFuture,
     ) -> SendFuture {
         drop(fut);
+        if self.forwarding {
+            return self.forward(request);
+        }
         // A guest cannot speak for a user: the identity header is the host's to set.
         request.headers_mut().remove(USER_ID_HEADER);
-        for (name, value) in self.trace.iter() {
-            if !request.headers().contains_key(name.as_str()) {
-                if let (Ok(n), Ok(v)) = (
-                    http::HeaderName::from_bytes(name.as_bytes()),
-                    http::HeaderValue::from_str(value),
-                ) {
-                    request.headers_mut().insert(n, v);
-                }
-            }
-        }
+        self.add_trace(request.headers_mut());
         let uri = request.uri();
         let host = uri.host().unwrap_or_default().to_ascii_lowercase();
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let in_process = !https && uri.port().is_none() && self.grants.components.contains(&host);
         if in_process {
-            if let Some(v) = self
-                .identity
-                .as_deref()
-                .and_then(|id| http::HeaderValue::from_str(id).ok())
-            {
-                request.headers_mut().insert(USER_ID_HEADER, v);
-            }
+            self.add_identity(request.headers_mut());
             let calls = self.calls.clone();
             let depth = self.depth + 1;
             return Box::new(async move {

@@ -80,6 +80,11 @@ impl Cluster {
             uri: parts.uri.to_string(),
             headers: wire::headers_of(&parts.headers),
             depth,
+            next: parts
+                .extensions
+                .get::<panal_gateway::Next>()
+                .map(|next| next.0.to_vec())
+                .unwrap_or_default(),
         };
         let part = wire::part_size(self.nats.max_payload());
         let (first, rest) = body.split_at(part.min(body.len()));

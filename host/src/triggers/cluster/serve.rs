@@ -78,6 +78,10 @@ async fn request(
         )
         .map_err(|e| bad(format!("a bad request from another host: {e}")))?;
     wire::fill(req.headers_mut(), &head.headers);
+    if !head.next.is_empty() {
+        req.extensions_mut()
+            .insert(panal_gateway::Next(head.next.into()));
+    }
     Ok((req, head.depth))
 }
 

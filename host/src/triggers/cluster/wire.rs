@@ -47,6 +47,10 @@ pub struct RequestHead {
     pub headers: Vec<(String, String)>,
     /// Calls so far on the way here (the loop guard spans hosts).
     pub depth: u32,
+    /// The handlers after this one when it is middleware on a route (`panal_gateway::
+    /// Next`); absent for any other call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub next: Vec<String>,
 }
 
 /// The head of an answer.
@@ -140,5 +144,23 @@ mod tests {
         assert!(unframe::<ResponseHead>(&Bytes::from_static(b"\0\0\0\x09{}")).is_err());
         assert_eq!(part_size(0), (1 << 20) - 16 * 1024);
         assert_eq!(part_size(1000), 500);
+    }
+
+    #[test]
+    fn a_request_head_carries_the_middleware_chain_only_when_there_is_one() {
+        let mut head = RequestHead {
+            method: "GET".into(),
+            uri: "http://shop/x".into(),
+            headers: Vec::new(),
+            depth: 1,
+            next: vec!["audit2".into(), "shop".into()],
+        };
+        let (back, _): (RequestHead, Bytes) = unframe(&frame(&head, b"")).expect("frame");
+        assert_eq!(back, head);
+        head.next.clear();
+        let framed = frame(&head, b"");
+        assert!(!String::from_utf8_lossy(&framed).contains("next"));
+        let (back, _): (RequestHead, Bytes) = unframe(&framed).expect("frame");
+        assert_eq!(back, head);
     }
 }
