@@ -31,16 +31,16 @@ const GRACE: Duration = Duration::from_secs(30);
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// Headers about one connection, not the request (RFC 9110 §7.6.1): never forwarded.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
+static HOP_BY_HOP: [http::HeaderName; 9] = [
+    http::header::CONNECTION,
+    http::HeaderName::from_static("keep-alive"),
+    http::HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
 ];
 
 /// The peer of the connection a request came on (set by [`accept_loop`]).
@@ -299,6 +299,7 @@ impl Gateway {
 
 /// Remove hop-by-hop headers, and the ones `Connection` names.
 fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    // Names parsed once (constants), not per request: this runs on every request.
     let named: Vec<String> = headers
         .get_all(http::header::CONNECTION)
         .iter()
@@ -307,12 +308,11 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
         .map(|n| n.trim().to_ascii_lowercase())
         .filter(|n| !n.is_empty())
         .collect();
-    for name in HOP_BY_HOP
-        .iter()
-        .copied()
-        .chain(named.iter().map(String::as_str))
-    {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
+    }
+    for name in &named {
+        headers.remove(name.as_str());
     }
 }
 

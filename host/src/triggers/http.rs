@@ -293,38 +293,42 @@ async fn concurrent_failure(
     Failure::ErrorCode(format!("{e:#}"))
 }
 
-/// Wait for the response head within the deadline; when the guest ended without one,
-/// say why from how its task ended.
+/// Wait for the response head; when the guest ended without one, say why from how its
+/// task ended. No timer of its own: the task runs under the deadline (`deadline`), so a
+/// guest that never answers ends the task, and that ends the wait.
 async fn answer(
     deployed: &Deployed,
-    head: oneshot::Receiver<Head>,
-    task: JoinHandle<Result<(), Failure>>,
+    mut head: oneshot::Receiver<Head>,
+    mut task: JoinHandle<Result<(), Failure>>,
     over: &AtomicBool,
 ) -> Result<http::Response<WasiBody>, Failure> {
-    let timeout_ms = deployed.limits.timeout_ms;
-    match tokio::time::timeout(Duration::from_millis(timeout_ms), head).await {
-        Ok(Ok(Ok(resp))) => Ok(resp),
-        Ok(Ok(Err(code))) => Err(Failure::ErrorCode(format!("{code:?}"))),
-        // The guest ended without setting a response: it trapped or returned early.
-        Ok(Err(_)) => {
-            let outcome = task.await;
-            if over.load(Ordering::Relaxed) {
-                return Err(Failure::TooLarge {
-                    max_body_kb: deployed.limits.max_body_kb,
-                });
-            }
-            match outcome {
-                Ok(Ok(())) => Err(Failure::NoResponse),
-                Ok(Err(failure)) => Err(failure),
-                Err(join) => {
-                    tracing::error!(component = %deployed.name, %join, "component task failed");
-                    Err(Failure::TaskFailed)
-                }
-            }
-        }
-        Err(_) => {
-            task.abort();
-            Err(Failure::NoAnswer { timeout_ms })
+    let outcome = tokio::select! {
+        biased;
+        sent = &mut head => match sent {
+            Ok(Ok(resp)) => return Ok(resp),
+            Ok(Err(code)) => return Err(Failure::ErrorCode(format!("{code:?}"))),
+            // The guest ended without setting a response: it trapped or returned early.
+            Err(_) => task.await,
+        },
+        // The task ended first (a kept instance keeps its store, so the head's sender
+        // may never be dropped): a head sent before the end is still there.
+        outcome = &mut task => match head.try_recv() {
+            Ok(Ok(resp)) => return Ok(resp),
+            Ok(Err(code)) => return Err(Failure::ErrorCode(format!("{code:?}"))),
+            Err(_) => outcome,
+        },
+    };
+    if over.load(Ordering::Relaxed) {
+        return Err(Failure::TooLarge {
+            max_body_kb: deployed.limits.max_body_kb,
+        });
+    }
+    match outcome {
+        Ok(Ok(())) => Err(Failure::NoResponse),
+        Ok(Err(failure)) => Err(failure),
+        Err(join) => {
+            tracing::error!(component = %deployed.name, %join, "component task failed");
+            Err(Failure::TaskFailed)
         }
     }
 }
@@ -349,26 +353,20 @@ impl panal_gateway::Backend for GatewayBackend {
     ) -> http::Response<panal_gateway::Body> {
         let (mut parts, body) = req.into_parts();
         // wasi:http wants an absolute URI; the authority comes from the Host header.
+        // Built from the parts (no text round trip: this runs on every request).
         if parts.uri.authority().is_none() {
-            let authority = parts
+            let host = parts
                 .headers
                 .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost")
-                .to_string();
-            let path = parts
-                .uri
-                .path_and_query()
-                .map_or("/", http::uri::PathAndQuery::as_str)
-                .to_string();
-            if let Ok(uri) = http::Uri::builder()
-                .scheme("http")
-                .authority(authority)
-                .path_and_query(path)
-                .build()
-            {
-                parts.uri = uri;
+                .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+                .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
+            let mut uri = std::mem::take(&mut parts.uri).into_parts();
+            uri.scheme = Some(http::uri::Scheme::HTTP);
+            uri.authority = Some(host);
+            if uri.path_and_query.is_none() {
+                uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
             }
+            parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
         }
         let body = body.map_err(body_error).boxed_unsync();
         let resp = self
