@@ -30,7 +30,7 @@ pub use error::{ChangeError, Phase};
 pub use load::{LoadError, LoadStats};
 pub(crate) use version::Ask;
 pub use version::Deployed;
-pub(crate) use version::{prepare, Env, Warm};
+pub(crate) use version::{prepare, Env};
 pub(crate) use workers::CAUSE_WAIT;
 
 use store::DeployStore;
@@ -173,7 +173,8 @@ impl Registry {
     pub(crate) fn install(&self, deployed: Deployed) {
         let name = deployed.name.to_string();
         if let Some(slot) = self.components.load().get(&name) {
-            slot.swap(Arc::new(deployed)).drop_idle();
+            // The old version's kept instances end once idle (`limits.idle_ms`).
+            slot.swap(Arc::new(deployed));
             return;
         }
         let mut map = HashMap::clone(&self.components.load());
@@ -184,11 +185,7 @@ impl Registry {
     /// Remove `name`; whether it was there.
     pub(crate) fn remove(&self, name: &str) -> bool {
         let mut map = HashMap::clone(&self.components.load());
-        let removed = map.remove(name);
-        if let Some(slot) = &removed {
-            slot.load().drop_idle();
-        }
-        let was = removed.is_some();
+        let was = map.remove(name).is_some();
         self.components.store(Arc::new(map));
         was
     }

@@ -1,17 +1,16 @@
 //! One version of a component, ready to serve: compiled, linked, checked against every
 //! capability's grant rules and pre-instantiated ([`prepare`]), with its counters, its
-//! concurrency slots and the instances it keeps for reuse (a 0.3 service's, which
-//! serve several requests at once, in `workers`).
+//! concurrency slots and the instances it keeps for reuse (`workers`: a 0.3 service's
+//! serve several requests at once, a 0.2 proxy's one at a time).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use tokio::sync::Semaphore;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::handler::{ProxyHandler, ProxyPre};
-use wasmtime_wasi_http::p2::bindings::Proxy;
 
 use super::error::{ChangeError, Phase};
 pub(crate) use super::workers::Ask;
@@ -49,30 +48,12 @@ pub struct Deployed {
     pub(crate) grants: Grants,
     /// `max_concurrency` slots, shared with the versions before and after it.
     pub(crate) running: Arc<Semaphore>,
-    /// Instances that served a request and may serve another (`limits.reuse` > 1).
-    pub(crate) idle: Mutex<Vec<Warm>>,
-    /// A 0.3 service's instances that serve several requests at once, made on its
-    /// first request.
+    /// Its kept instances (`limits.reuse` > 1): several requests at once each for a 0.3
+    /// service, one at a time for a 0.2 proxy; made on its first request.
     workers: OnceLock<ProxyHandler<Pool>>,
 }
 
-/// An instance that answered a request cleanly, kept for the next (`limits.reuse`).
-pub(crate) struct Warm {
-    pub store: Store<State>,
-    pub proxy: Proxy,
-    /// Requests it has answered.
-    pub served: u32,
-}
-
 impl Deployed {
-    /// Give the pool back the slots of idle instances (the version stops being current;
-    /// requests still running on it finish on their own instances).
-    pub(crate) fn drop_idle(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
-        }
-    }
-
     /// A fresh instance's store, started by `ctx`: the only place one is made, for every
     /// trigger and for a deploy's trial, so each gets the version's limits and deadline.
     pub(crate) fn store(&self, engine: &Engine, ctx: &CallContext) -> Store<State> {
@@ -193,7 +174,6 @@ pub(crate) async fn prepare(
             || Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
             |p| p.running.clone(),
         ),
-        idle: Mutex::new(Vec::new()),
         workers: OnceLock::new(),
     };
     Ok((deployed, how))

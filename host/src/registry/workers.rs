@@ -1,6 +1,7 @@
-//! The concurrent instances of a WASI 0.3 service's version: one instance takes up to
-//! `limits.concurrent` requests at once and `limits.reuse` in its life, and is dropped
-//! after `limits.idle_ms` without work. The worker loop is wasmtime-wasi-http's
+//! The kept instances of a version: a WASI 0.3 service's take up to `limits.concurrent`
+//! requests at once, a 0.2 proxy's one at a time; each takes up to `limits.reuse` in its
+//! life, and is dropped after `limits.idle_ms` without work (a component with
+//! `reuse = 1` never comes here: a fresh instance per request). The worker loop is wasmtime-wasi-http's
 //! `ProxyHandler` (the one `wasmtime serve` runs); this module supplies what Panal adds:
 //! instances made like every other (grants, memory cap, counters), each request's own
 //! context inside the shared instance (see `capabilities::state`), the deadline, and
@@ -59,7 +60,12 @@ impl HandlerState for Pool {
         let limits = deployed.limits;
         let timeout = Duration::from_millis(limits.timeout_ms);
         let mut store = deployed.store(&self.engine, &CallContext::default());
-        State::follow_tasks(&mut store);
+        let p3 = deployed.is_service();
+        // Only an instance that runs several requests at once needs each one's context
+        // followed task by task; a 0.2 proxy takes on the next request's when it starts.
+        if p3 {
+            State::follow_tasks(&mut store);
+        }
         // It outlives any one request: every tick yields (a busy guest shares the
         // thread), and a request past its deadline is stopped by `Expiry`.
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
@@ -67,6 +73,7 @@ impl HandlerState for Pool {
             .await
             .map_err(|_| wasmtime::format_err!("instantiation took longer than timeout_ms"))??;
         let expired = Arc::new(AtomicBool::new(false));
+        let hit = store.data().limits.hit.clone();
         Ok(handler::Instance {
             store,
             proxy,
@@ -79,6 +86,8 @@ impl HandlerState for Pool {
             },
             state: Worker {
                 limits,
+                p3,
+                hit,
                 expired,
                 causes: Mutex::new(Vec::new()),
             },
@@ -127,6 +136,12 @@ impl WorkerExpiration for Expiry {
 /// One instance's bookkeeping (wasmtime-wasi-http's `WorkerState`).
 pub(crate) struct Worker {
     limits: Limits,
+    /// A WASI 0.3 service (else a 0.2 proxy: one request at a time).
+    p3: bool,
+    /// Set by the instance's limiter when it refused memory growth: such an instance
+    /// takes no more requests (the guest may have carried on in a state it did not
+    /// expect).
+    hit: Arc<AtomicBool>,
     expired: Arc<AtomicBool>,
     /// Where the cause goes, per request taken (those already answered are closed).
     causes: Mutex<Vec<oneshot::Sender<Failure>>>,
@@ -137,9 +152,9 @@ impl WorkerState for Worker {
     type RequestData = Ask;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total >= self.limits.reuse_for(true) as usize {
+        if total >= self.limits.reuse_for(self.p3) as usize || self.hit.load(Ordering::Relaxed) {
             ShouldAccept::Never
-        } else if concurrent >= self.limits.concurrent_for(true) as usize {
+        } else if concurrent >= self.limits.concurrent_for(self.p3) as usize {
             ShouldAccept::No
         } else {
             ShouldAccept::Yes
@@ -152,7 +167,11 @@ impl WorkerState for Worker {
         ask: Ask,
         task: TaskGroupId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        store.data_mut().task_context(task, ask.ctx);
+        if self.p3 {
+            store.data_mut().task_context(task, ask.ctx);
+        } else {
+            store.data_mut().enter(&ask.ctx);
+        }
         let mut causes = self.causes.lock().unwrap_or_else(PoisonError::into_inner);
         causes.retain(|c| !c.is_closed());
         causes.push(ask.cause);

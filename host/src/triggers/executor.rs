@@ -11,16 +11,13 @@ use std::time::Duration;
 
 use http::StatusCode;
 use tokio::sync::OwnedSemaphorePermit;
-use wasmtime::Store;
-use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::WasiBody;
 
 use crate::capabilities::http_out::{Breakers, Calls};
-use crate::capabilities::{CallContext, State};
+use crate::capabilities::CallContext;
 use crate::manifest::Limits;
 use crate::metrics::Stats;
 use crate::registry::{Deployed, Registry};
-use crate::runtime::instance::arm_deadline;
 use crate::runtime::Failure;
 
 /// Runs components for every trigger.
@@ -33,14 +30,6 @@ pub struct Executor {
     /// The cluster this host is part of, if any: where calls to components that run
     /// on other hosts go.
     cluster: OnceLock<Arc<super::cluster::Cluster>>,
-}
-
-/// An instance ready for one request: kept from an earlier one (`proxy` set) or fresh.
-pub(crate) struct Instance {
-    pub store: Store<State>,
-    pub proxy: Option<Proxy>,
-    /// Requests it answered before this one.
-    pub served: u32,
 }
 
 impl Executor {
@@ -102,30 +91,6 @@ impl Executor {
             trace,
             calls: Some(calls),
             next: None,
-        }
-    }
-
-    /// An instance of `deployed` for `ctx`: a kept one when the component opted into
-    /// reuse and one is waiting, else a fresh one.
-    pub(crate) fn instance(&self, deployed: &Deployed, ctx: &CallContext) -> Instance {
-        let kept = (deployed.limits.reuse_for(false) > 1)
-            .then(|| deployed.idle.lock().ok().and_then(|mut idle| idle.pop()))
-            .flatten();
-        match kept {
-            Some(mut warm) => {
-                warm.store.data_mut().enter(ctx);
-                arm_deadline(&mut warm.store, deployed.limits.timeout_ms);
-                Instance {
-                    store: warm.store,
-                    proxy: Some(warm.proxy),
-                    served: warm.served,
-                }
-            }
-            None => Instance {
-                store: deployed.store(self.registry.engine(), ctx),
-                proxy: None,
-                served: 0,
-            },
         }
     }
 }

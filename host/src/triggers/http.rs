@@ -1,9 +1,10 @@
 //! The HTTP trigger: a request (from the gateway, a timer or another component) answered
 //! by an instance of the component's current version. Read top to bottom:
 //! [`Executor::call_http`] counts and labels the answer; `serve` checks the body size,
-//! takes a slot and an instance and hands the request over; `start` runs the handler in
+//! takes a slot and hands the request to a kept instance (`concurrent`, when the
+//! component opted into reuse) or a fresh one; `start` runs a fresh one's handler in
 //! its own task (so the body can stream after the head is sent); `answer` waits for the
-//! head within the deadline. Failures are [`Failure`]s, answered as JSON errors that
+//! head, which the deadline bounds. Failures are [`Failure`]s, answered as JSON errors that
 //! name the component; they never take the host down.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,14 +15,14 @@ use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
-use wasmtime::AsContextMut;
+use wasmtime::{AsContextMut, Store};
 use wasmtime_wasi_http::handler::{Prepared, ProxyPre};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
-use super::executor::{deadline, slot, Executor, InFlight, Instance};
+use super::executor::{deadline, slot, Executor, InFlight};
 use crate::capabilities::{trace_of, CallContext, State};
-use crate::registry::{Ask, Deployed, Warm, CAUSE_WAIT};
+use crate::registry::{Ask, Deployed, CAUSE_WAIT};
 use crate::runtime::limits::{Capped, Ending, Guarded};
 use crate::runtime::Failure;
 use panal_gateway::auth::USER_ID_HEADER;
@@ -89,7 +90,7 @@ impl Executor {
         let req = req.map(|body| Capped::new(body, max_body, over.clone()).boxed_unsync());
         let ctx = self.context_of(&req, depth);
         let component: Arc<str> = deployed.name.clone();
-        if deployed.is_service() && limits.reuse_for(true) > 1 {
+        if limits.reuse_for(deployed.is_service()) > 1 {
             let answer = concurrent(deployed, self.registry().engine(), ctx, req).await;
             if over.load(Ordering::Relaxed) {
                 return Err(too_large);
@@ -97,9 +98,9 @@ impl Executor {
             let guard = |body| Guarded::new(body, Arc::default(), over, component, limits);
             return Ok(answer?.map(|body| guard(body).holding(permit).boxed_unsync()));
         }
-        let instance = self.instance(deployed, &ctx);
+        let store = deployed.store(self.registry().engine(), &ctx);
         let ending = Arc::new(Ending::default());
-        let (head, task) = start(deployed, instance, req, permit, ending.clone())?;
+        let (head, task) = start(deployed, store, req, permit, ending.clone())?;
         let stop = task.abort_handle();
         let answer = answer(deployed, head, task, &over).await;
         if over.load(Ordering::Relaxed) {
@@ -131,26 +132,20 @@ impl Executor {
     }
 }
 
-/// Hand `req` to the instance and run its handler in a task of its own. The task holds
-/// the slot as long as the instance lives (streaming included), keeps the instance for
-/// the next request when the component opted into reuse and it ended cleanly, and
-/// notes in `ending` how it ended, for the response body.
+/// Hand `req` to a fresh instance (`store`) and run its handler in a task of its own.
+/// The task holds the slot as long as the instance lives (streaming included) and notes
+/// in `ending` how it ended, for the response body.
 fn start(
     deployed: &Arc<Deployed>,
-    instance: Instance,
+    mut store: Store<State>,
     req: http::Request<WasiBody>,
     permit: tokio::sync::OwnedSemaphorePermit,
     ending: Arc<Ending>,
 ) -> Result<Started, Failure> {
     let pre = match &*deployed.pre {
         ProxyPre::P2(pre) => pre.clone(),
-        ProxyPre::P3(_) => return Ok(start_service(deployed, instance, req, permit, ending)),
+        ProxyPre::P3(_) => return Ok(start_service(deployed, store, req, permit, ending)),
     };
-    let Instance {
-        mut store,
-        proxy,
-        served,
-    } = instance;
     let (tx, rx) = oneshot::channel();
     let handed = store
         .data_mut()
@@ -159,39 +154,22 @@ fn start(
         .and_then(|req| Ok((req, store.data_mut().http().new_response_outparam(tx)?)));
     let (req, out) = handed.map_err(|e| Failure::BadRequest(format!("{e:#}")))?;
     let limits = deployed.limits;
-    let keep = (served + 1 < limits.reuse_for(false)).then(|| deployed.clone());
     let task = async move {
         let _permit = permit;
         let hit = store.data().limits.hit.clone();
         // The deadline covers the whole instance: a guest parked in a host call (a
         // slow body, an outbound call) is stopped too, not only one running wasm.
         let run = deadline(&limits, &hit, async {
-            let proxy = match proxy {
-                Some(proxy) => proxy,
-                None => pre.instantiate_async(&mut store).await?,
-            };
+            let proxy = pre.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
-                .await?;
-            Ok(proxy)
+                .await
         })
         .await;
         // Before the store (and the response body's sender in it) is dropped.
         ending.set(&run, matches!(run, Err(Failure::Stopped { .. })));
-        match (run, keep) {
-            (Ok(proxy), Some(deployed)) if !hit.load(Ordering::Relaxed) => {
-                if let Ok(mut idle) = deployed.idle.lock() {
-                    idle.push(Warm {
-                        store,
-                        proxy,
-                        served: served + 1,
-                    });
-                }
-                Ok(())
-            }
-            (run, _) => run.map(drop),
-        }
+        run
     };
     // Guest log lines keep the caller's span, if any (a message delivery has one).
     Ok((rx, tokio::spawn(task.in_current_span())))
@@ -204,12 +182,11 @@ fn start(
 /// outside the event loop.
 fn start_service(
     deployed: &Arc<Deployed>,
-    instance: Instance,
+    mut store: Store<State>,
     req: http::Request<WasiBody>,
     permit: tokio::sync::OwnedSemaphorePermit,
     ending: Arc<Ending>,
 ) -> Started {
-    let mut store = instance.store;
     let (tx, rx) = oneshot::channel();
     let pre = deployed.pre.clone();
     let limits = deployed.limits;
@@ -246,10 +223,11 @@ fn start_service(
     (rx, tokio::spawn(task.in_current_span()))
 }
 
-/// A WASI 0.3 service with concurrent instances: the request goes to the version's
-/// workers (an instance with room takes it, else a new one starts), which run it as a
-/// task of their instance's event loop, in their own tokio task; here only the wait for
-/// the head, within `timeout_ms`. (The caller keeps the slot until the body ends.)
+/// A component with kept instances (`limits.reuse` > 1): the request goes to the
+/// version's workers (an instance with room takes it, else a new one starts: a 0.3
+/// service's take several at once, a 0.2 proxy's one), which run it in their instance's
+/// event loop, in their own tokio task; here only the wait for the head, within
+/// `timeout_ms`. (The caller keeps the slot until the body ends.)
 async fn concurrent(
     deployed: &Arc<Deployed>,
     engine: &wasmtime::Engine,
@@ -310,8 +288,7 @@ async fn answer(
             // The guest ended without setting a response: it trapped or returned early.
             Err(_) => task.await,
         },
-        // The task ended first (a kept instance keeps its store, so the head's sender
-        // may never be dropped): a head sent before the end is still there.
+        // The task ended first: a head sent before the end is still there.
         outcome = &mut task => match head.try_recv() {
             Ok(Ok(resp)) => return Ok(resp),
             Ok(Err(code)) => return Err(Failure::ErrorCode(format!("{code:?}"))),
