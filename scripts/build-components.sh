@@ -72,11 +72,7 @@ build_debian() {
 # from the crate's source, which cargo fetches, next to the middleware's world.
 wasip3_wit() {
     local dir
-    dir="$(cd "$COMPONENTS" && cargo metadata --format-version 1 |
-        python3 -c 'import json, os, sys
-for p in json.load(sys.stdin)["packages"]:
-    if p["name"] == "wasip3":
-        print(os.path.dirname(p["manifest_path"]))')"
+    dir="$("$ROOT/scripts/crate-dir.sh" wasip3 "$COMPONENTS")"
     if [ ! -d "$dir/wit/deps" ]; then
         echo "error: cannot find the wasip3 crate's WIT (cargo metadata in components/)" >&2
         exit 1

@@ -19,11 +19,7 @@ JS_VERSION=0.23.0
 mkdir -p "$OUT" "$TOOLS"
 
 # wasmtime-wasi-http's sources: `wit/` holds wasi:http 0.2, `src/p3/wit/` 0.3.
-WASI_HTTP="$(cd "$ROOT" && cargo metadata --format-version 1 --locked 2>/dev/null |
-    python3 -c 'import json, os, sys
-for p in json.load(sys.stdin)["packages"]:
-    if p["name"] == "wasmtime-wasi-http":
-        print(os.path.dirname(p["manifest_path"]))')"
+WASI_HTTP="$("$ROOT/scripts/crate-dir.sh" wasmtime-wasi-http 2>/dev/null || true)"
 if [ ! -d "$WASI_HTTP/wit" ]; then
     echo "guests: cannot find wasmtime-wasi-http's WIT (run cargo fetch)" >&2
     exit 1

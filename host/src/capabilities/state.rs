@@ -145,11 +145,15 @@ impl WasiView for State {
 impl State {
     /// The wasi:http view of a middleware's `wasi:http/handler` import: the same as
     /// [`WasiHttpView::http`], but a request sent through it goes to the next handler.
-    /// Every send takes its view just before it calls the hook, so the flag is always
-    /// that send's own.
     pub(crate) fn forward_view(&mut self) -> WasiHttpCtxView<'_> {
+        self.http_view(true)
+    }
+
+    /// Every send takes its view just before it calls the hook, so `forwarding` is
+    /// always that send's own.
+    fn http_view(&mut self, forwarding: bool) -> WasiHttpCtxView<'_> {
         self.sync();
-        self.http_out.forwarding = true;
+        self.http_out.forwarding = forwarding;
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
@@ -160,13 +164,7 @@ impl State {
 
 impl WasiHttpView for State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        self.sync();
-        self.http_out.forwarding = false;
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.http_out,
-        }
+        self.http_view(false)
     }
 }
 
