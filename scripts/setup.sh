@@ -80,6 +80,19 @@ if ! have st && ! python3 -c 'import schemathesis' 2>/dev/null; then
 fi
 echo "setup: schemathesis ready"
 
+# promtool (Debian's `prometheus` package): the metrics test checks GET /metrics with
+# Prometheus's own linter. (Where systemd runs, the package also starts a Prometheus
+# server on :9090; `systemctl disable --now prometheus` stops it, promtool stays.)
+if ! have promtool; then
+    echo "setup: installing promtool (Debian package prometheus)"
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends prometheus
+fi
+echo "setup: $(promtool --version 2>&1 | head -1) ready"
+
 # Python's venv and Node.js with npm: scripts/guests.sh installs componentize-py and
 # componentize-js with them, for the tests of guests written in Python and JavaScript.
 missing=()

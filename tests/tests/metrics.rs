@@ -1,7 +1,8 @@
 //! `GET /metrics` on the admin listener, read back after known traffic: requests by
 //! component, version and status, the latency histogram, instances, in-flight, deploys
 //! and failed deploys, keyvalue and messaging operations; and the text format itself
-//! (every sample under a declared family, no series twice).
+//! (every sample under a declared family, no series twice), also as Prometheus's own
+//! `promtool check metrics` reads it.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -196,5 +197,90 @@ async fn metrics_count_what_happened() {
     assert!(m2
         .keys()
         .any(|k| k.starts_with(r#"panal_component_version{component="extra""#)));
+    let text = panal.metrics().await;
+    promtool_accepts(&text);
+    docs_use_only_these_families(&text);
     panal.stop();
+}
+
+/// The sample Prometheus configuration is valid, and every metric the Grafana dashboard
+/// in `docs/` queries is one Panal exposes (so renaming one breaks this test).
+fn docs_use_only_these_families(text: &str) {
+    let docs = panal_tests::repo().join("docs");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "config"])
+        .arg(docs.join("prometheus.yml"))
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "docs/prometheus.yml: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let families: HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    let dashboard = std::fs::read_to_string(docs.join("grafana-dashboard.json")).expect("read");
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 10, "{} queries", exprs.len());
+    for expr in &exprs {
+        for (at, _) in expr.match_indices("panal_") {
+            let name: String = expr[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| families.contains(base))
+                .unwrap_or(&name);
+            assert!(
+                families.contains(family),
+                "`{name}` in `{expr}` is not exposed"
+            );
+        }
+    }
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                    _ => collect_exprs(value, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_exprs(i, out)),
+        _ => {}
+    }
+}
+
+/// `promtool check metrics` (scripts/setup.sh installs it) finds no problem in `text`.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: run scripts/setup.sh (Debian package prometheus)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n--- metrics ---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
