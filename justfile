@@ -11,9 +11,11 @@ build: host components
 host:
     cargo build --release -p panal
 
-# Every crate under components/ for wasm32-wasip2 (picks the toolchain route itself).
+# Every crate under components/ for wasm32-wasip2 (picks the toolchain route itself),
+# then the components in other languages (the shipping service in Python, the samples).
 components:
     scripts/build-components.sh
+    scripts/guests.sh
 
 # Serve panal.toml on 127.0.0.1:8080 (admin 127.0.0.1:8081); extra args go to `panal run`.
 run *ARGS: build
@@ -36,6 +38,7 @@ check: build
 test: build
     cargo test --release --workspace --no-fail-fast
     cd components && cargo test --workspace --no-fail-fast
+    python3 -m unittest discover -s components/shipping
 
 # Panal beside `wasmtime serve` and native hyper under wrk, as ratios; rewrites the
 # generated part of BENCHMARKS.md and docs/benchmarks.png. Then the criterion micro-benches.

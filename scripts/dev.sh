@@ -5,7 +5,7 @@
 # they were). A failed build is reported and the running versions keep serving.
 #
 # Usage: scripts/dev.sh [extra `panal run` args]
-# Sources: components/**/{*.rs,Cargo.toml} and wit/**, checked once a second.
+# Sources: components/**/{*.rs,*.py,*.js,Cargo.toml} and wit/**, checked once a second.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +17,8 @@ trap 'kill -TERM "$PANAL" 2>/dev/null; wait "$PANAL" 2>/dev/null' EXIT INT TERM
 
 sources() {
     find components wit -path components/target -prune -o -type f \
-        \( -name '*.rs' -o -name 'Cargo.toml' -o -name '*.wit' \) -print0 2>/dev/null |
+        \( -name '*.rs' -o -name '*.py' -o -name '*.js' -o -name 'Cargo.toml' -o -name '*.wit' \) \
+        -print0 2>/dev/null |
         xargs -0 stat -c '%n %Y %s' 2>/dev/null | sort | md5sum
 }
 
@@ -29,7 +30,7 @@ while kill -0 "$PANAL" 2>/dev/null; do
     [ "$now" = "$last" ] && continue
     last="$now"
     echo "dev: sources changed; rebuilding components"
-    if scripts/build-components.sh; then
+    if scripts/build-components.sh && scripts/guests.sh; then
         echo "dev: build done; panal redeploys what changed"
     else
         echo "dev: build failed; the running versions keep serving" >&2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the guests written in other languages (components/py, components/js) into
-# components/target/guests/<name>.wasm with the tools their authors use:
+# Builds the components written in other languages into components/target/guests/ with
+# the tools their authors use: the shop's shipping service (components/shipping, Python)
+# and the sample guests (components/py, components/js).
 #   - componentize-py (PyPI), for Python: a WASI 0.2 proxy and a WASI 0.3 service;
 #   - componentize-js (npm, @bytecodealliance/componentize-js), for JavaScript: a 0.2
 #     proxy (its engine exports wasi:http 0.2.10 exactly, so it gets WIT at that version).
@@ -8,7 +9,8 @@
 # only when its source is newer than its .wasm. The WIT is wasmtime-wasi-http's own (the
 # version Panal links), found in cargo's registry (`cargo fetch` puts it there).
 #
-# Usage: scripts/guests.sh          (the tests call it; it prints each .wasm it built)
+# Usage: scripts/guests.sh          (`just components` and the tests call it; it prints
+#                                    each .wasm it built)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,6 +51,21 @@ componentize_js() {
     fi
     node "$cli" "$@"
 }
+
+# The shipping service: its world (components/shipping/wit/world.wit) beside the WASI 0.2
+# WIT of wasmtime-wasi-http and the repository's wit/deps (keyvalue, config, messaging).
+src="$ROOT/components/shipping"
+out="$OUT/shipping.wasm"
+newest="$(ls -t "$src"/*.py "$src/wit/world.wit" "$ROOT"/wit/deps/*/*.wit | head -n 1)"
+if stale "$out" "$newest"; then
+    wit="$OUT/wit-shipping"
+    rm -rf "$wit" && mkdir -p "$wit/deps"
+    cp "$src/wit/world.wit" "$wit/"
+    cp -r "$WASI_HTTP"/wit/deps/* "$ROOT"/wit/deps/* "$wit/deps/"
+    (cd "$src" && componentize_py -q -d "$wit" -w panal:shipping/shipping componentize app -o "$out.tmp" >&2)
+    mv "$out.tmp" "$out"
+    echo "$out"
+fi
 
 # Python, WASI 0.2 proxy and WASI 0.3 service.
 for guest in hello:wit:wasi:http/proxy@0.2.12 hello-p3:src/p3/wit:wasi:http/service@0.3.0; do

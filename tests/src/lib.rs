@@ -57,6 +57,17 @@ pub fn component(name: &str) -> String {
     path.display().to_string()
 }
 
+/// A component in another language built by `scripts/guests.sh` (`just components`).
+pub fn guest(name: &str) -> String {
+    let path = repo().join(format!("components/target/guests/{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the components first (`just components`)",
+        path.display()
+    );
+    path.display().to_string()
+}
+
 /// `bytes` with a custom section appended: the same behaviour, another sha256.
 pub fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
     let name = b"panal-test";

@@ -12,16 +12,37 @@ pub const ADMIN_EMAIL: &str = "admin@example.com";
 /// The shop's HS256 secret in tests.
 pub const SECRET: &str = "test-secret-0123456789abcdef-xyz";
 
-/// The shop paying over HTTP, its notification service on plain `orders.*`.
+/// The shop paying over HTTP, its notification service on plain `orders.*` and
+/// `shipments.*`, messaging in-process.
 pub fn manifest() -> String {
-    manifest_with("http", r#""orders.*""#)
+    manifest_with("http", false)
 }
 
-/// The shop paying via `route` (`http` or `messaging`), the notification service
-/// subscribed with `notification_sub` (a TOML subscription entry).
-pub fn manifest_with(route: &str, notification_sub: &str) -> String {
+/// The shop paying via `route` (`http` or `messaging`), the notification service's
+/// subscriptions durable or not, messaging in-process.
+pub fn manifest_with(route: &str, durable: bool) -> String {
+    manifest_on(route, durable, "")
+}
+
+/// [`manifest_with`] with `messaging` (TOML lines: `backend`, `url`) in `[messaging]`.
+/// Order events are in stream ORDERS and shipment events in SHIPMENTS either way; the
+/// shipping service's `orders.paid` and the order service's `shipments.*` are always
+/// durable subscriptions.
+pub fn manifest_on(route: &str, durable: bool, messaging: &str) -> String {
+    let notification_subs = if durable {
+        r#"{ subject = "orders.*", durable = true }, { subject = "shipments.*", durable = true }"#
+    } else {
+        r#""orders.*", "shipments.*""#
+    };
     format!(
         r#"version = 1
+[messaging]
+{messaging}
+[messaging.streams.ORDERS]
+subjects = ["orders.>"]
+[messaging.streams.SHIPMENTS]
+subjects = ["shipments.>"]
+
 [gateway]
 openapi = "{openapi}"
 
@@ -48,14 +69,25 @@ source = "{order}"
 routes = [{{ prefix = "/orders", protected = true }}]
 keyvalue = ["orders"]
 outbound = ["product", "payment"]
-messaging = {{ publish = ["orders.>", "payments.charge"] }}
+messaging = {{ publish = ["orders.>", "payments.charge"], subscribe = [{{ subject = "shipments.*", durable = true }}] }}
 config = {{ payment_via = "{route}" }}
 
 [components.notification]
 source = "{notification}"
 routes = [{{ prefix = "/notifications", protected = true }}]
 keyvalue = ["notifications"]
-messaging = {{ subscribe = [{notification_sub}] }}
+messaging = {{ subscribe = [{notification_subs}] }}
+
+[components.shipping]
+source = "{shipping}"
+routes = [
+  {{ prefix = "/shipments", methods = ["GET"], protected = true }},
+  {{ prefix = "/shipments", methods = ["POST"], roles = ["admin"] }},
+]
+keyvalue = ["shipments"]
+messaging = {{ publish = ["shipments.>"], subscribe = [{{ subject = "orders.paid", durable = true }}] }}
+config = {{ carrier = "Test Post", tracking_prefix = "TST" }}
+limits = {{ memory_mb = 128 }}
 
 [components.payment]
 source = "{payment}"
@@ -70,13 +102,13 @@ keyvalue = ["default"]
 [components.storefront]
 source = "{storefront}"
 routes = [{{ prefix = "/orders/{{id}}/summary", methods = ["GET"], protected = true }}]
-outbound = ["order", "product", "payment"]
+outbound = ["order", "product", "payment", "shipping"]
 
 # The same summary with a payment part that cannot answer.
 [components.storefront-broken]
 source = "{storefront}"
 routes = [{{ prefix = "/orders/{{id}}/broken-summary", methods = ["GET"], protected = true }}]
-outbound = ["order", "product", "probe"]
+outbound = ["order", "product", "probe", "shipping"]
 config = {{ payment = "probe" }}
 
 [aggregates.me]
@@ -91,6 +123,7 @@ parts = {{ profile = {{ component = "user", path = "/users/me" }}, orders = {{ c
         notification = component("notification"),
         probe = component("probe"),
         storefront = component("storefront"),
+        shipping = crate::guest("shipping"),
         openapi = crate::repo().join("openapi.json").display(),
     )
 }

@@ -321,7 +321,8 @@ async fn the_shop_over_three_hosts_sells_exactly_and_outlives_a_killed_host() {
             &args,
         )
     };
-    let everything_else = "user,order,payment,notification,probe,storefront,storefront-broken";
+    let everything_else =
+        "user,order,payment,notification,shipping,probe,storefront,storefront-broken";
     let mut hosts = vec![
         host(0, everything_else),
         host(1, "product"),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use panal_tests::shop::{manifest_with, Shop, SECRET};
+use panal_tests::shop::{manifest_on, Shop, SECRET};
 use panal_tests::{client, component, eventually, synced, NatsServer, Panal};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -153,10 +153,10 @@ async fn jetstream_deliveries_retry_then_dead_letter() {
 /// The shop on `nats`, its order events in stream ORDERS and the notification service
 /// a durable consumer of them.
 fn durable_shop(nats: &NatsServer) -> String {
-    format!(
-        "{}\n[messaging]\nbackend = \"nats\"\nurl = \"{}\"\n\n[messaging.streams.ORDERS]\nsubjects = [\"orders.>\"]\n",
-        manifest_with("http", r#"{ subject = "orders.*", durable = true }"#),
-        nats.url
+    manifest_on(
+        "http",
+        true,
+        &format!("backend = \"nats\"\nurl = \"{}\"", nats.url),
     )
 }
 
@@ -164,8 +164,8 @@ fn start_shop(manifest: &str, data: &std::path::Path) -> Panal {
     Panal::start_with_env(manifest, data, &[("PANAL_TEST_JWT_SECRET", SECRET)])
 }
 
-/// Per order id, the event types in `token`'s inbox once all `orders` have both their
-/// events there; panics with the inbox when they do not arrive. Also checks that no
+/// Per order id, the event types in `token`'s inbox once all `orders` have their two
+/// events and their shipment's first there; panics with the inbox when they do not arrive. Also checks that no
 /// event id appears twice.
 async fn inbox_has_every_event(shop: &Shop<'_>, token: &str, orders: &[String]) {
     let complete = eventually(Duration::from_secs(60), || async {
@@ -180,7 +180,10 @@ async fn inbox_has_every_event(shop: &Shop<'_>, token: &str, orders: &[String]) 
                 .or_default()
                 .insert(e["type"].as_str()?.to_string());
         }
-        let want: BTreeSet<String> = ["orders.created", "orders.paid"].map(String::from).into();
+        // The shipping service (Python) made a shipment of each: durable both ways too.
+        let want: BTreeSet<String> = ["orders.created", "orders.paid", "shipments.created"]
+            .map(String::from)
+            .into();
         orders
             .iter()
             .all(|o| by_order.get(o) == Some(&want))

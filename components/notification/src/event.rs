@@ -1,16 +1,22 @@
-//! Order events as the order service publishes them (pure, unit-tested natively).
+//! The shop's events as their services publish them (pure, unit-tested natively).
 //!
-//! Body (JSON): `{"event_id", "type", "order_id", "user_id", "status", "total_cents",
-//! "items", "at"}`. Members this service does not use (`items`, anything added later) are
-//! ignored; the ones it uses must be present and sane, since `event_id` and `user_id`
-//! become storage keys.
+//! - Order events, `orders.<token>`: `{"event_id", "type", "order_id", "user_id",
+//!   "status", "total_cents", "items", "at"}`.
+//! - Shipment events, `shipments.<token>`: `{"event_id", "type", "shipment_id",
+//!   "order_id", "user_id", "status", "carrier", "tracking_number", "at"}`.
+//!
+//! Members this service does not use (`items`, anything added later) are ignored; the
+//! ones it uses must be present and sane, since `event_id` and `user_id` become storage
+//! keys.
 
 use serde::Deserialize;
 
-/// Subjects this service handles: `orders.<one token>`.
-pub const SUBJECT_PREFIX: &str = "orders.";
+/// Order events: `orders.<one token>`.
+pub const ORDERS: &str = "orders.";
+/// Shipment events: `shipments.<one token>`.
+pub const SHIPMENTS: &str = "shipments.";
 
-/// The members of an order event this service uses.
+/// The members of an event this service uses.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Event {
     pub event_id: String,
@@ -19,22 +25,47 @@ pub struct Event {
     pub order_id: String,
     pub user_id: String,
     pub status: String,
-    pub total_cents: u64,
+    /// Order events only.
+    #[serde(default)]
+    pub total_cents: Option<u64>,
+    /// Shipment events only: the shipment and how it travels (read from the wire form).
+    #[serde(skip)]
+    pub shipment: Option<Shipment>,
     pub at: String,
 }
 
+/// What a shipment event says of its shipment.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+pub struct Shipment {
+    pub shipment_id: String,
+    pub carrier: String,
+    pub tracking_number: String,
+}
+
+/// The wire form: shipment members sit beside the others.
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(flatten)]
+    event: Event,
+    shipment_id: Option<String>,
+    carrier: Option<String>,
+    tracking_number: Option<String>,
+}
+
 /// Parses and checks the event `data` delivered on `topic`. The `type` must be an
-/// `orders.<token>` subject and, when the host names the topic, equal it: a publisher
-/// granted only one subject cannot pass off an event as another type.
+/// `orders.<token>` or `shipments.<token>` subject and, when the host names the topic,
+/// equal it: a publisher granted only one subject cannot pass off an event as another
+/// type.
 pub fn parse(topic: Option<&str>, data: &[u8]) -> Result<Event, String> {
-    let event: Event =
-        serde_json::from_slice(data).map_err(|e| format!("malformed order event: {e}"))?;
-    let problem = |what: &str| Err(format!("malformed order event: {what}"));
+    let wire: Wire = serde_json::from_slice(data).map_err(|e| format!("malformed event: {e}"))?;
+    let mut event = wire.event;
+    let problem = |what: &str| Err(format!("malformed event: {what}"));
     if !is_token(&event.event_id, 128) {
         return problem("event_id must be 1 to 128 letters, digits, `-` or `_`");
     }
-    if !is_order_subject(&event.kind) {
-        return problem("type must be a subject `orders.<token>`");
+    let shipment_event = is_subject(&event.kind, SHIPMENTS);
+    if !shipment_event && !is_subject(&event.kind, ORDERS) {
+        return problem("type must be a subject `orders.<token>` or `shipments.<token>`");
     }
     if let Some(topic) = topic {
         if topic != event.kind {
@@ -56,12 +87,34 @@ pub fn parse(topic: Option<&str>, data: &[u8]) -> Result<Event, String> {
     if !looks_rfc3339(&event.at) {
         return problem("at must be an RFC 3339 timestamp");
     }
+    if !shipment_event {
+        if event.total_cents.is_none() {
+            return problem("an order event needs total_cents");
+        }
+        return Ok(event);
+    }
+    let (Some(shipment_id), Some(carrier), Some(tracking_number)) =
+        (wire.shipment_id, wire.carrier, wire.tracking_number)
+    else {
+        return problem("a shipment event needs shipment_id, carrier and tracking_number");
+    };
+    if !is_token(&shipment_id, 128) {
+        return problem("shipment_id must be 1 to 128 letters, digits, `-` or `_`");
+    }
+    if !is_text(&carrier, 128) || !is_text(&tracking_number, 128) {
+        return problem("carrier and tracking_number must be 1 to 128 characters");
+    }
+    event.shipment = Some(Shipment {
+        shipment_id,
+        carrier,
+        tracking_number,
+    });
     Ok(event)
 }
 
-/// `orders.<token>`: one non-empty token, no wildcard, no whitespace or control char.
-pub fn is_order_subject(s: &str) -> bool {
-    s.strip_prefix(SUBJECT_PREFIX).is_some_and(|token| {
+/// `<prefix><token>`: one non-empty token, no wildcard, no whitespace or control char.
+pub fn is_subject(s: &str, prefix: &str) -> bool {
+    s.strip_prefix(prefix).is_some_and(|token| {
         !token.is_empty()
             && token.len() <= 64
             && !token
@@ -150,7 +203,8 @@ mod tests {
                 order_id: "o1".into(),
                 user_id: "u1".into(),
                 status: "paid".into(),
-                total_cents: 600,
+                total_cents: Some(600),
+                shipment: None,
                 at: "2024-01-01T00:00:05Z".into(),
             }
         );
@@ -211,6 +265,58 @@ mod tests {
         // A body that claims another type than its subject.
         let e = parse_value(Some("orders.created"), &body()).expect_err("mismatch");
         assert!(e.contains("orders.created"), "{e}");
+    }
+
+    fn shipment_body() -> Value {
+        json!({
+            "event_id": "0123456789abcdef0123456789abcdef-dispatched",
+            "type": "shipments.dispatched",
+            "shipment_id": "0123456789abcdef0123456789abcdef",
+            "order_id": "o1",
+            "user_id": "u1",
+            "status": "shipped",
+            "carrier": "Panal Post",
+            "tracking_number": "PNLABC",
+            "at": "2024-01-02T00:00:00Z",
+        })
+    }
+
+    #[test]
+    fn shipment_events() {
+        let e = parse_value(Some("shipments.dispatched"), &shipment_body()).expect("valid");
+        assert_eq!(e.total_cents, None);
+        assert_eq!(
+            e.shipment,
+            Some(Shipment {
+                shipment_id: "0123456789abcdef0123456789abcdef".into(),
+                carrier: "Panal Post".into(),
+                tracking_number: "PNLABC".into(),
+            })
+        );
+        for member in ["shipment_id", "carrier", "tracking_number"] {
+            let mut v = shipment_body();
+            v.as_object_mut().expect("object").remove(member);
+            let e = parse_value(None, &v).expect_err(member);
+            assert!(
+                e.contains("shipment_id, carrier and tracking_number"),
+                "{e}"
+            );
+        }
+        let mut v = shipment_body();
+        v["shipment_id"] = json!("a/b");
+        assert!(parse_value(None, &v).is_err());
+        v = shipment_body();
+        v["carrier"] = json!("");
+        assert!(parse_value(None, &v).is_err());
+        // An order event must say its total; a shipment member on it is not read.
+        let mut order = body();
+        order.as_object_mut().expect("object").remove("total_cents");
+        assert!(parse_value(None, &order)
+            .expect_err("no total")
+            .contains("total_cents"));
+        let mut order = body();
+        order["shipment_id"] = json!("x");
+        assert_eq!(parse_value(None, &order).expect("order").shipment, None);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
+use crate::event::{Event, Shipment};
 
 /// Most entries an inbox keeps.
 pub const CAP: usize = 1000;
@@ -20,7 +20,12 @@ pub struct Entry {
     pub kind: String,
     pub order_id: String,
     pub status: String,
-    pub total_cents: u64,
+    /// Order events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_cents: Option<u64>,
+    /// Shipment events: `shipment_id`, `carrier` and `tracking_number`.
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub shipment: Option<Shipment>,
     pub at: String,
 }
 
@@ -32,6 +37,7 @@ impl From<&Event> for Entry {
             order_id: e.order_id.clone(),
             status: e.status.clone(),
             total_cents: e.total_cents,
+            shipment: e.shipment.clone(),
             at: e.at.clone(),
         }
     }
@@ -86,7 +92,8 @@ mod tests {
             kind: "orders.created".into(),
             order_id: "o1".into(),
             status: "pending".into(),
-            total_cents: 600,
+            total_cents: Some(600),
+            shipment: None,
             at: "2024-01-01T00:00:00Z".into(),
         }
     }
@@ -139,6 +146,24 @@ mod tests {
                                 "status": "pending", "total_cents": 600,
                                 "at": "2024-01-01T00:00:00Z"}])
         );
+        let mut shipped = entry("b");
+        shipped.kind = "shipments.dispatched".into();
+        shipped.total_cents = None;
+        shipped.shipment = Some(Shipment {
+            shipment_id: "s1".into(),
+            carrier: "Panal Post".into(),
+            tracking_number: "PNLX".into(),
+        });
+        let stored = append(Some(&stored), &shipped, CAP)
+            .expect("ok")
+            .expect("new");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&stored).expect("json")[1],
+            serde_json::json!({"event_id": "b", "type": "shipments.dispatched", "order_id": "o1",
+                               "status": "pending", "shipment_id": "s1", "carrier": "Panal Post",
+                               "tracking_number": "PNLX", "at": "2024-01-01T00:00:00Z"})
+        );
+        assert_eq!(parse(Some(&stored)).expect("inbox")[1], shipped);
         assert!(append(Some(b"{"), &entry("a"), CAP).is_err());
         assert!(parse(Some(b"{}")).is_err());
         assert_eq!(parse(None).expect("empty"), Vec::new());

@@ -1,20 +1,21 @@
 //! `notification`: the Panal notification service. It keeps a per-user inbox of order
-//! events, fed over `wasi:messaging`, and shows it over HTTP.
+//! and shipment events, fed over `wasi:messaging`, and shows it over HTTP.
 //!
-//! - Messages on `orders.*` (see [`event`]): each new event is appended to the inbox of
-//!   its `user_id` (see [`inbox`]); a redelivered event (same `event_id`) is acknowledged
-//!   and changes nothing. A malformed body is refused with `Err(other(...))`, which the
-//!   host logs.
+//! - Messages on `orders.*` and `shipments.*` (see [`event`]): each new event is appended
+//!   to the inbox of its `user_id` (see [`inbox`]); a redelivered event (same `event_id`)
+//!   is acknowledged and changes nothing. A malformed body is refused with
+//!   `Err(other(...))`, which the host logs.
 //! - `GET /notifications` (needs the gateway's `x-panal-user-id`, 401 without) → 200
 //!   `{"items": [{event_id, type, order_id, status, total_cents, at}, ...]}`, newest
-//!   first. Other methods on that path 405, other paths 404.
+//!   first (shipment events carry `shipment_id`, `carrier` and `tracking_number` in
+//!   place of `total_cents`). Other methods on that path 405, other paths 404.
 //!
 //! Storage: bucket `notifications`: `inbox:<user id>` (JSON array, newest [`inbox::CAP`]
 //! entries) and `seen:<event id>` (marks a handled event).
 //!
 //! Manifest grants: `keyvalue = ["notifications"]`,
-//! `messaging = { subscribe = ["orders.*"] }` (a `queue` group when several hosts share
-//! a broker, so each event is handled once).
+//! `messaging = { subscribe = ["orders.*", "shipments.*"] }` (durable, or a `queue` group
+//! when several hosts share a broker, so each event is handled once).
 
 mod event;
 mod inbox;

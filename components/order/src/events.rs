@@ -88,6 +88,7 @@ mod tests {
             payment_unknown: false,
             reservation: Some("o1".into()),
             created_at: "2024-01-01T00:00:00Z".into(),
+            shipment: None,
         };
         assert_eq!(
             body(PAID, &order, "e1", "2024-01-01T00:00:05Z"),

@@ -24,16 +24,22 @@
 //! is stored as `pending`, then `orders.paid` or `orders.payment_failed` once the final
 //! status is stored. An order left `pending` by an unknown payment outcome gets no second
 //! event here.
+//!
+//! Shipments ([`shipping`], messages on `shipments.*`): a paid order follows its
+//! shipment to `shipped` and `delivered`, and its view shows the shipment (`shipment`:
+//! id, status, carrier, tracking number; null before there is one).
 
 mod calls;
 mod events;
 mod model;
 mod pay;
 mod reconcile;
+mod shipping;
 
 use panal_sdk::keyvalue::batch;
 use panal_sdk::keyvalue::store::{self, Bucket};
 use panal_sdk::kv::{self, Step};
+use panal_sdk::messaging::types;
 use panal_sdk::wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
 use panal_sdk::{ApiError, ApiResult};
 use serde_json::{json, Value};
@@ -50,6 +56,14 @@ panal_sdk::wasi::http::proxy::export!(OrderService);
 impl panal_sdk::wasi::exports::http::incoming_handler::Guest for OrderService {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         panal_sdk::reply(out, route(&request));
+    }
+}
+
+panal_sdk::handler::export_messaging_handler!(OrderService with_types_in panal_sdk::handler);
+
+impl panal_sdk::handler::exports::wasi::messaging::incoming_handler::Guest for OrderService {
+    fn handle(message: types::Message) -> Result<(), types::Error> {
+        shipping::handle(&message)
     }
 }
 
@@ -100,6 +114,7 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
         payment_id: None,
         created_at: panal_sdk::time::now_rfc3339(),
         payment_unknown: false,
+        shipment: None,
     };
     if let Err(e) = store_new(&bucket, &order) {
         calls::release(order.reservation.as_deref(), &order.items);

@@ -15,6 +15,9 @@ pub const MAX_QUANTITY: u64 = 1_000_000_000;
 pub const PENDING: &str = "pending";
 pub const PAID: &str = "paid";
 pub const PAYMENT_FAILED: &str = "payment_failed";
+/// Set by the shipment's events (see [`crate::shipping`]).
+pub const SHIPPED: &str = "shipped";
+pub const DELIVERED: &str = "delivered";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Line {
@@ -48,6 +51,18 @@ pub struct Order {
     /// before reservations had ids, whose release gives back the items' quantities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservation: Option<String>,
+    /// The order's shipment as its events told it (see [`crate::shipping`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipment: Option<Shipment>,
+}
+
+/// What the order keeps of its shipment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shipment {
+    pub id: String,
+    pub status: String,
+    pub carrier: String,
+    pub tracking_number: String,
 }
 
 impl Order {
@@ -60,6 +75,7 @@ impl Order {
             "items": self.items,
             "payment_id": self.payment_id,
             "created_at": self.created_at,
+            "shipment": self.shipment,
         })
     }
 

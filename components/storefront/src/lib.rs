@@ -2,16 +2,18 @@
 //!
 //! - `GET /orders/{id}/summary` (any last segment: the manifest picks the route) → the
 //!   caller's order, each item with its product's `name`, and the payment's `id` and
-//!   `status`: `{order, items, payment, complete, missing}`. The order comes first (as
-//!   the caller: the host passes the verified user on with every in-process call); its
-//!   products and its payment are then fetched concurrently. A product or payment that
-//!   cannot be had is `null` (its item's `name`, or `payment`) and listed in `missing`
-//!   with why, and `complete` is false; a non-200 answer of the order is passed through
-//!   as it is, since there is nothing to summarise.
+//!   `status`, and its shipment once paid: `{order, items, payment, shipment, complete,
+//!   missing}`. The order comes first (as the caller: the host passes the verified user
+//!   on with every in-process call); its products, its payment and its shipment are then
+//!   fetched concurrently. A part that cannot be had is `null` (its item's `name`,
+//!   `payment` or `shipment`) and listed in `missing` with why, and `complete` is false;
+//!   a non-200 answer of the order is passed through as it is, since there is nothing
+//!   to summarise.
 //!
-//! Which services it asks is config: `order`, `product`, `payment` (component names,
-//! defaulting to those), each of which must be in its `outbound` grant. Calls get the
-//! host's deadline, retries and circuit breaker like any in-process call.
+//! Which services it asks is config: `order`, `product`, `payment`, `shipping`
+//! (component names, defaulting to those), each of which must be in its `outbound`
+//! grant. Calls get the host's deadline, retries and circuit breaker like any
+//! in-process call.
 
 mod merge;
 
@@ -75,6 +77,12 @@ fn summary(id: &str) -> ApiResult {
         .collect();
     if let Some(pid) = &wanted.payment_id {
         urls.push(format!("http://{}/payments/{pid}", service("payment")));
+    }
+    if let Some(oid) = &wanted.shipment_of {
+        urls.push(format!(
+            "http://{}/shipments?order_id={oid}",
+            service("shipping")
+        ));
     }
     let answers = client::get_all(&urls);
     Ok((200, merge::summary(order, &wanted, answers)))

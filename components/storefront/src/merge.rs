@@ -10,7 +10,12 @@ pub struct Wanted {
     pub product_ids: Vec<String>,
     /// The payment, when the order has one.
     pub payment_id: Option<String>,
+    /// The shipment, once the order is paid: the shipping service knows it by order id.
+    pub shipment_of: Option<String>,
 }
+
+/// The order statuses that have (or are about to have) a shipment.
+const SHIPPABLE: [&str; 3] = ["paid", "shipped", "delivered"];
 
 /// The products of `order`'s items and its payment.
 pub fn wanted(order: &Value) -> Wanted {
@@ -23,16 +28,24 @@ pub fn wanted(order: &Value) -> Wanted {
                 .collect()
         })
         .unwrap_or_default();
+    let shippable = order["status"]
+        .as_str()
+        .is_some_and(|s| SHIPPABLE.contains(&s));
     Wanted {
         product_ids,
         payment_id: order["payment_id"].as_str().map(str::to_string),
+        shipment_of: order["id"]
+            .as_str()
+            .filter(|_| shippable)
+            .map(str::to_string),
     }
 }
 
 use panal_sdk::client::Answer;
 
-/// `{order, items, payment, complete, missing}` from the order and the answers to
-/// [`wanted`] (products in order, then the payment when there is one).
+/// `{order, items, payment, shipment, complete, missing}` from the order and the answers
+/// to [`wanted`] (products in order, then the payment when there is one, then the
+/// shipment list when the order is paid: its first entry, null while there is none).
 pub fn summary(mut order: Value, wanted: &Wanted, answers: Vec<Answer>) -> Value {
     let items: Vec<Value> = order["items"]
         .as_array()
@@ -70,10 +83,21 @@ pub fn summary(mut order: Value, wanted: &Wanted, answers: Vec<Answer>) -> Value
         },
         None => Value::Null,
     };
+    let shipment = match &wanted.shipment_of {
+        Some(oid) => match json_ok(answers.next()) {
+            Ok(doc) => doc["items"][0].clone(),
+            Err(reason) => {
+                missing.push(json!({ "part": "shipment", "id": oid, "reason": reason }));
+                Value::Null
+            }
+        },
+        None => Value::Null,
+    };
     json!({
         "order": order,
         "items": merged,
         "payment": payment,
+        "shipment": shipment,
         "complete": missing.is_empty(),
         "missing": missing,
     })
@@ -124,8 +148,11 @@ mod tests {
                 ok(json!({"name": "Honey"})),
                 ok(json!({"name": "Wax"})),
                 ok(json!({"id": "p1", "status": "captured", "card": "x"})),
+                ok(json!({"items": [{"id": "s1", "status": "shipped"}]})),
             ],
         );
+        assert_eq!(w.shipment_of.as_deref(), Some("o1"));
+        assert_eq!(s["shipment"], json!({"id": "s1", "status": "shipped"}));
         assert_eq!(s["order"]["id"], "o1");
         assert!(s["order"].get("items").is_none());
         assert_eq!(s["items"][1]["name"], "Wax");
@@ -147,8 +174,12 @@ mod tests {
                 ok(json!({"name": "Honey"})),
                 Err("ErrorCode::ConnectionRefused".into()),
                 Ok((404, br#"{"error":"no such payment"}"#.to_vec())),
+                Ok((503, br#"{"error":"down"}"#.to_vec())),
             ],
         );
+        assert_eq!(s["shipment"], Value::Null);
+        assert_eq!(s["missing"][2]["part"], "shipment");
+        assert_eq!(s["missing"][2]["id"], "o1");
         assert_eq!(s["items"][0]["name"], "Honey");
         assert_eq!(s["items"][1]["name"], Value::Null);
         assert_eq!(s["payment"], Value::Null);
@@ -162,8 +193,18 @@ mod tests {
     fn an_order_without_payment_asks_for_none() {
         let w = wanted(&json!({"items": []}));
         assert_eq!(w.payment_id, None);
+        assert_eq!(w.shipment_of, None);
         let s = summary(json!({"items": []}), &w, vec![]);
         assert_eq!(s["payment"], Value::Null);
+        assert_eq!(s["shipment"], Value::Null);
+        // Paid, but no shipment yet: an empty list is no shipment, and nothing missing.
+        let paid = json!({"id": "o2", "status": "paid", "items": []});
+        let w = wanted(&paid);
+        let s = summary(paid, &w, vec![ok(json!({"items": []}))]);
+        assert_eq!(
+            (s["shipment"].clone(), s["complete"].clone()),
+            (Value::Null, json!(true))
+        );
         assert_eq!(s["complete"], true);
     }
 }

@@ -1,0 +1,265 @@
+//! The shipping service (Python, built by componentize-py) in the shop, end to end
+//! through the gateway: a paid order gets a shipment with a tracking number, an admin
+//! dispatches and delivers it across a host restart, the order follows it to
+//! `delivered`, the inbox lists each event once and the summary shows the shipment. A
+//! declined payment never gets a shipment. (Its events surviving a NATS outage and a
+//! host restart: tests/durable.rs.)
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use panal_tests::shop::{admin_token, start, Shop};
+use panal_tests::{client, eventually, Panal};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The order `id` once its status is `status` (panics with the order when it is not).
+async fn order_reaches(shop: &Shop<'_>, token: &str, id: &str, status: &str) -> Value {
+    let reached = eventually(WAIT, || async {
+        let (s, order) = shop.get(&format!("/orders/{id}"), Some(token)).await;
+        (s == StatusCode::OK && order["status"] == status).then_some(order)
+    })
+    .await;
+    match reached {
+        Some(order) => order,
+        None => {
+            let (_, order) = shop.get(&format!("/orders/{id}"), Some(token)).await;
+            panic!("order {id} never became {status}: {order}")
+        }
+    }
+}
+
+/// POST `/shipments/{id}/{action}` with `token` (if any).
+async fn step(shop: &Shop<'_>, id: &str, action: &str, token: Option<&str>) -> (StatusCode, Value) {
+    shop.post(&format!("/shipments/{id}/{action}"), token, json!(null))
+        .await
+}
+
+/// The event types in the inbox of `token` for order `id`, oldest first; panics on an
+/// event id seen twice.
+async fn events_of(shop: &Shop<'_>, token: &str, id: &str) -> Vec<String> {
+    let (s, inbox) = shop.get("/notifications", Some(token)).await;
+    assert_eq!(s, StatusCode::OK, "{inbox}");
+    let mut ids = BTreeSet::new();
+    let mut types: Vec<String> = Vec::new();
+    for e in inbox["items"].as_array().expect("items") {
+        assert!(ids.insert(e["event_id"].to_string()), "duplicate: {inbox}");
+        if e["order_id"] == id {
+            types.push(e["type"].as_str().expect("type").to_string());
+        }
+    }
+    types.reverse();
+    types
+}
+
+#[tokio::test]
+async fn a_paid_order_is_shipped_and_delivered_and_the_order_follows() {
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = start(data.path());
+    let shop = Shop {
+        panal: &panal,
+        c: client(),
+    };
+    let admin = admin_token();
+    let (ana, token) = shop.user("ship@example.com").await;
+    let (_, bob) = shop.user("bob-ship@example.com").await;
+    let jar = shop.product("Jar", 500, 10).await;
+
+    // A declined payment first, then a paid order.
+    let (s, declined) = shop
+        .order(
+            &token,
+            json!([{"product_id": jar, "quantity": 1}]),
+            "4000000000000002",
+        )
+        .await;
+    assert_eq!(
+        (s, declined["status"].as_str()),
+        (StatusCode::CREATED, Some("payment_failed"))
+    );
+    let declined = declined["id"].as_str().expect("id").to_string();
+    let (s, paid) = shop
+        .order(
+            &token,
+            json!([{"product_id": jar, "quantity": 2}]),
+            "4242424242424242",
+        )
+        .await;
+    assert_eq!(
+        (s, paid["status"].as_str()),
+        (StatusCode::CREATED, Some("paid"))
+    );
+    let paid = paid["id"].as_str().expect("id").to_string();
+
+    // The shipment appears, made from `orders.paid`.
+    let by_order = format!("/shipments?order_id={paid}");
+    let shipment = eventually(WAIT, || async {
+        let (s, list) = shop.get(&by_order, Some(&token)).await;
+        (s == StatusCode::OK).then_some(())?;
+        list["items"].as_array()?.first().cloned()
+    })
+    .await
+    .expect("a shipment for the paid order");
+    assert_eq!(shipment["order_id"], paid.as_str());
+    assert_eq!(shipment["user_id"], ana.as_str());
+    assert_eq!(shipment["status"], "preparing");
+    assert_eq!(shipment["carrier"], "Test Post");
+    let tracking = shipment["tracking_number"]
+        .as_str()
+        .expect("tracking")
+        .to_string();
+    assert!(
+        tracking.starts_with("TST") && tracking.len() == 15,
+        "{tracking}"
+    );
+    assert_eq!(shipment["dispatched_at"], Value::Null);
+    let id = shipment["id"].as_str().expect("id").to_string();
+
+    // Its owner only; the list and the filter agree; a bad query is named.
+    let (s, one) = shop.get(&format!("/shipments/{id}"), Some(&token)).await;
+    assert_eq!((s, &one), (StatusCode::OK, &shipment));
+    let (s, _) = shop.get(&format!("/shipments/{id}"), Some(&bob)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = shop.get(&format!("/shipments/{id}"), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, theirs) = shop.get(&by_order, Some(&bob)).await;
+    assert_eq!((s, theirs), (StatusCode::OK, json!({"items": []})));
+    let (s, mine) = shop.get("/shipments", Some(&token)).await;
+    assert_eq!(
+        (s, mine),
+        (StatusCode::OK, json!({"items": [shipment.clone()]}))
+    );
+    let (s, bad) = shop.get("/shipments?carrier=x", Some(&token)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    assert!(
+        bad["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("`carrier`")),
+        "{bad}"
+    );
+    // The paid order's shipment exists, so `orders.paid` has been handled; the declined
+    // order never published one and has none.
+    let (s, none) = shop
+        .get(&format!("/shipments?order_id={declined}"), Some(&token))
+        .await;
+    assert_eq!((s, none), (StatusCode::OK, json!({"items": []})));
+    let (_, summary) = shop
+        .get(&format!("/orders/{declined}/summary"), Some(&token))
+        .await;
+    assert_eq!(
+        (summary["shipment"].clone(), summary["complete"].clone()),
+        (Value::Null, json!(true))
+    );
+
+    // Steps are for admins, in order.
+    let (s, _) = step(&shop, &id, "dispatch", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = step(&shop, &id, "dispatch", Some(&token)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, early) = step(&shop, &id, "deliver", Some(&admin)).await;
+    assert_eq!(
+        (s, early["status"].as_str()),
+        (StatusCode::CONFLICT, Some("preparing")),
+        "{early}"
+    );
+    let (s, _) = step(
+        &shop,
+        "0123456789abcdef0123456789abcdef",
+        "dispatch",
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = step(&shop, &id, "lose", Some(&admin)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, shipped) = step(&shop, &id, "dispatch", Some(&admin)).await;
+    assert_eq!(
+        (s, shipped["status"].as_str()),
+        (StatusCode::OK, Some("shipped")),
+        "{shipped}"
+    );
+    assert!(shipped["dispatched_at"].is_string());
+    // Again: the same shipment, the same event published again (the inbox shows it once).
+    let (s, again) = step(&shop, &id, "dispatch", Some(&admin)).await;
+    assert_eq!((s, &again), (StatusCode::OK, &shipped));
+    let order = order_reaches(&shop, &token, &paid, "shipped").await;
+    assert_eq!(order["shipment"]["status"], "shipped");
+
+    // A restart: the shipment and the order are kept, and delivery goes on.
+    drop(shop);
+    panal.stop();
+    let panal: Panal = start(data.path());
+    let shop = Shop {
+        panal: &panal,
+        c: client(),
+    };
+    let (s, kept) = shop.get(&format!("/shipments/{id}"), Some(&token)).await;
+    assert_eq!((s, kept), (StatusCode::OK, shipped));
+    let (s, delivered) = step(&shop, &id, "deliver", Some(&admin)).await;
+    assert_eq!(
+        (s, delivered["status"].as_str()),
+        (StatusCode::OK, Some("delivered")),
+        "{delivered}"
+    );
+    let order = order_reaches(&shop, &token, &paid, "delivered").await;
+    assert_eq!(
+        order["shipment"],
+        json!({"id": id, "status": "delivered", "carrier": "Test Post", "tracking_number": tracking})
+    );
+
+    // Every event once, in order; the declined order has no shipment event.
+    let want = [
+        "orders.created",
+        "orders.paid",
+        "shipments.created",
+        "shipments.dispatched",
+        "shipments.delivered",
+    ];
+    let all_in = eventually(WAIT, || async {
+        (events_of(&shop, &token, &paid).await.len() >= want.len()).then_some(())
+    })
+    .await;
+    assert!(
+        all_in.is_some(),
+        "{:?}",
+        events_of(&shop, &token, &paid).await
+    );
+    assert_eq!(events_of(&shop, &token, &paid).await, want);
+    assert_eq!(
+        events_of(&shop, &token, &declined).await,
+        ["orders.created", "orders.payment_failed"]
+    );
+    let (_, inbox) = shop.get("/notifications", Some(&token)).await;
+    let newest = &inbox["items"][0];
+    assert_eq!(
+        (
+            newest["type"].as_str(),
+            newest["tracking_number"].as_str(),
+            newest["shipment_id"].as_str()
+        ),
+        (
+            Some("shipments.delivered"),
+            Some(tracking.as_str()),
+            Some(id.as_str())
+        ),
+        "{inbox}"
+    );
+
+    // The summary shows the shipment beside the order, its products and its payment.
+    let (s, summary) = shop
+        .get(&format!("/orders/{paid}/summary"), Some(&token))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{summary}");
+    assert_eq!(summary["order"]["status"], "delivered");
+    assert_eq!(summary["shipment"]["status"], "delivered");
+    assert_eq!(summary["shipment"]["tracking_number"], tracking.as_str());
+    assert_eq!(summary["payment"]["status"], "captured");
+    assert_eq!(
+        (summary["complete"].clone(), summary["missing"].clone()),
+        (json!(true), json!([]))
+    );
+    drop(shop);
+    panal.stop();
+}
