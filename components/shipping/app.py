@@ -55,7 +55,7 @@ class WasiHttpIncomingHandler(exports.WasiHttpIncomingHandler):
         except host.Contended:
             status, body = 503, {"error": "too much contention, retry"}
         except Exception as e:  # storage or messaging failed: say so, log the rest
-            host.log(f"shipping: {host.describe(e)}\n{traceback.format_exc()}")
+            host.warn(f"shipping: {host.describe(e)}\n{traceback.format_exc()}")
             status, body = 500, {"error": "internal error", "detail": host.describe(e)}
         host.reply(response_out, status, body)
 
@@ -161,6 +161,7 @@ def act(shipment_id: str, action: str):
         return json.dumps(updated).encode(), (updated, status)
 
     record, status = host.update(bucket, shipment_key(shipment_id), step)
+    host.log(f"shipping: shipment {shipment_id} is {record['status']} ({action})")
     try:
         host.publish(shipments.STEPS[status][1], shipments.event(status, record))
     except Err as e:
@@ -190,6 +191,11 @@ def ship(paid: dict) -> None:
         earlier = host.claim(bucket, shipment_key(shipment_id), json.dumps(record).encode())
         if earlier is not None:
             record = shipments.parse_record(earlier)
+        else:
+            host.log(
+                f"shipping: shipment {shipment_id} for order {paid['order_id']}, "
+                f"{record['carrier']} {record['tracking_number']}"
+            )
     if record["user_id"] != paid["user_id"]:
         raise shipments.Invalid(
             f"order {paid['order_id']} was paid by {paid['user_id']!r} but its shipment "

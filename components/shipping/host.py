@@ -151,4 +151,10 @@ def describe(error) -> str:
 
 
 def log(line: str) -> None:
+    """A line in the host's log (stdout: level info), tagged with the request and trace."""
+    print(line, flush=True)
+
+
+def warn(line: str) -> None:
+    """A line in the host's log at level warn (stderr)."""
     print(line, file=sys.stderr, flush=True)

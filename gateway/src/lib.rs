@@ -18,6 +18,7 @@
 pub mod aggregate;
 pub mod auth;
 pub mod conn;
+mod hop;
 pub mod ratelimit;
 pub mod request_id;
 pub mod routes;
@@ -46,6 +47,20 @@ pub type Request = http::Request<Body>;
 /// and the host set it; no client or guest can.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Next(pub std::sync::Arc<[String]>);
+
+/// Watches each client request from the gateway's side (the host's traces): `start`
+/// sees the request once its id is set and before it is routed, and may rewrite its
+/// trace headers; what it returns is told how the request ended.
+pub trait Observer: Send + Sync + 'static {
+    /// A request arrives; `None` when there is nothing to tell at the end.
+    fn start(&self, req: &mut Request) -> Option<Box<dyn Observed>>;
+}
+
+/// One observed request.
+pub trait Observed: Send {
+    /// It was answered with `status` by `component` on `route` (empty when unrouted).
+    fn finish(self: Box<Self>, status: http::StatusCode, component: &str, route: &str);
+}
 
 /// What handles a routed request: the host, in production.
 #[async_trait::async_trait]

@@ -30,19 +30,6 @@ const GRACE: Duration = Duration::from_secs(30);
 /// Most bytes of request headers (names and values) the gateway takes: 431 beyond.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// Headers about one connection, not the request (RFC 9110 §7.6.1): never forwarded.
-static HOP_BY_HOP: [http::HeaderName; 9] = [
-    http::header::CONNECTION,
-    http::HeaderName::from_static("keep-alive"),
-    http::HeaderName::from_static("proxy-connection"),
-    http::header::TE,
-    http::header::TRAILER,
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
-    http::header::PROXY_AUTHENTICATE,
-    http::header::PROXY_AUTHORIZATION,
-];
-
 /// The peer of the connection a request came on (set by [`accept_loop`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
@@ -63,6 +50,8 @@ pub struct Gateway {
     openapi: Option<bytes::Bytes>,
     /// Connection and body limits of the public listener.
     limits: ConnLimits,
+    /// Told of every request (traces), when set.
+    observer: Option<Arc<dyn crate::Observer>>,
 }
 
 impl Gateway {
@@ -82,6 +71,7 @@ impl Gateway {
             limiter: crate::ratelimit::Limiter::default(),
             openapi: None,
             limits: ConnLimits::default(),
+            observer: None,
         }
     }
 
@@ -101,6 +91,13 @@ impl Gateway {
     #[must_use]
     pub fn with_limits(mut self, limits: ConnLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Tell `observer` of every request.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn crate::Observer>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -131,13 +128,14 @@ impl Gateway {
             tripped = Some(flag.clone());
             Deadline::new(body, body_timeout, flag).boxed_unsync()
         });
-        strip_hop_by_hop(req.headers_mut());
+        crate::hop::strip(req.headers_mut());
         let id = request_id::take_or_make(req.headers());
         req.headers_mut().insert(request_id::HEADER, id.clone());
         // Only the gateway speaks for the caller's identity.
         req.headers_mut().remove(auth::USER_ID_HEADER);
         // What the access line says of the request, taken before it is handed on.
         let (method, uri) = (req.method().clone(), req.uri().clone());
+        let observed = self.observer.as_ref().and_then(|o| o.start(&mut req));
         let mut served = Served::default();
         let mut resp = self.dispatch(req, &mut served).await;
         if tripped
@@ -160,6 +158,9 @@ impl Gateway {
             micros,
             "answered"
         );
+        if let Some(observed) = observed {
+            observed.finish(resp.status(), &served.component, &served.route);
+        }
         resp.headers_mut().insert(request_id::HEADER, id);
         resp
     }
@@ -294,25 +295,6 @@ impl Gateway {
             tracing::info!(%err, "refused a bearer token");
             err.to_string()
         })
-    }
-}
-
-/// Remove hop-by-hop headers, and the ones `Connection` names.
-fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    // Names parsed once (constants), not per request: this runs on every request.
-    let named: Vec<String> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .collect();
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    for name in &named {
-        headers.remove(name.as_str());
     }
 }
 

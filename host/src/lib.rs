@@ -13,7 +13,8 @@
 //!   [`triggers::Executor`].
 //! - [`admin`]: the admin API; [`server`]: `panal run` / `panal check` and
 //!   [`server::serve`] on listeners the caller bound.
-//! - Leaves any layer may use: [`metrics`] (counters, `/metrics`), [`logging`],
+//! - Leaves any layer may use: [`metrics`] (counters, `/metrics`), [`traces`] (spans
+//!   over OTLP, off unless the manifest names a collector), [`logging`],
 //!   [`secret`] (the generated JWT secret); [`cli`] is the client side of the admin API.
 
 pub mod admin;
@@ -26,4 +27,5 @@ pub mod registry;
 pub mod runtime;
 pub mod secret;
 pub mod server;
+pub mod traces;
 pub mod triggers;

@@ -1,6 +1,6 @@
 //! Logging: the `tracing` subscriber (`RUST_LOG`, default `info`) and the streams that
 //! carry a component's stdout/stderr into the log, one event per line, tagged with the
-//! component's name.
+//! component's name and the request id and trace id of the request it serves.
 //!
 //! Access-log lines (target [`ACCESS`], one per request) are buffered and written
 //! together every [`FLUSH_EVERY`], or sooner when the buffer fills: a `write(2)` per
@@ -111,9 +111,18 @@ pub enum Output {
     Stderr,
 }
 
-/// The id of the request an instance serves now, which its output lines carry (a kept
-/// or concurrent instance changes it as it takes on another request).
-pub type RequestTag = Arc<Mutex<Option<Arc<str>>>>;
+/// What an instance's output lines say of the request it serves now (a kept or
+/// concurrent instance changes it as it takes on another request).
+#[derive(Clone, Debug, Default)]
+pub struct Tag {
+    /// The request id (`x-request-id`).
+    pub request_id: Option<Arc<str>>,
+    /// The W3C trace id of its `traceparent`, when it has one.
+    pub trace_id: Option<Arc<str>>,
+}
+
+/// The [`Tag`] an instance's output lines carry.
+pub type RequestTag = Arc<Mutex<Tag>>;
 
 /// A guest output stream that becomes log lines.
 #[derive(Clone)]
@@ -163,19 +172,20 @@ impl LineWriter {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\r');
         let component = &*self.log.component;
-        let request = self
+        let tag = self
             .log
             .request
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let request_id = request.as_deref().unwrap_or("-");
+        let request_id = tag.request_id.as_deref().unwrap_or("-");
+        let trace_id = tag.trace_id.as_deref().unwrap_or("-");
         match self.log.output {
             Output::Stdout => {
-                tracing::info!(target: "panal::guest", component, %request_id, stream = "stdout", "{line}")
+                tracing::info!(target: "panal::guest", component, %request_id, %trace_id, stream = "stdout", "{line}")
             }
             Output::Stderr => {
-                tracing::warn!(target: "panal::guest", component, %request_id, stream = "stderr", "{line}")
+                tracing::warn!(target: "panal::guest", component, %request_id, %trace_id, stream = "stderr", "{line}")
             }
         }
     }

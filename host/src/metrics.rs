@@ -45,6 +45,13 @@ pub enum KvOp {
     DeleteMany,
 }
 
+impl KvOp {
+    /// Its label (metrics) and span name (traces).
+    pub fn name(self) -> &'static str {
+        KV_OPS[self as usize]
+    }
+}
+
 const KV_OPS: [&str; 11] = [
     "get",
     "set",

@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Layers from the bottom; a module may import modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["manifest", "metrics", "logging", "secret"],
+    &["manifest", "metrics", "logging", "secret", "traces"],
     &["runtime"],
     &["capabilities"],
     &["registry"],

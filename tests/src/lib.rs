@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod fixtures;
 pub mod load;
 pub mod nats;
+pub mod otlp;
 pub mod postgres;
 pub mod shop;
 

@@ -13,7 +13,7 @@ use super::keyvalue::{host::KvView, Keyvalue};
 use super::messaging::{host::MsgView, Messaging};
 use super::tasks;
 use super::{CallContext, Capability, Grants};
-use crate::logging::{ComponentLog, Output, RequestTag};
+use crate::logging::{ComponentLog, Output, RequestTag, Tag};
 use crate::runtime::instance::Limited;
 use crate::runtime::limits::Limiter;
 
@@ -38,7 +38,7 @@ impl State {
     /// The state of a fresh instance of `component` (guest output logged under its
     /// name), with memory capped at `memory_mb`, started by `ctx`.
     pub fn new(component: &Arc<str>, grants: &Grants, memory_mb: u64, ctx: &CallContext) -> Self {
-        let request: RequestTag = Arc::new(Mutex::new(request_id(ctx)));
+        let request: RequestTag = Arc::new(Mutex::new(tag(ctx)));
         let log = |output| ComponentLog::new(component.clone(), output, request.clone());
         let wasi = WasiCtx::builder()
             .stdout(log(Output::Stdout))
@@ -98,7 +98,7 @@ impl State {
         Keyvalue::enter(&mut self.keyvalue, ctx);
         Messaging::enter(&mut self.messaging, ctx);
         Config::enter(&mut self.config, ctx);
-        *self.request.lock().unwrap_or_else(PoisonError::into_inner) = request_id(ctx);
+        *self.request.lock().unwrap_or_else(PoisonError::into_inner) = tag(ctx);
     }
 
     pub(crate) fn kv(&mut self) -> KvView<'_> {
@@ -106,6 +106,7 @@ impl State {
         KvView {
             grant: &self.keyvalue,
             table: &mut self.table,
+            trace: &self.http_out.trace,
         }
     }
 
@@ -168,10 +169,18 @@ impl WasiHttpView for State {
     }
 }
 
-/// The request id in `ctx`'s trace headers.
-fn request_id(ctx: &CallContext) -> Option<Arc<str>> {
-    ctx.trace
-        .iter()
-        .find(|(name, _)| name == "x-request-id")
-        .map(|(_, id)| Arc::from(id.as_str()))
+/// The request id and trace id in `ctx`'s trace headers, for the output lines.
+fn tag(ctx: &CallContext) -> Tag {
+    let header = |wanted: &str| {
+        ctx.trace
+            .iter()
+            .find(|(name, _)| name == wanted)
+            .map(|(_, v)| v.as_str())
+    };
+    Tag {
+        request_id: header("x-request-id").map(Arc::from),
+        trace_id: header(crate::traces::TRACEPARENT)
+            .and_then(crate::traces::trace_id_of)
+            .map(Arc::from),
+    }
 }

@@ -12,6 +12,7 @@ mod routes;
 mod schedule;
 mod storage;
 pub mod subject;
+mod traces;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,17 @@ pub struct Manifest {
     pub gateway: GatewaySettings,
     /// The cluster the host joins (`[cluster]`), if any.
     pub cluster: Option<ClusterSpec>,
+    /// Where spans go (`[traces]`); `None`: traces are off.
+    pub traces: Option<TracesSpec>,
+}
+
+/// `[traces]`: OpenTelemetry spans exported over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracesSpec {
+    /// The collector's OTLP/HTTP base URL (spans go to `{otlp}/v1/traces`).
+    pub otlp: String,
+    /// `service.name` of every span.
+    pub service_name: String,
 }
 
 /// `[cluster]`: several hosts as one system over NATS.

@@ -25,6 +25,16 @@ pub(super) struct RawManifest {
     pub gateway: Option<RawGateway>,
     #[serde(default)]
     pub cluster: Option<RawCluster>,
+    #[serde(default)]
+    pub traces: Option<RawTraces>,
+}
+
+/// `[traces]`: where spans go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTraces {
+    pub otlp: Spanned<String>,
+    pub service_name: Option<Spanned<String>>,
 }
 
 /// `[cluster]`: which cluster the host joins, and on which NATS.

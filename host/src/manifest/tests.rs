@@ -146,3 +146,51 @@ routes = [
         "{text}"
     );
 }
+
+#[test]
+fn traces_name_a_collector_or_are_off() {
+    let with = |section: &str| parse(&format!("version = 1\n{section}\n"));
+    assert_eq!(with("").expect("no section").traces, None);
+    let on = with("[traces]\notlp = \"http://127.0.0.1:4318/\"").expect("valid");
+    assert_eq!(
+        on.traces,
+        Some(TracesSpec {
+            otlp: "http://127.0.0.1:4318/".into(),
+            service_name: "panal".into(),
+        })
+    );
+    let named = with("[traces]\notlp = \"http://c:4318\"\nservice_name = \"shop\"").expect("ok");
+    assert_eq!(named.traces.map(|t| t.service_name), Some("shop".into()));
+    // An environment variable that is empty (or unset, with a fallback) turns them off.
+    let off = with("[traces]\notlp = \"${NOT_SET:-}\"").expect("off");
+    assert_eq!(off.traces, None);
+    for (section, field, says) in [
+        (
+            "[traces]\notlp = \"grpc://c:4317\"",
+            "traces.otlp",
+            "http://HOST:PORT",
+        ),
+        (
+            "[traces]\notlp = \"http://\"",
+            "traces.otlp",
+            "not an OTLP/HTTP",
+        ),
+        ("[traces]\notlp = \"${NOT_SET}\"", "traces.otlp", "NOT_SET"),
+        (
+            "[traces]\notlp = \"http://c:4318\"\nservice_name = \"\"",
+            "traces.service_name",
+            "1 to 128",
+        ),
+        (
+            "[traces]\notlp = \"http://c:4318\"\nsample = 1",
+            "",
+            "unknown field `sample`",
+        ),
+    ] {
+        let err = with(section).expect_err(section).to_string();
+        assert!(
+            err.contains(field) && err.contains(says),
+            "{section}: {err}"
+        );
+    }
+}

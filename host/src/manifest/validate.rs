@@ -122,6 +122,7 @@ pub(super) fn parse(
     }
     let storage = super::storage::storage(&mut c, raw.storage, env);
     let cluster = super::storage::cluster(&mut c, raw.cluster, env);
+    let traces = super::traces::traces(&mut c, raw.traces, env);
     let (messaging, streams) = super::messaging::backend(&mut c, raw.messaging, env);
     let dir = path.parent().unwrap_or(Path::new("."));
     let names: Vec<String> = raw.components.keys().cloned().collect();
@@ -162,6 +163,7 @@ pub(super) fn parse(
             path: path.to_path_buf(),
             storage,
             cluster,
+            traces,
             messaging,
             streams,
             auth,

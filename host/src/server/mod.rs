@@ -153,6 +153,9 @@ pub async fn serve(
         .into());
     }
     let mut manifest = load_manifest(&opts.manifest)?;
+    if let Some(spec) = &manifest.traces {
+        crate::traces::init(&spec.otlp, &spec.service_name)?;
+    }
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create the data dir {}", opts.data_dir.display()))?;
     let secret = jwt_secret(&mut manifest, &opts.data_dir)?;
@@ -259,6 +262,8 @@ async fn close(backends: &Backends) {
     if let Some(kv) = &backends.kv {
         kv.close().await;
     }
+    // The exporter blocks while it sends the last spans.
+    let _ = tokio::task::spawn_blocking(crate::traces::flush).await;
     tracing::info!("storage flushed; bye");
 }
 
@@ -380,6 +385,9 @@ fn gateway(
     );
     if let Some(doc) = manifest.openapi.clone() {
         gateway = gateway.with_openapi(doc);
+    }
+    if crate::traces::enabled() {
+        gateway = gateway.with_observer(Arc::new(crate::traces::GatewaySpans));
     }
     Ok(Arc::new(
         gateway

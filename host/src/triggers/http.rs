@@ -25,6 +25,7 @@ use crate::capabilities::{trace_of, CallContext, State};
 use crate::registry::{Ask, Deployed, CAUSE_WAIT};
 use crate::runtime::limits::{Capped, Ending, Guarded};
 use crate::runtime::Failure;
+use crate::traces;
 use panal_gateway::auth::USER_ID_HEADER;
 
 /// Every response names the version that answered it (the sha256 prefix).
@@ -41,13 +42,14 @@ impl Executor {
     pub async fn call_http(
         &self,
         name: &str,
-        req: http::Request<WasiBody>,
+        mut req: http::Request<WasiBody>,
         depth: u32,
     ) -> http::Response<WasiBody> {
         let Some(deployed) = self.registry().current(name) else {
             return Failure::NoComponent.response(name);
         };
         let started = Instant::now();
+        let mut span = span_of(name, &mut req, depth);
         let counting = InFlight::enter(deployed.stats.clone());
         let mut resp = match self.serve(&deployed, req, depth).await {
             Ok(resp) => resp,
@@ -60,6 +62,9 @@ impl Executor {
         deployed
             .metrics
             .answered(resp.status().as_u16(), started.elapsed());
+        if let Some(span) = span.as_mut() {
+            span.answered(resp.status().as_u16());
+        }
         resp.headers_mut()
             .insert(VERSION_HEADER, deployed.version_header.clone());
         resp
@@ -130,6 +135,29 @@ impl Executor {
             .map(|next| next.0.clone());
         ctx
     }
+}
+
+/// The component's span of `req` (when traces are on): the child of the request's
+/// `traceparent`, which from here on names this span, so what the instance does is its
+/// child in turn. It ends with the response head.
+fn span_of(name: &str, req: &mut http::Request<WasiBody>, depth: u32) -> Option<traces::Span> {
+    let parent = req
+        .headers()
+        .get(traces::TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    let span = traces::start_from(traces::Kind::Server, parent, || {
+        let attrs = vec![
+            traces::Attr::new("panal.component", name.to_string()),
+            traces::Attr::new("panal.depth", i64::from(depth)),
+            traces::Attr::new("http.request.method", req.method().to_string()),
+            traces::Attr::new("url.path", req.uri().path().to_string()),
+        ];
+        (name.to_string(), attrs)
+    })?;
+    if let Ok(value) = http::HeaderValue::from_str(&span.traceparent()) {
+        req.headers_mut().insert(traces::TRACEPARENT, value);
+    }
+    Some(span)
 }
 
 /// Hand `req` to a fresh instance (`store`) and run its handler in a task of its own.

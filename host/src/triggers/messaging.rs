@@ -25,6 +25,7 @@ use crate::capabilities::messaging::{
 use crate::capabilities::trace_of;
 use crate::metrics::MsgOp;
 use crate::runtime::Failure;
+use crate::traces;
 
 /// Subscribe every component's `messaging.subscribe` entries; the returned tasks run
 /// until aborted (at shutdown).
@@ -209,7 +210,17 @@ async fn handle(executor: &Executor, name: &str, msg: Msg) -> Result<(), String>
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
     };
-    let ctx = executor.context(0, None, trace_of(header));
+    let trace = trace_of(header);
+    // The handler's span, the child of the span that published the message.
+    let mut span = traces::start(traces::Kind::Consumer, &trace, || {
+        let attrs = vec![
+            traces::Attr::new("panal.component", name.to_string()),
+            traces::Attr::new("messaging.destination.name", msg.subject.clone()),
+            traces::Attr::new("messaging.operation.name", "process"),
+        ];
+        (format!("process {} {name}", msg.subject), attrs)
+    });
+    let ctx = executor.context(0, None, traces::under(&trace, span.as_ref()));
     let mut store = deployed.store(executor.registry().engine(), &ctx);
     let message = match store.data_mut().table.push(Message::from_msg(msg)) {
         Ok(m) => m,
@@ -236,6 +247,9 @@ async fn handle(executor: &Executor, name: &str, msg: Msg) -> Result<(), String>
     deployed.stats.msg(op);
     outcome.map_err(|failure| {
         failure.log(name);
+        if let Some(span) = span.as_mut() {
+            span.fail(failure.why());
+        }
         failure.why()
     })
 }

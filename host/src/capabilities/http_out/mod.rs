@@ -24,6 +24,7 @@ pub use resilience::Breakers;
 
 use super::{CallContext, Capability, GrantError, State, Version};
 use crate::manifest;
+use crate::traces::{self, Span};
 
 /// The outgoing HTTP capability.
 pub struct HttpOut;
@@ -126,6 +127,24 @@ impl Outbound {
         }
     }
 
+    /// The span of a call to `host` (when traces are on), the child of the instance's
+    /// context; the request then carries the span's, so the callee is its child.
+    fn client_span(&self, request: &mut http::Request<WasiBody>, host: &str) -> Option<Span> {
+        let span = traces::start(traces::Kind::Client, &self.trace, || {
+            let attrs = vec![
+                traces::Attr::new("panal.caller", self.caller.to_string()),
+                traces::Attr::new("server.address", host.to_string()),
+                traces::Attr::new("http.request.method", request.method().to_string()),
+                traces::Attr::new("url.path", request.uri().path().to_string()),
+            ];
+            (format!("call {host}"), attrs)
+        })?;
+        if let Ok(value) = http::HeaderValue::from_str(&span.traceparent()) {
+            request.headers_mut().insert(traces::TRACEPARENT, value);
+        }
+        Some(span)
+    }
+
     /// The verified user of the request this instance serves, for an in-process call.
     fn add_identity(&self, headers: &mut http::HeaderMap) {
         if let Some(v) = self
@@ -156,6 +175,17 @@ impl WasiHttpHooks for Outbound {
         let host = uri.host().unwrap_or_default().to_ascii_lowercase();
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let in_process = !https && uri.port().is_none() && self.grants.components.contains(&host);
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        if !in_process && !self.grants.allows_host(&host, port) {
+            tracing::warn!(
+                component = %self.caller,
+                host = %host,
+                port,
+                "outbound request denied: not in the component's `outbound` grants"
+            );
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
+        let mut span = self.client_span(&mut request, &host);
         if in_process {
             self.add_identity(request.headers_mut());
             let calls = self.calls.clone();
@@ -168,23 +198,23 @@ impl WasiHttpHooks for Outbound {
                     .and_then(|c| c.upgrade())
                     .ok_or(Error::DestinationUnavailable)?;
                 let resp = resilience::call(&*calls, &host, request, depth, options.as_ref()).await;
+                if let Some(span) = span.as_mut() {
+                    span.answered(resp.status().as_u16());
+                }
                 Ok((resp, done()))
             });
         }
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        if self.grants.allows_host(&host, port) {
-            return Box::new(async move {
-                use http_body_util::BodyExt;
-                let (resp, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-                Ok((resp.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
-            });
-        }
-        tracing::warn!(
-            component = %self.caller,
-            host = %host,
-            port,
-            "outbound request denied: not in the component's `outbound` grants"
-        );
-        Box::new(async { Err(Error::HttpRequestDenied) })
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let sent = wasmtime_wasi_http::default_send_request(request, options).await;
+            if let Some(span) = span.as_mut() {
+                match &sent {
+                    Ok((resp, _)) => span.answered(resp.status().as_u16()),
+                    Err(e) => span.fail(format!("{e:?}")),
+                }
+            }
+            let (resp, io) = sent?;
+            Ok((resp.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
+        })
     }
 }

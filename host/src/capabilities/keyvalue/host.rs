@@ -10,6 +10,10 @@ use wasmtime::Result;
 use super::{KvError, KvStore};
 use crate::capabilities::bindings::{atomics, batch, store};
 use crate::metrics::{KvOp, Stats};
+use crate::traces;
+
+/// Where an operation goes, and its span.
+type Target = (Arc<dyn KvStore>, String, Option<traces::Span>);
 
 /// What one component may touch: its namespace and the buckets its manifest grants.
 #[derive(Clone)]
@@ -40,6 +44,9 @@ pub struct KvView<'a> {
     pub grant: &'a KvGrant,
     /// The store's resource table.
     pub table: &'a mut ResourceTable,
+    /// The context of the request the instance serves: each operation's span is its
+    /// child.
+    pub trace: &'a [(String, String)],
 }
 
 /// [`HasData`] marker for linking with [`KvView`].
@@ -67,8 +74,9 @@ fn other(err: KvError) -> store::Error {
 impl KvView<'_> {
     /// The namespace and bucket name behind an open bucket. `open` hands out buckets only
     /// when a namespace exists, so its absence here is a host bug, hence a trap.
-    /// Counts `op` too: every operation on a bucket comes through here.
-    fn target(&self, bucket: &Resource<Bucket>, op: KvOp) -> Result<(Arc<dyn KvStore>, String)> {
+    /// Counts `op` too, and starts its span (it ends when the caller drops it): every
+    /// operation on a bucket comes through here.
+    fn target(&self, bucket: &Resource<Bucket>, op: KvOp) -> Result<Target> {
         self.grant.stats.kv(op);
         let name = self.table.get(bucket)?.name.clone();
         let store = self
@@ -76,7 +84,14 @@ impl KvView<'_> {
             .store
             .clone()
             .ok_or_else(|| wasmtime::format_err!("bucket `{name}` open without a namespace"))?;
-        Ok((store, name))
+        let span = traces::start(traces::Kind::Client, self.trace, || {
+            let attrs = vec![
+                traces::Attr::new("db.operation.name", op.name()),
+                traces::Attr::new("db.namespace", name.clone()),
+            ];
+            (format!("kv.{} {name}", op.name()), attrs)
+        });
+        Ok((store, name, span))
     }
 }
 
@@ -96,7 +111,7 @@ impl store::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<Result<Option<Vec<u8>>, store::Error>> {
-        let (s, name) = self.target(&bucket, KvOp::Get)?;
+        let (s, name, _span) = self.target(&bucket, KvOp::Get)?;
         Ok(s.get(&name, &key).await.map_err(other))
     }
 
@@ -106,7 +121,7 @@ impl store::HostBucket for KvView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> Result<Result<(), store::Error>> {
-        let (s, name) = self.target(&bucket, KvOp::Set)?;
+        let (s, name, _span) = self.target(&bucket, KvOp::Set)?;
         Ok(s.set(&name, &key, &value).await.map_err(other))
     }
 
@@ -115,7 +130,7 @@ impl store::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<Result<(), store::Error>> {
-        let (s, name) = self.target(&bucket, KvOp::Delete)?;
+        let (s, name, _span) = self.target(&bucket, KvOp::Delete)?;
         Ok(s.delete(&name, &key).await.map_err(other))
     }
 
@@ -124,7 +139,7 @@ impl store::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<Result<bool, store::Error>> {
-        let (s, name) = self.target(&bucket, KvOp::Exists)?;
+        let (s, name, _span) = self.target(&bucket, KvOp::Exists)?;
         Ok(s.exists(&name, &key).await.map_err(other))
     }
 
@@ -133,7 +148,7 @@ impl store::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         cursor: Option<String>,
     ) -> Result<Result<store::KeyResponse, store::Error>> {
-        let (s, name) = self.target(&bucket, KvOp::ListKeys)?;
+        let (s, name, _span) = self.target(&bucket, KvOp::ListKeys)?;
         Ok(s.list_keys(&name, cursor.as_deref())
             .await
             .map(|(keys, cursor)| store::KeyResponse { keys, cursor })
@@ -153,7 +168,7 @@ impl atomics::Host for KvView<'_> {
         key: String,
         delta: i64,
     ) -> Result<Result<i64, store::Error>> {
-        let (s, name) = self.target(&bucket, KvOp::Increment)?;
+        let (s, name, _span) = self.target(&bucket, KvOp::Increment)?;
         Ok(s.increment(&name, &key, delta).await.map_err(other))
     }
 
@@ -195,7 +210,7 @@ impl atomics::HostCas for KvView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<Result<Resource<Cas>, store::Error>> {
-        let (s, name) = self.target(&bucket, KvOp::Cas)?;
+        let (s, name, _span) = self.target(&bucket, KvOp::Cas)?;
         let current = match s.get(&name, &key).await {
             Ok(v) => v,
             Err(e) => return Ok(Err(other(e))),
@@ -226,7 +241,7 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<Result<Vec<Option<(String, Vec<u8>)>>, store::Error>> {
-        let (s, name) = self.target(&bucket, KvOp::GetMany)?;
+        let (s, name, _span) = self.target(&bucket, KvOp::GetMany)?;
         Ok(s.get_many(&name, &keys).await.map_err(other).map(|values| {
             keys.into_iter()
                 .zip(values)
@@ -240,7 +255,7 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Result<Result<(), store::Error>> {
-        let (s, name) = self.target(&bucket, KvOp::SetMany)?;
+        let (s, name, _span) = self.target(&bucket, KvOp::SetMany)?;
         Ok(s.set_many(&name, &key_values).await.map_err(other))
     }
 
@@ -249,7 +264,7 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<Result<(), store::Error>> {
-        let (s, name) = self.target(&bucket, KvOp::DeleteMany)?;
+        let (s, name, _span) = self.target(&bucket, KvOp::DeleteMany)?;
         Ok(s.delete_many(&name, &keys).await.map_err(other))
     }
 }

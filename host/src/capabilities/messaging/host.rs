@@ -18,6 +18,7 @@ use wasmtime::Result;
 use super::{subject_matches, valid_subject, Broker, Msg, MsgError, DEFAULT_REQUEST_TIMEOUT};
 use crate::capabilities::bindings::{messaging_types as types, producer, request_reply};
 use crate::metrics::MsgOp;
+use crate::traces;
 
 /// Most bytes of data in one message.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -148,6 +149,27 @@ impl Message {
             payload: self.data.clone().into(),
         }
     }
+}
+
+/// The span of sending `msg` (when traces are on), the child of `trace`'s context;
+/// `msg` then carries the span's, so the handler it reaches is the span's child.
+fn producer_span(
+    trace: &[(String, String)],
+    msg: &mut Msg,
+    op: &'static str,
+) -> Option<traces::Span> {
+    let span = traces::start(traces::Kind::Producer, trace, || {
+        let attrs = vec![
+            traces::Attr::new("messaging.destination.name", msg.subject.clone()),
+            traces::Attr::new("messaging.operation.name", op),
+        ];
+        (format!("{op} {}", msg.subject), attrs)
+    })?;
+    msg.headers
+        .retain(|(k, _)| !k.eq_ignore_ascii_case(traces::TRACEPARENT));
+    msg.headers
+        .push((traces::TRACEPARENT.into(), span.traceparent()));
+    Some(span)
 }
 
 /// Options of one request (`request-options`).
@@ -346,10 +368,9 @@ impl producer::Host for MsgView<'_> {
         if let Some(e) = message.unsendable() {
             return Ok(Err(e));
         }
-        Ok(broker
-            .publish(message.to_msg(topic, self.trace))
-            .await
-            .map_err(guest_error))
+        let mut msg = message.to_msg(topic, self.trace);
+        let _span = producer_span(self.trace, &mut msg, "publish");
+        Ok(broker.publish(msg).await.map_err(guest_error))
     }
 }
 
@@ -375,7 +396,7 @@ impl request_reply::Host for MsgView<'_> {
         };
         let message = self.table.get(&message)?;
         let unsendable = message.unsendable();
-        let msg = message.to_msg(topic.clone(), self.trace);
+        let mut msg = message.to_msg(topic.clone(), self.trace);
         self.grant.stats.msg(MsgOp::Request);
         let broker = match self.grant.check(&topic) {
             Ok(b) => b,
@@ -384,6 +405,7 @@ impl request_reply::Host for MsgView<'_> {
         if let Some(e) = unsendable {
             return Ok(Err(e));
         }
+        let _span = producer_span(self.trace, &mut msg, "request");
         let replies = match broker.request(msg, timeout, expected.max(1) as usize).await {
             Ok(r) => r,
             Err(e) => return Ok(Err(guest_error(e))),
