@@ -102,6 +102,15 @@ impl Span {
         )
     }
 
+    /// Makes `headers` carry its context (`traceparent`, replacing any other), so what
+    /// they go with is its child.
+    pub fn carry_in(&self, headers: &mut http::HeaderMap) {
+        // Hex digits and dashes only: always a valid header value.
+        if let Ok(value) = http::HeaderValue::from_str(&self.traceparent()) {
+            headers.insert(TRACEPARENT, value);
+        }
+    }
+
     /// Adds an attribute.
     pub fn set(&mut self, attr: KeyValue) {
         self.span.set_attribute(attr);
@@ -206,8 +215,7 @@ impl panal_gateway::Observer for GatewaySpans {
             }
             (method.clone(), attrs)
         })?;
-        let value = http::HeaderValue::from_str(&span.traceparent()).ok()?;
-        req.headers_mut().insert(TRACEPARENT, value);
+        span.carry_in(req.headers_mut());
         Some(Box::new(GatewaySpan { span, method }))
     }
 }

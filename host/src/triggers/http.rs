@@ -154,9 +154,7 @@ fn span_of(name: &str, req: &mut http::Request<WasiBody>, depth: u32) -> Option<
         ];
         (name.to_string(), attrs)
     })?;
-    if let Ok(value) = http::HeaderValue::from_str(&span.traceparent()) {
-        req.headers_mut().insert(traces::TRACEPARENT, value);
-    }
+    span.carry_in(req.headers_mut());
     Some(span)
 }
 

@@ -139,9 +139,7 @@ impl Outbound {
             ];
             (format!("call {host}"), attrs)
         })?;
-        if let Ok(value) = http::HeaderValue::from_str(&span.traceparent()) {
-            request.headers_mut().insert(traces::TRACEPARENT, value);
-        }
+        span.carry_in(request.headers_mut());
         Some(span)
     }
 
