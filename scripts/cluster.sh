@@ -42,10 +42,13 @@ wait_for() { # what, seconds, command...
     exit 1
 }
 
-# NATS: three servers routed to each other, JetStream on, a monitoring port each.
+# NATS: three servers routed to each other, JetStream on (every write synced to disk
+# before it is acknowledged), a monitoring port each; clients need the hosts' password.
+[ -s "$dir/nats-password" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/nats-password"
+nats_password="$(cat "$dir/nats-password")"
 urls=()
 for i in 1 2 3; do
-    urls+=("nats://127.0.0.1:1422$i")
+    urls+=("nats://panal:$nats_password@127.0.0.1:1422$i")
     routes=""
     for j in 1 2 3; do
         [ "$i" = "$j" ] || routes="$routes${routes:+, }\"nats-route://127.0.0.1:1622$j\""
@@ -56,7 +59,8 @@ server_name: "n$i"
 listen: "127.0.0.1:1422$i"
 http: "127.0.0.1:1822$i"
 max_payload: 8MB
-jetstream { store_dir: "$dir/nats$i/js" }
+jetstream { store_dir: "$dir/nats$i/js", sync_interval: always }
+authorization { users: [ { user: "panal", password: "$nats_password" } ] }
 cluster { name: "panal", listen: "127.0.0.1:1622$i", routes: [$routes] }
 EOF
     "$nats_server" -c "$dir/nats$i/nats.conf" >"$dir/nats$i/log" 2>&1 &
@@ -65,7 +69,7 @@ done
 nats_urls="$(IFS=,; echo "${urls[*]}")"
 jetstream_ready() { curl -sf http://127.0.0.1:18221/jsz | grep -q '"leader"'; }
 wait_for "the NATS cluster's JetStream" 30 jetstream_ready
-echo "cluster: NATS $nats_urls ($("$nats_server" --version))"
+echo "cluster: NATS ${nats_urls//$nats_password/***} ($("$nats_server" --version)), user panal, password in $dir/nats-password"
 
 # PostgreSQL: the given one, else one of this script's own.
 storage="${PANAL_STORAGE_URL:-}"
@@ -85,6 +89,10 @@ if [ -z "$storage" ]; then
     storage="postgres://postgres@127.0.0.1:15432/postgres"
 fi
 echo "cluster: storage $storage"
+
+# One cluster key for every host (they seal their calls and deploys with it).
+[ -s "$dir/cluster-key" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/cluster-key"
+export PANAL_CLUSTER_KEY="${PANAL_CLUSTER_KEY:-$(cat "$dir/cluster-key")}"
 
 # One JWT secret for every gateway, kept across runs.
 [ -s "$dir/jwt-secret" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/jwt-secret"

@@ -54,6 +54,25 @@ impl Rate {
         })
     }
 
+    /// Why a rate that did not come from [`Rate::parse`] (a record read back, a deploy
+    /// over the network) is not one it could have made; `None` when it is.
+    pub fn problem(&self) -> Option<String> {
+        let periods = [1, 60, 3600].map(Duration::from_secs);
+        if self.requests == 0 {
+            return Some("the rate must allow at least 1 request".into());
+        }
+        if !periods.contains(&self.per) {
+            return Some("the period must be a second, a minute or an hour".into());
+        }
+        if !(1..=1_000_000).contains(&self.burst) {
+            return Some(format!(
+                "burst must be between 1 and 1000000, got {}",
+                self.burst
+            ));
+        }
+        None
+    }
+
     fn per_second(&self) -> f64 {
         f64::from(self.requests) / self.per.as_secs_f64()
     }

@@ -19,7 +19,9 @@ pub fn take_or_make(headers: &http::HeaderMap) -> HeaderValue {
         .unwrap_or_else(make)
 }
 
-fn acceptable(id: &[u8]) -> bool {
+/// Whether `id` may be kept as a request id: 1 to 128 visible ASCII characters (no
+/// spaces), so it can go in log lines and headers as it is.
+pub fn acceptable(id: &[u8]) -> bool {
     !id.is_empty() && id.len() <= MAX_LEN && id.iter().all(|b| b.is_ascii_graphic())
 }
 

@@ -74,6 +74,9 @@ pub struct DeployArgs {
     pub outbound: Vec<String>,
     /// Subjects it may publish to (a new component).
     pub publish: Vec<String>,
+    /// A file of complete routes (`routes = [...]` as in the manifest), replacing a
+    /// running component's.
+    pub routes_file: Option<std::path::PathBuf>,
 }
 
 /// `panal deploy NAME FILE`.
@@ -91,6 +94,11 @@ pub async fn deploy(admin: &str, name: &str, file: &Path, args: &DeployArgs) -> 
         for v in values {
             query.append_pair(key, v);
         }
+    }
+    if let Some(file) = &args.routes_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Refused(format!("cannot read `{}`: {e}", file.display())))?;
+        query.append_pair("routes", &text);
     }
     let query = query.finish();
     let path = if query.is_empty() {

@@ -67,6 +67,13 @@ enum Command {
         /// rebuild); the outcome is logged.
         #[arg(long)]
         watch: bool,
+        #[command(flatten)]
+        nats_auth: NatsAuthArgs,
+        /// Join a cluster over a NATS server that lets anyone in without credentials
+        /// (for a laptop: anyone who reaches that server can act as any user and
+        /// deploy code); logged as a warning at every start.
+        #[arg(long)]
+        insecure_cluster: bool,
     },
     /// Replace a running component with FILE, or add a new one with its routes.
     ///
@@ -78,9 +85,14 @@ enum Command {
         name: String,
         /// The component (`.wasm`).
         file: PathBuf,
-        /// A route prefix (repeatable; replaces the routes of an existing component).
+        /// A route prefix of a new component (repeatable). A running component keeps
+        /// its routes; `--routes` replaces them.
         #[arg(long = "route", value_name = "PREFIX")]
         routes: Vec<String>,
+        /// Complete routes (a TOML file: `routes = [...]` as in the manifest, with
+        /// methods, roles, rate limits, middleware), replacing the component's.
+        #[arg(long = "routes", value_name = "FILE", conflicts_with_all = ["routes", "protected_routes"])]
+        routes_file: Option<PathBuf>,
         /// A route prefix that needs a bearer token (repeatable).
         #[arg(long = "protected-route", value_name = "PREFIX")]
         protected_routes: Vec<String>,
@@ -132,6 +144,63 @@ enum Command {
     },
 }
 
+/// How the host proves itself to NATS (every connection: messaging, cluster,
+/// JetStream storage), besides `user:pass@` or `token@` in the URL.
+#[derive(clap::Args)]
+struct NatsAuthArgs {
+    /// A NATS credentials file (user JWT and nkey seed).
+    #[arg(long, value_name = "FILE", env = "PANAL_NATS_CREDS")]
+    nats_creds: Option<PathBuf>,
+    /// A file holding a user nkey seed (`SU...`).
+    #[arg(long, value_name = "FILE", env = "PANAL_NATS_NKEY")]
+    nats_nkey: Option<PathBuf>,
+    /// CA certificates (PEM) the NATS servers' certificates must chain to (TLS).
+    #[arg(long, value_name = "FILE", env = "PANAL_NATS_CA")]
+    nats_ca: Option<PathBuf>,
+    /// A TLS client certificate (PEM) for NATS, with --nats-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PANAL_NATS_CERT",
+        requires = "nats_key"
+    )]
+    nats_cert: Option<PathBuf>,
+    /// The TLS client certificate's private key (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PANAL_NATS_KEY",
+        requires = "nats_cert"
+    )]
+    nats_key: Option<PathBuf>,
+    /// The cluster connection's credentials file, instead of --nats-creds.
+    #[arg(long, value_name = "FILE", env = "PANAL_CLUSTER_CREDS")]
+    cluster_creds: Option<PathBuf>,
+    /// The cluster connection's nkey seed file, instead of --nats-nkey.
+    #[arg(long, value_name = "FILE", env = "PANAL_CLUSTER_NKEY")]
+    cluster_nkey: Option<PathBuf>,
+}
+
+impl NatsAuthArgs {
+    /// What messaging and storage present, and what the cluster connection presents
+    /// (its own creds or nkey when given, the same TLS files).
+    fn split(self) -> (panal_nats::Auth, panal_nats::Auth) {
+        let nats = panal_nats::Auth {
+            creds: self.nats_creds,
+            nkey: self.nats_nkey,
+            ca: self.nats_ca,
+            cert: self.nats_cert,
+            key: self.nats_key,
+        };
+        let mut cluster = nats.clone();
+        if self.cluster_creds.is_some() || self.cluster_nkey.is_some() {
+            cluster.creds = self.cluster_creds;
+            cluster.nkey = self.cluster_nkey;
+        }
+        (nats, cluster)
+    }
+}
+
 /// Where the admin API is (`PANAL_ADMIN_TOKEN` is sent as bearer token when set).
 #[derive(clap::Args)]
 struct AdminArg {
@@ -168,7 +237,10 @@ fn main() -> ExitCode {
                 replicas,
                 reset_deployments,
                 watch,
+                nats_auth,
+                insecure_cluster,
             } => {
+                let (nats_auth, cluster_auth) = nats_auth.split();
                 panal::server::run(panal::server::RunOptions {
                     manifest,
                     listen,
@@ -181,6 +253,9 @@ fn main() -> ExitCode {
                     replicas: replicas.map(usize::from),
                     reset_deployments,
                     watch,
+                    nats_auth,
+                    cluster_auth,
+                    insecure_cluster,
                 })
                 .await
             }
@@ -188,6 +263,7 @@ fn main() -> ExitCode {
                 name,
                 file,
                 routes,
+                routes_file,
                 protected_routes,
                 keyvalue,
                 outbound,
@@ -200,6 +276,7 @@ fn main() -> ExitCode {
                     keyvalue,
                     outbound,
                     publish,
+                    routes_file,
                 };
                 panal::cli::deploy(&admin.url, &name, &file, &args).await
             }

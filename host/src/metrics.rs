@@ -388,6 +388,21 @@ pub fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) 
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// Append one host-wide series with one label (`label` = each name, its value).
+pub fn labelled(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, u64)],
+) {
+    family(out, name, kind, help);
+    for (value_label, value) in values {
+        sample(out, name, &[(label, value_label)], value);
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }

@@ -6,13 +6,17 @@
 //! buffered by the client, requests fail at once with a clear error, and durable
 //! publishes ([`jetstream`]) report the failure so the host can keep them in its outbox.
 
+mod auth;
 pub mod jetstream;
 pub mod kv;
 pub mod objects;
 mod replies;
 pub mod service;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+pub use auth::{redact, Auth};
 
 use async_nats::{Client, ConnectOptions, HeaderMap};
 use bytes::Bytes;
@@ -54,31 +58,65 @@ pub enum MsgError {
 pub struct Nats {
     client: Client,
     /// Where replies to this client's requests arrive.
-    replies: std::sync::Arc<replies::Replies>,
+    replies: Arc<replies::Replies>,
+    /// The last error the server or the connection reported (a refused login, a
+    /// TLS failure), for a start that waits in vain to say why.
+    last_error: Arc<Mutex<Option<String>>>,
+    /// Whether this client presented credentials of any kind.
+    presents: bool,
 }
 
 impl Nats {
-    /// Connect to `url`. The first connection is retried in the background, so a host
-    /// may start before its NATS server does.
-    pub async fn connect(url: &str) -> Result<Self, MsgError> {
-        // Several servers of a cluster, comma-separated: the client picks one and
-        // fails over to the others (and to those the cluster tells it of).
-        let servers = url
-            .split(',')
-            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| MsgError::Connection(format!("{url}: {e}")))?;
-        let client = ConnectOptions::new()
+    /// Connect to `url` (comma-separated servers; `nats://user:pass@host`,
+    /// `nats://token@host` or `tls://...`) presenting `auth`. The first connection is
+    /// retried in the background, so a host may start before its NATS server does.
+    pub async fn connect(url: &str, auth: &Auth) -> Result<Self, MsgError> {
+        // Several servers of a cluster: the client picks one and fails over to the
+        // others (and to those the cluster tells it of).
+        let servers = auth::Servers::parse(url)?;
+        let presents = servers.has_user() || auth.authenticates();
+        let last_error: Arc<Mutex<Option<String>>> = Arc::default();
+        let seen = last_error.clone();
+        let options = ConnectOptions::new()
             .name("panal")
             .retry_on_initial_connect()
-            .event_callback(|event| async move {
-                tracing::info!(target: "panal::nats", %event, "nats connection event");
-            })
-            .connect(servers)
+            .event_callback(move |event| {
+                let seen = seen.clone();
+                async move {
+                    if let async_nats::Event::ServerError(_) | async_nats::Event::ClientError(_) =
+                        &event
+                    {
+                        if let Ok(mut last) = seen.lock() {
+                            *last = Some(event.to_string());
+                        }
+                    }
+                    tracing::info!(target: "panal::nats", %event, "nats connection event");
+                }
+            });
+        let client = auth
+            .options(&servers, options)
+            .await?
+            .connect(servers.addrs)
             .await
-            .map_err(|e| MsgError::Connection(format!("{url}: {e}")))?;
-        let replies = std::sync::Arc::new(replies::Replies::new(&client));
-        Ok(Self { client, replies })
+            .map_err(|e| MsgError::Connection(format!("{}: {e}", redact(url))))?;
+        let replies = Arc::new(replies::Replies::new(&client));
+        Ok(Self {
+            client,
+            replies,
+            last_error,
+            presents,
+        })
+    }
+
+    /// The last error the server or the connection reported, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Whether the server requires clients to authenticate and this client did (so a
+    /// stranger without credentials cannot connect to it).
+    pub fn authenticated(&self) -> bool {
+        self.presents && self.client.server_info().auth_required
     }
 
     /// Wait up to `within` for the first connection; whether it is up.
@@ -91,6 +129,22 @@ impl Nats {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         true
+    }
+
+    /// Wait up to `within` for the first connection; why not, naming `url` (redacted)
+    /// and what the server or the connection last said (a refused login, say).
+    pub async fn ready(&self, url: &str, within: Duration) -> Result<(), MsgError> {
+        if self.wait_connected(within).await {
+            return Ok(());
+        }
+        let last = self
+            .last_error()
+            .map_or_else(String::new, |e| format!(" (last error: {e})"));
+        Err(MsgError::Connection(format!(
+            "NATS at {} did not let this host in within {} s{last}",
+            redact(url),
+            within.as_secs()
+        )))
     }
 
     /// Whether the client is connected right now.

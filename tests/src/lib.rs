@@ -12,6 +12,7 @@ pub mod nats;
 pub mod otlp;
 pub mod postgres;
 pub mod shop;
+pub mod tls;
 
 pub use nats::{NatsCluster, NatsServer};
 
@@ -102,6 +103,60 @@ pub fn sha_prefix(bytes: &[u8]) -> String {
         .to_string()
 }
 
+/// What `panal run` with `manifest` (TOML text) and `args` printed on stderr when it
+/// refused to start; panics if it started instead (or was still running after 60 s).
+pub fn refused(manifest: &str, env: &[(&str, &str)], args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest_path = dir.path().join("panal.toml");
+    std::fs::write(&manifest_path, manifest).expect("write manifest");
+    let log = dir.path().join("stderr");
+    let mut child = Command::new(panal_bin())
+        .arg("run")
+        .arg("--manifest")
+        .arg(&manifest_path)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(if args.contains(&"--admin-listen") {
+            &[][..]
+        } else {
+            &["--admin-listen", "127.0.0.1:0"]
+        })
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(args)
+        .env("PANAL_CLUSTER_KEY", CLUSTER_KEY)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn panal");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "panal was still running after 60 s: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !status.success(),
+        "panal should have refused to start: {stderr}"
+    );
+    stderr
+}
+
+/// The cluster key every host the harness starts has (`PANAL_CLUSTER_KEY`), unless
+/// the test gives another.
+pub const CLUSTER_KEY: &str = "test-cluster-key-0123456789abcdef-0123456789";
+
 /// A running `panal run`.
 pub struct Panal {
     child: Child,
@@ -161,6 +216,7 @@ impl Panal {
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)
+            .env("PANAL_CLUSTER_KEY", CLUSTER_KEY)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

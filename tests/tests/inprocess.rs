@@ -62,6 +62,9 @@ limits = {{ timeout_ms = 300 }}
         replicas: None,
         reset_deployments: false,
         watch: false,
+        nats_auth: Default::default(),
+        cluster_auth: Default::default(),
+        insecure_cluster: false,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn(async move {

@@ -236,17 +236,19 @@ async fn postgres_conforms_and_two_hosts_share_a_namespace_atomically() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jetstream_kv_conforms_and_hosts_share_it_across_a_cluster() {
     let nats = NatsServer::start();
-    let backend = NatsKvBackend::connect(&nats.url, 1).await.expect("connect");
+    let backend = NatsKvBackend::connect(&nats.url, &Default::default(), 1)
+        .await
+        .expect("connect");
     conformance("nats", &backend).await;
     backend.close().await;
     drop(nats);
 
     // Three servers, buckets with three replicas, two hosts on different servers.
     let mut cluster = NatsCluster::start().await;
-    let one = NatsKvBackend::connect(&cluster.url(0), 3)
+    let one = NatsKvBackend::connect(&cluster.url(0), &Default::default(), 3)
         .await
         .expect("connect");
-    let two = NatsKvBackend::connect(&cluster.url(1), 3)
+    let two = NatsKvBackend::connect(&cluster.url(1), &Default::default(), 3)
         .await
         .expect("connect");
     let here = open(&one, "shared").await;

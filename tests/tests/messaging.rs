@@ -214,7 +214,50 @@ async fn the_nats_backend_routes_messages_and_talks_to_any_nats_client() {
         .await
         .expect("reply from the component");
     assert_eq!(reply.payload.as_ref(), b"echo:from outside");
-    panal.stop();
+
+    // A peer's trace headers ride on with what the handler sends (here its reply) when
+    // they are well formed, and are dropped when not...
+    let ask = |id: &str, state: String| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("x-request-id", id);
+        headers.insert("tracestate", state.as_str());
+        outside.request_with_headers("svc.echo", headers, "traced".into())
+    };
+    let fine = ask("fine-id-1", "k=v".into()).await.expect("reply");
+    let fine = fine.headers.expect("headers");
+    assert_eq!(
+        fine.get("x-request-id").map(|v| v.as_str()),
+        Some("fine-id-1")
+    );
+    assert_eq!(fine.get("tracestate").map(|v| v.as_str()), Some("k=v"));
+    let odd = ask("has space and more", "k=v,".repeat(300))
+        .await
+        .expect("reply");
+    let odd = odd.headers.unwrap_or_default();
+    assert!(odd.get("x-request-id").is_none(), "{odd:?}");
+    assert!(odd.get("tracestate").is_none(), "{odd:?}");
+    // ...and a reply goes only to an inbox, never where a peer points it.
+    let mut stolen = outside
+        .subscribe("orders.created")
+        .await
+        .expect("subscribe");
+    synced(&outside).await;
+    outside
+        .publish_with_reply("svc.echo", "orders.created", "forged".into())
+        .await
+        .expect("publish");
+    let legit = outside
+        .request("svc.echo", "after".into())
+        .await
+        .expect("reply from the component");
+    assert_eq!(legit.payload.as_ref(), b"echo:after");
+    let got = tokio::time::timeout(Duration::from_millis(500), stolen.next()).await;
+    assert!(got.is_err(), "a reply went to a non-inbox subject: {got:?}");
+    let log = panal.stop();
+    assert!(
+        !log.contains("has space and more"),
+        "an odd request id was logged"
+    );
 }
 
 #[test]
@@ -312,5 +355,47 @@ async fn run_nats_overrides_the_manifest_backend() {
         .expect("an event within 5 s")
         .expect("message");
     assert_eq!(seen.subject.as_str(), "events.flagged");
+    panal.stop();
+}
+
+/// A deploy cannot grant the hosts' own subjects (NATS' `$...`, inboxes, the cluster's
+/// `panal.>`) nor a wildcard that reaches them; the manifest's own check is in
+/// `tests/ui/reserved-subjects.toml`.
+#[tokio::test]
+async fn a_deploy_cannot_grant_the_hosts_subjects() {
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start(&manifest(""), data.path());
+    let probe = std::fs::read(component("probe")).expect("probe");
+    for (grant, status) in [
+        ("%3E", 400),
+        ("*.call.x", 400),
+        ("%24JS.API.%3E", 400),
+        ("panal.t.call.b", 400),
+        ("_INBOX.x", 400),
+        ("orders.%3E", 200),
+    ] {
+        // A refusal comes before the upload is read: send the file only when it is
+        // taken, and a fresh client each time (a refused upload's connection is closed).
+        let body = if status == 200 {
+            probe.clone()
+        } else {
+            b"x".to_vec()
+        };
+        let resp = client()
+            .put(format!(
+                "{}/components/x?route=/x&keyvalue=default&publish={grant}",
+                panal.admin
+            ))
+            .body(body)
+            .send()
+            .await
+            .expect("deploy");
+        let code = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        assert_eq!(code, status, "{grant}: {body}");
+        if status == 400 {
+            assert!(body.contains("is reserved"), "{grant}: {body}");
+        }
+    }
     panal.stop();
 }

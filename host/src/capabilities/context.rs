@@ -39,10 +39,54 @@ impl std::fmt::Debug for CallContext {
 /// Headers that carry a request's context across calls and messages.
 pub const TRACE_HEADERS: [&str; 3] = ["x-request-id", "traceparent", "tracestate"];
 
-/// The trace headers found by `get`.
+/// The longest `tracestate` passed on (W3C's own limit is 512 characters).
+pub const MAX_TRACESTATE: usize = 512;
+
+/// The trace headers found by `get` that are well formed: a request id as the gateway
+/// accepts one, a W3C `traceparent`, a `tracestate` of at most [`MAX_TRACESTATE`]
+/// visible characters. Others are dropped: a message or a call from another host may
+/// carry anything, and these end up in other components' log lines and requests.
 pub fn trace_of(get: impl Fn(&str) -> Option<String>) -> Arc<[(String, String)]> {
     TRACE_HEADERS
         .iter()
         .filter_map(|name| get(name).map(|v| (name.to_string(), v)))
+        .filter(|(name, value)| well_formed(name, value))
         .collect()
+}
+
+fn well_formed(name: &str, value: &str) -> bool {
+    match name {
+        "x-request-id" => panal_gateway::request_id::acceptable(value.as_bytes()),
+        crate::traces::TRACEPARENT => crate::traces::trace_id_of(value).is_some(),
+        _ => {
+            value.len() <= MAX_TRACESTATE
+                && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_trace_headers_are_dropped() {
+        let good = [
+            ("x-request-id", "abc-123".to_string()),
+            (
+                "traceparent",
+                format!("00-{}-{}-01", "a".repeat(32), "b".repeat(16)),
+            ),
+            ("tracestate", "vendor=x,other=y".to_string()),
+        ];
+        let kept = trace_of(|n| good.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()));
+        assert_eq!(kept.len(), 3);
+        let bad = [
+            ("x-request-id", "has space".to_string()),
+            ("traceparent", "00-nothex".to_string()),
+            ("tracestate", "x".repeat(MAX_TRACESTATE + 1)),
+        ];
+        let kept = trace_of(|n| bad.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()));
+        assert!(kept.is_empty(), "{kept:?}");
+    }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 use super::raw::{RawMessaging, RawMessagingBackend, RawStream, RawSubscription};
-use super::subject::{pattern_covers, patterns_overlap, subject_matches, valid_subject};
+use super::subject::{pattern_covers, patterns_overlap, subject_matches, unusable, valid_subject};
 use super::validate::{substitute_env, Checker};
 use super::{Durable, MessagingBackend, StreamSpec, Subscription};
 
@@ -95,12 +95,8 @@ fn streams(c: &mut Checker, raw: BTreeMap<String, Spanned<RawStream>>) -> Vec<St
         for (i, s) in stream.subjects.iter().enumerate() {
             let subject = s.get_ref();
             let at = format!("{field}.subjects[{i}]");
-            if !valid_subject(subject, true) {
-                c.problem(
-                    Some(s.span()),
-                    at,
-                    format!("`{subject}` is not a valid subject pattern"),
-                );
+            if let Some(why) = unusable(subject, true) {
+                c.problem(Some(s.span()), at, why);
             } else if let Some(other) = out
                 .iter()
                 .find(|o| o.subjects.iter().any(|p| patterns_overlap(p, subject)))
@@ -138,26 +134,21 @@ pub(super) fn grants(
 ) -> (Vec<String>, Vec<Subscription>) {
     let mut publish = Vec::new();
     for (i, p) in raw.publish.iter().enumerate() {
-        if valid_subject(p.get_ref(), true) {
-            publish.push(p.get_ref().clone());
-        } else {
-            c.problem(
+        match unusable(p.get_ref(), true) {
+            None => publish.push(p.get_ref().clone()),
+            Some(why) => c.problem(
                 Some(p.span()),
                 format!("components.{name}.messaging.publish[{i}]"),
-                format!("`{}` is not a valid subject pattern", p.get_ref()),
-            );
+                why,
+            ),
         }
     }
     let mut subscribe = Vec::new();
     for (i, s) in raw.subscribe.iter().enumerate() {
         let sub = s.get_ref();
         let field = format!("components.{name}.messaging.subscribe[{i}]");
-        if !valid_subject(&sub.subject, true) {
-            c.problem(
-                Some(s.span()),
-                field,
-                format!("`{}` is not a valid subject pattern", sub.subject),
-            );
+        if let Some(why) = unusable(&sub.subject, true) {
+            c.problem(Some(s.span()), field, why);
         } else if sub
             .queue
             .as_deref()
@@ -253,12 +244,8 @@ fn durable(
         .dead_letter
         .clone()
         .unwrap_or_else(|| format!("deadletter.{name}"));
-    if !valid_subject(&dead_letter, false) {
-        return bad(
-            c,
-            "dead_letter",
-            format!("`{dead_letter}` is not a subject (no wildcards)"),
-        );
+    if let Some(why) = unusable(&dead_letter, false) {
+        return bad(c, "dead_letter", why);
     }
     if subject_matches(&sub.subject, &dead_letter) {
         return bad(

@@ -17,6 +17,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use routes::{parse_method, route_problem, MAX_MIDDLEWARE};
 pub use storage::valid_cluster_name;
 pub(crate) use validate::bad_name;
 pub use validate::substitute_env;
@@ -71,6 +72,9 @@ pub struct ClusterSpec {
     pub nats: String,
     /// Copies of the cluster's deploy buckets (1-5).
     pub replicas: usize,
+    /// The key every host seals its calls and deploys with (`key`, else
+    /// `PANAL_CLUSTER_KEY`); at least 32 bytes.
+    pub key: Option<String>,
 }
 
 /// `[gateway]`: how the public and admin listeners guard their connections.
@@ -349,6 +353,18 @@ impl Manifest {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ManifestError> {
         validate::parse(path, text, env)
+    }
+
+    /// The routes of component `name` written alone, as in a manifest (`routes =
+    /// [...]`), held to the manifest's rules; `names`: the components middleware may
+    /// name; `label` names the text in errors.
+    pub fn routes(
+        label: &Path,
+        text: &str,
+        name: &str,
+        names: &[String],
+    ) -> Result<Vec<panal_gateway::Route>, ManifestError> {
+        validate::routes_alone(label, text, name, names)
     }
 
     /// The component called `name`.

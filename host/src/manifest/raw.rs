@@ -44,6 +44,7 @@ pub(super) struct RawCluster {
     pub name: Spanned<String>,
     pub nats: Option<Spanned<String>>,
     pub replicas: Option<Spanned<i64>>,
+    pub key: Option<Spanned<String>>,
 }
 
 /// `[gateway]`: what the gateway serves itself, and how it guards its connections.

@@ -75,6 +75,54 @@ pub(super) fn routes(
     routes
 }
 
+/// Why `route`, which came some other way than this manifest (a deploy or a desired
+/// version over NATS), breaks a rule the manifest holds its routes to; `None` when it
+/// keeps them all. Middleware names are checked for shape; that they exist is the
+/// receiving host's business.
+pub fn route_problem(route: &panal_gateway::Route) -> Option<String> {
+    if let Err(e) = panal_gateway::RouteTable::new(vec![route.clone()]) {
+        return Some(e.to_string());
+    }
+    if let Some(role) = route.roles.iter().find(|r| !valid_role(r)) {
+        return Some(format!(
+            "`{role}` is not a role name (1-64 visible ASCII characters)"
+        ));
+    }
+    if !route.roles.is_empty() && !route.protected {
+        return Some("a route with roles must be protected".into());
+    }
+    if let Some(limit) = &route.rate_limit {
+        if limit.per_ip.is_none() && limit.per_user.is_none() {
+            return Some("a rate_limit needs per_ip, per_user or both".into());
+        }
+        if limit.per_user.is_some() && !route.protected {
+            return Some("per_user needs a protected route".into());
+        }
+        let rates = [limit.per_ip, limit.per_user];
+        if let Some(why) = rates.iter().flatten().find_map(|r| r.problem()) {
+            return Some(format!("rate_limit: {why}"));
+        }
+    }
+    if route.middleware.len() > MAX_MIDDLEWARE {
+        return Some(format!("more than {MAX_MIDDLEWARE} middleware components"));
+    }
+    for (j, m) in route.middleware.iter().enumerate() {
+        if let Some(why) = super::validate::bad_name(m) {
+            return Some(format!("middleware: {why}"));
+        }
+        if *m == route.component || route.middleware[..j].contains(m) {
+            return Some(format!(
+                "middleware: `{m}` is the route's own or named twice"
+            ));
+        }
+    }
+    None
+}
+
+fn valid_role(role: &str) -> bool {
+    !role.is_empty() && role.len() <= 64 && role.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// A route's `middleware`: components of this manifest, each once, not the route's own,
 /// at most [`MAX_MIDDLEWARE`].
 fn middleware(chain: &[String], own: &str, names: &[String]) -> Result<(), String> {
@@ -111,7 +159,7 @@ pub(super) fn check_roles(
     span: std::ops::Range<usize>,
 ) {
     for (j, role) in roles.iter().enumerate() {
-        if role.is_empty() || role.len() > 64 || !role.bytes().all(|b| b.is_ascii_graphic()) {
+        if !valid_role(role) {
             c.problem(
                 Some(span.clone()),
                 format!("{at}.roles[{j}]").replace("..", "."),
@@ -150,7 +198,8 @@ pub(super) fn rate_limit(
     })
 }
 
-fn parse_method(m: &str) -> Result<Method, String> {
+/// An HTTP method named in a route (any case), or why it is not one.
+pub fn parse_method(m: &str) -> Result<Method, String> {
     const KNOWN: [&str; 9] = [
         "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
     ];

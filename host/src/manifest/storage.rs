@@ -139,10 +139,29 @@ pub(super) fn cluster(
         .replicas
         .as_ref()
         .map_or(1, |r| replicas(c, r, "cluster.replicas"));
+    let key = raw
+        .key
+        .and_then(|k| match substitute_env(k.get_ref(), env) {
+            Ok(key) if key.len() >= 32 => Some(key),
+            Ok(key) => {
+                let why = format!(
+                    "the cluster key has {} bytes; it needs at least 32 (`openssl rand -hex 32` \
+                 makes one; write `key = \"${{PANAL_CLUSTER_KEY}}\"` to keep it out of the file)",
+                    key.len()
+                );
+                c.problem(Some(k.span()), "cluster.key".into(), why);
+                None
+            }
+            Err(why) => {
+                c.problem(Some(k.span()), "cluster.key".into(), why);
+                None
+            }
+        });
     Some(ClusterSpec {
         name,
         nats,
         replicas,
+        key,
     })
 }
 

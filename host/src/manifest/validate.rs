@@ -179,6 +179,48 @@ pub(super) fn parse(
     }
 }
 
+/// `routes = [...]` as the manifest writes a component's routes, given on their own
+/// (a deploy that replaces a component's routes), for component `name`; `names`: the
+/// components its middleware may name. Held to the manifest's rules; `label` names the
+/// text in errors.
+pub(super) fn routes_alone(
+    label: &Path,
+    text: &str,
+    name: &str,
+    names: &[String],
+) -> Result<Vec<panal_gateway::Route>, ManifestError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawRoutes {
+        routes: Vec<Spanned<super::raw::RawRoute>>,
+    }
+    let mut c = Checker {
+        path: label,
+        text,
+        problems: Vec::new(),
+    };
+    let raw: RawRoutes = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(err) => {
+            let at = err.span();
+            c.problem(at, String::new(), err.message().trim_end().to_string());
+            return Err(ManifestError(c.problems));
+        }
+    };
+    let routes = super::routes::routes(&mut c, name, names, &raw.routes);
+    if raw.routes.is_empty() {
+        c.problem(None, "routes".into(), "give at least one route".into());
+    }
+    if let Err(err) = panal_gateway::RouteTable::new(routes.clone()) {
+        c.problem(None, "routes".into(), err.to_string());
+    }
+    if c.problems.is_empty() {
+        Ok(routes)
+    } else {
+        Err(ManifestError(c.problems))
+    }
+}
+
 fn component(
     c: &mut Checker,
     dir: &Path,

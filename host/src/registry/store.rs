@@ -91,6 +91,28 @@ impl RouteRecord {
         }
     }
 
+    /// Back to a gateway route of `component`, held to the manifest's rules: for a
+    /// record that arrived over the network.
+    pub fn checked(&self, component: &str) -> Result<panal_gateway::Route, String> {
+        let methods = self
+            .methods
+            .as_ref()
+            .map(|ms| {
+                ms.iter()
+                    .map(|m| crate::manifest::parse_method(m))
+                    .collect()
+            })
+            .transpose()?;
+        let route = panal_gateway::Route {
+            methods,
+            ..self.route(component)
+        };
+        match crate::manifest::route_problem(&route) {
+            Some(why) => Err(format!("route `{}`: {why}", self.prefix)),
+            None => Ok(route),
+        }
+    }
+
     /// Back to a gateway route of `component`.
     pub fn route(&self, component: &str) -> panal_gateway::Route {
         panal_gateway::Route {

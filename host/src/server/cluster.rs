@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use super::{Refused, RunOptions, NATS_READY_WAIT};
 use crate::manifest::{ClusterSpec, ComponentSpec, Manifest, Storage};
+use crate::triggers::cluster::seal::MIN_KEY;
+use crate::triggers::cluster::wire::MIN_PAYLOAD;
 use crate::triggers::cluster::{Changed, Cluster};
 use crate::triggers::Executor;
 
@@ -38,6 +40,7 @@ pub(super) fn cluster_of(
         name,
         nats: url.clone(),
         replicas,
+        key: manifest.cluster.as_ref().and_then(|c| c.key.clone()),
     }))
 }
 
@@ -75,20 +78,48 @@ pub(super) fn run_here(
     Ok(elsewhere)
 }
 
+/// `spec` with its key: the manifest's `[cluster] key`, else `PANAL_CLUSTER_KEY`; a
+/// host joins no cluster without one.
+pub(super) fn keyed(mut spec: ClusterSpec) -> anyhow::Result<ClusterSpec> {
+    if spec.key.is_none() {
+        spec.key = std::env::var("PANAL_CLUSTER_KEY")
+            .ok()
+            .filter(|k| !k.is_empty());
+    }
+    match &spec.key {
+        None => Err(Refused(
+            "cluster: no cluster key. Every host of a cluster seals its calls and deploys with \
+             the same secret: set PANAL_CLUSTER_KEY (at least 32 bytes; `openssl rand -hex 32` \
+             makes one) or [cluster] key = \"${...}\""
+                .into(),
+        )
+        .into()),
+        Some(key) if key.len() < MIN_KEY => Err(Refused(format!(
+            "cluster: PANAL_CLUSTER_KEY has {} bytes; it needs at least {MIN_KEY} \
+             (`openssl rand -hex 32` makes one)",
+            key.len()
+        ))
+        .into()),
+        Some(_) => Ok(spec),
+    }
+}
+
 /// Connect to the cluster's NATS and join it with `executor`'s components.
 pub(super) async fn join_cluster(
     spec: &ClusterSpec,
+    opts: &RunOptions,
     executor: &Arc<Executor>,
     elsewhere: &[ComponentSpec],
     public_addr: SocketAddr,
     changed: Changed,
 ) -> anyhow::Result<Arc<Cluster>> {
-    let nats = panal_nats::Nats::connect(&spec.nats)
+    let nats = panal_nats::Nats::connect(&spec.nats, &opts.cluster_auth)
         .await
         .map_err(|e| Refused(format!("cluster: cannot connect to NATS: {e}")))?;
-    if !nats.wait_connected(NATS_READY_WAIT).await {
-        return Err(Refused(format!("cluster: NATS at {} did not answer", spec.nats)).into());
-    }
+    nats.ready(&spec.nats, NATS_READY_WAIT)
+        .await
+        .map_err(|e| Refused(format!("cluster: {e}")))?;
+    trusted(&nats, &spec.nats, opts.insecure_cluster)?;
     let limits = elsewhere
         .iter()
         .map(|c| (c.name.clone(), c.limits))
@@ -97,4 +128,37 @@ pub(super) async fn join_cluster(
     Cluster::join(nats, spec, &host, executor, limits, changed)
         .await
         .map_err(|e| Refused(format!("{e:#}")).into())
+}
+
+/// Whether the cluster's NATS keeps strangers out (it requires authentication and this
+/// host authenticated), or the operator said `--insecure-cluster`; and whether its
+/// `max_payload` leaves room for a call's head.
+fn trusted(nats: &panal_nats::Nats, url: &str, insecure: bool) -> anyhow::Result<()> {
+    let url = panal_nats::redact(url);
+    if !nats.authenticated() {
+        if !insecure {
+            return Err(Refused(format!(
+                "cluster: the NATS server at {url} lets clients in without authentication, so \
+                 anyone who reaches it could call any component as any user and deploy code.\n\
+                 Require authentication on the server (README: NATS in production) and give \
+                 this host its credentials (nats://user:pass@host, --nats-creds, --nats-nkey \
+                 or --cluster-creds, --cluster-nkey), or pass --insecure-cluster on a laptop"
+            ))
+            .into());
+        }
+        tracing::warn!(
+            %url,
+            "--insecure-cluster: the cluster's NATS lets anyone in; whoever reaches it can \
+             call any component as any user and deploy code"
+        );
+    }
+    let max = nats.max_payload();
+    if max < MIN_PAYLOAD {
+        return Err(Refused(format!(
+            "cluster: the NATS server at {url} announces max_payload {max} bytes; the \
+             cluster's calls need at least {MIN_PAYLOAD}: raise max_payload in its configuration"
+        ))
+        .into());
+    }
+    Ok(())
 }

@@ -62,6 +62,12 @@ pub struct RunOptions {
     pub reset_deployments: bool,
     /// Redeploy components whose manifest files change.
     pub watch: bool,
+    /// What messaging and NATS storage present to NATS.
+    pub nats_auth: panal_nats::Auth,
+    /// What the cluster connection presents to NATS.
+    pub cluster_auth: panal_nats::Auth,
+    /// Join a cluster over a NATS server that lets anyone in (warned at every start).
+    pub insecure_cluster: bool,
 }
 
 /// A failure that has already been explained to the user in full.
@@ -159,7 +165,9 @@ pub async fn serve(
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create the data dir {}", opts.data_dir.display()))?;
     let secret = jwt_secret(&mut manifest, &opts.data_dir)?;
-    let cluster = cluster::cluster_of(&manifest, opts)?;
+    let cluster = cluster::cluster_of(&manifest, opts)?
+        .map(cluster::keyed)
+        .transpose()?;
     let elsewhere =
         cluster::run_here(&mut manifest, opts.components.as_deref(), cluster.is_some())?;
     // In a cluster, streams are kept in as many copies as its buckets unless they say.
@@ -189,7 +197,7 @@ pub async fn serve(
             })
         };
         let cluster =
-            cluster::join_cluster(spec, &executor, &elsewhere, public_addr, changed).await?;
+            cluster::join_cluster(spec, opts, &executor, &elsewhere, public_addr, changed).await?;
         executor.join(cluster);
     }
     let triggers = start_triggers(&executor, &backends, &manifest).await?;
@@ -327,9 +335,9 @@ async fn open_backends(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result
             )
         }
         Storage::Nats { url, replicas } => {
-            tracing::info!(%url, replicas, "storage in JetStream KV");
+            tracing::info!(url = %panal_nats::redact(&url), replicas, "storage in JetStream KV");
             Arc::new(
-                NatsKvBackend::connect(&url, replicas)
+                NatsKvBackend::connect(&url, &opts.nats_auth, replicas)
                     .await
                     .map_err(|e| Refused(format!("{e:#}")))?,
             )
@@ -342,8 +350,8 @@ async fn open_backends(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result
     let broker: Arc<dyn Broker> = match &backend {
         MessagingBackend::InProcess => Arc::new(InProcessBroker::new()),
         MessagingBackend::Nats(url) => {
-            tracing::info!(%url, "messaging over NATS");
-            let nats = panal_nats::Nats::connect(url)
+            tracing::info!(url = %panal_nats::redact(url), "messaging over NATS");
+            let nats = panal_nats::Nats::connect(url, &opts.nats_auth)
                 .await
                 .map_err(|e| Refused(format!("messaging: cannot connect to NATS: {e}")))?;
             let broker = NatsBroker::start(nats, manifest.streams.clone(), &opts.data_dir).await?;

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::try_join_all;
 use panal_nats::kv::{KvBucket, Written};
-use panal_nats::{MsgError, Nats};
+use panal_nats::{Auth, MsgError, Nats};
 
 use super::quota::{KvLimits, Namespaces};
 use super::{page, KvBackend, KvError, KvStore, LIST_PAGE};
@@ -42,14 +42,15 @@ pub struct NatsKvBackend {
 }
 
 impl NatsKvBackend {
-    /// Connect to `url`; buckets get `replicas` copies.
-    pub async fn connect(url: &str, replicas: usize) -> anyhow::Result<Self> {
-        let nats = Nats::connect(url)
+    /// Connect to `url` presenting `auth`; buckets get `replicas` copies.
+    pub async fn connect(url: &str, auth: &Auth, replicas: usize) -> anyhow::Result<Self> {
+        let nats = Nats::connect(url, auth)
             .await
             .map_err(|e| anyhow::anyhow!("storage: cannot connect to NATS: {e}"))?;
-        if !nats.wait_connected(CONNECT_WAIT).await {
-            anyhow::bail!("storage: NATS at {url} did not answer within 10 s");
-        }
+        nats.ready(url, CONNECT_WAIT)
+            .await
+            .map_err(|e| anyhow::anyhow!("storage: {e}"))?;
+        let url = panal_nats::redact(url);
         let version = nats.server_version();
         if replicas > 1 && !serializes_replicated_writes(&version) {
             anyhow::bail!(

@@ -17,6 +17,7 @@ use wasmtime::Result;
 
 use super::{subject_matches, valid_subject, Broker, Msg, MsgError, DEFAULT_REQUEST_TIMEOUT};
 use crate::capabilities::bindings::{messaging_types as types, producer, request_reply};
+use crate::manifest::subject::{inbox_shaped, reserved, MAX_SUBJECT_LEN, MAX_SUBJECT_TOKENS};
 use crate::metrics::MsgOp;
 use crate::traces;
 
@@ -51,8 +52,14 @@ impl MsgGrant {
     fn check(&self, subject: &str) -> Result<Arc<dyn Broker>, types::Error> {
         if !valid_subject(subject, false) {
             return Err(types::Error::Other(format!(
-                "`{subject}` is not a valid subject"
+                "`{subject}` is not a valid subject (at most {MAX_SUBJECT_LEN} bytes and \
+                 {MAX_SUBJECT_TOKENS} tokens, no wildcards)"
             )));
+        }
+        // Also when a grant would match it: a grant that came some other way than a
+        // checked manifest or deploy must still not reach the hosts' own subjects.
+        if let Some(why) = reserved(subject) {
+            return Err(types::Error::PermissionDenied(why));
         }
         if !self.publish.iter().any(|p| subject_matches(p, subject)) {
             return Err(types::Error::PermissionDenied(format!(
@@ -433,6 +440,13 @@ impl request_reply::Host for MsgView<'_> {
                 "the message has no reply subject".into(),
             )));
         };
+        // Whoever sent the request chose the reply subject: only an inbox, never the
+        // hosts' call subjects or another component's.
+        if !inbox_shaped(&subject) {
+            return Ok(Err(types::Error::PermissionDenied(format!(
+                "the reply subject `{subject}` is not an inbox (`_INBOX.…`)"
+            ))));
+        }
         let Some(broker) = self.grant.broker.clone() else {
             return Ok(Err(types::Error::Connection(
                 "messaging is not configured".into(),

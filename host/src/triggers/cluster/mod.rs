@@ -8,10 +8,14 @@
 //! - `remote`: calling a component this host does not run, with the same failures as
 //!   an in-process call (so retries and breakers apply unchanged).
 //! - [`wire`]: the frames a request and its answer travel in, in parts when big.
-//! - [`rollout`]: deploys made on one host reach every host that runs the component.
+//! - [`rollout`]: deploys made on one host reach every host that runs the component;
+//!   `record`: the desired-version records they travel in.
+//! - [`seal`]: the cluster key every call and record is sealed with.
 
+mod record;
 mod remote;
 pub mod rollout;
+pub mod seal;
 mod serve;
 pub mod wire;
 
@@ -51,6 +55,11 @@ pub struct Cluster {
     /// Component bytes by sha256 (`panal-CLUSTER-wasm`).
     wasm: ObjectBucket,
     service: tokio::sync::Mutex<Option<Service>>,
+    /// Seals what this host sends and opens what it takes (the cluster key).
+    seal: Arc<seal::Seal>,
+    /// When the newest desired version taken for each component was sealed (older
+    /// ones replayed into the bucket are refused).
+    newest: std::sync::Mutex<HashMap<String, u64>>,
     /// One task per component answering its calls; each ends once drained and done.
     answering: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -76,6 +85,26 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl Cluster {
+    /// When the newest desired version taken for `name` was sealed.
+    fn newest(&self, name: &str) -> Option<u64> {
+        let newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
+        newest.get(name).copied()
+    }
+
+    /// Note that a desired version of `name` sealed `at` was taken.
+    fn took(&self, name: &str, at: u64) {
+        let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = newest.entry(name.to_string()).or_default();
+        *entry = (*entry).max(at);
+    }
+
+    /// Calls and records refused so far, by reason (`panal_cluster_refused_total`).
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        self.seal.refusals()
+    }
+}
+
 fn failed(name: &str, e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("cluster `{name}`: {e}")
 }
@@ -94,6 +123,8 @@ impl Cluster {
         changed: Changed,
     ) -> anyhow::Result<Arc<Self>> {
         let name = spec.name.as_str();
+        let key = spec.key.as_deref().unwrap_or_default();
+        let seal = Arc::new(seal::Seal::new(key.as_bytes()).map_err(|e| failed(name, e))?);
         let desired = nats
             .kv_bucket(&format!("panal-{name}-desired"), spec.replicas)
             .await
@@ -114,6 +145,8 @@ impl Cluster {
             desired,
             wasm,
             service: tokio::sync::Mutex::new(None),
+            seal,
+            newest: std::sync::Mutex::default(),
             answering: tokio::sync::Mutex::new(Vec::new()),
         });
         // The cluster's versions before the first call: a host that starts late, or
@@ -184,6 +217,7 @@ impl Cluster {
                 self.executor.clone(),
                 component.to_string(),
                 self.nats.clone(),
+                self.seal.clone(),
             )));
         Ok(())
     }

@@ -15,7 +15,7 @@ use panal_nats::{Msg, MsgError};
 use wasmtime_wasi_http::WasiBody;
 
 use super::wire::{self, RequestHead, ResponseHead, BODY, END, MORE, SEND_TO};
-use super::{subject, Cluster};
+use super::{seal, subject, Cluster};
 use crate::capabilities::http_out::is_idempotent;
 use crate::manifest::Limits;
 use crate::runtime::failure::error;
@@ -127,6 +127,10 @@ impl Cluster {
         limits: &Limits,
         early: bool,
     ) -> Result<http::Response<WasiBody>, Unanswered> {
+        // Sealed per try: a try sent again is a new call to whoever takes it.
+        let mut msg = msg;
+        let sealed = self.seal.seal(&msg.subject, &msg.payload);
+        msg.headers.push((seal::HEADER.into(), sealed));
         let wait = Duration::from_millis(limits.queue_ms + limits.timeout_ms) + GRACE;
         let deadline = tokio::time::Instant::now() + wait;
         let no_answer = || {

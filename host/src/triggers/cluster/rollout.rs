@@ -14,69 +14,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::StreamExt;
-use serde::{Deserialize, Serialize};
-
+use super::record::{Desired, Reach};
 use super::{write, Cluster};
-use crate::manifest::Limits;
 use crate::registry::deploy::{DeployRequest, Outcome};
 use crate::registry::store::RouteRecord;
 use crate::registry::Registry;
+use bytes::Bytes;
+use futures::StreamExt;
 
 /// How long a host waits before it tries again a change it failed to follow.
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// How many times a host tries to follow one change.
 const TRIES: u32 = 5;
-
-/// What every host should run of one component.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Desired {
-    /// The version's sha256 (`None`: undeployed).
-    pub sha256: Option<String>,
-    /// Its routes, when the change set them (else each host keeps its own).
-    pub routes: Option<Vec<RouteRecord>>,
-    /// The host the change was made on.
-    pub by: String,
-    /// How hosts that do not run it reach it (absent: they keep what they know).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reach: Option<Reach>,
-}
-
-/// The routes and the limits of a component, for the hosts that call it elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Reach {
-    /// The routes every gateway serves it on.
-    pub routes: Vec<RouteRecord>,
-    /// Its `max_body_kb` (a caller refuses a bigger body before sending it).
-    pub max_body_kb: u64,
-    /// Its `timeout_ms` and `queue_ms` (how long a caller waits for the first answer).
-    pub timeout_ms: u64,
-    /// See `timeout_ms`.
-    pub queue_ms: u64,
-}
-
-impl Reach {
-    fn of(routes: &[panal_gateway::Route], limits: &Limits) -> Self {
-        Self {
-            routes: routes.iter().map(RouteRecord::of).collect(),
-            max_body_kb: limits.max_body_kb,
-            timeout_ms: limits.timeout_ms,
-            queue_ms: limits.queue_ms,
-        }
-    }
-
-    fn limits(&self) -> Limits {
-        Limits {
-            max_body_kb: self.max_body_kb,
-            timeout_ms: self.timeout_ms,
-            queue_ms: self.queue_ms,
-            ..Limits::default()
-        }
-    }
-}
 
 /// Called after a change a host made on its own (the gateway takes new routes).
 pub type Changed = Arc<dyn Fn(&Outcome) + Send + Sync>;
@@ -151,7 +100,7 @@ impl Cluster {
     }
 
     async fn want(&self, name: &str, desired: &Desired) -> Result<(), String> {
-        let value = serde_json::to_vec(desired).map_err(|e| e.to_string())?;
+        let value = super::record::seal(&self.seal, name, desired)?;
         self.desired
             .put(name, value.into())
             .await
@@ -227,11 +176,17 @@ impl Cluster {
         name: &str,
         value: Option<&[u8]>,
     ) -> Result<Option<Outcome>, ()> {
-        let desired: Desired = match value.map(serde_json::from_slice).transpose() {
-            Ok(Some(desired)) => desired,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                tracing::warn!(component = name, error = %e, "a desired version that is not one");
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let newest = self.newest(name);
+        let desired = match super::record::open(&self.seal, name, value, newest) {
+            Ok((desired, at)) => {
+                self.took(name, at);
+                desired
+            }
+            Err((why, detail)) => {
+                tracing::warn!(component = name, reason = why.reason(), %detail, "refused a desired version from the cluster; nothing changes");
                 return Ok(None);
             }
         };
@@ -251,6 +206,7 @@ impl Cluster {
                         return Err(());
                     }
                 };
+                // Checked when the record was opened.
                 let routes = desired
                     .routes
                     .as_ref()
@@ -313,10 +269,21 @@ impl Cluster {
         if let Ok(bytes) = registry.blob(sha256) {
             return Ok(bytes);
         }
-        self.wasm
+        let bytes = self
+            .wasm
             .get(sha256)
             .await
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("version {sha256} is not in the cluster's object store"))
+            .ok_or_else(|| format!("version {sha256} is not in the cluster's object store"))?;
+        // The store is named by sha256, but anyone who can write to it could put other
+        // bytes under a name.
+        let got = crate::runtime::engine::sha256(&bytes);
+        if got != sha256 {
+            self.seal.refuse(super::seal::Refusal::Invalid);
+            return Err(format!(
+                "the object store's {sha256} holds bytes whose sha256 is {got}"
+            ));
+        }
+        Ok(bytes)
     }
 }

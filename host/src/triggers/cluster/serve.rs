@@ -3,7 +3,7 @@
 //! rather than bouncing between hosts), and its answer goes back in parts as big as
 //! the server takes.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -13,7 +13,9 @@ use panal_nats::service::Call;
 use panal_nats::{Msg, Nats};
 use wasmtime_wasi_http::WasiBody;
 
+use super::seal::{self, Seal};
 use super::wire::{self, RequestHead, ResponseHead, BODY, END, MORE, SEND_TO};
+use crate::capabilities::http_out::MAX_CALL_DEPTH;
 use crate::runtime::failure::error;
 use crate::triggers::Executor;
 
@@ -28,19 +30,37 @@ pub(super) async fn answer_all(
     executor: Weak<Executor>,
     component: String,
     nats: Nats,
+    seal: Arc<Seal>,
 ) {
     let mut running = tokio::task::JoinSet::new();
     while let Some(call) = calls.next().await {
         let Some(executor) = executor.upgrade() else {
             break;
         };
+        let sealed = wire::header(&call.msg.headers, seal::HEADER);
+        if let Err(why) = seal.open(&call.msg.subject, &call.msg.payload, sealed, true) {
+            tracing::warn!(
+                component,
+                reason = why.reason(),
+                "refused a call from the cluster: {why}"
+            );
+            let refused = error(
+                http::StatusCode::FORBIDDEN,
+                &component,
+                &format!("refused: {why}"),
+            );
+            running.spawn(async move {
+                let _ = send(call, refused, 1 << 16).await;
+            });
+            continue;
+        }
         running.spawn(answer(executor, component.clone(), call, nats.clone()));
         while running.try_join_next().is_some() {}
     }
     while running.join_next().await.is_some() {}
 }
 
-async fn answer(executor: std::sync::Arc<Executor>, component: String, call: Call, nats: Nats) {
+async fn answer(executor: Arc<Executor>, component: String, call: Call, nats: Nats) {
     let resp = match request(&executor, &component, &call, &nats).await {
         Ok((req, depth)) => keeping_alive(&call, executor.call_http(&component, req, depth)).await,
         Err((status, why)) => error(status, &component, &why),
@@ -60,6 +80,25 @@ async fn request(
 ) -> Result<(http::Request<WasiBody>, u32), (http::StatusCode, String)> {
     let bad = |why: String| (http::StatusCode::BAD_REQUEST, why);
     let (head, first): (RequestHead, Bytes) = wire::unframe(&call.msg.payload).map_err(bad)?;
+    // Sealed by a host of the cluster, and still held to the rules a local call keeps.
+    if head.depth > MAX_CALL_DEPTH {
+        return Err(bad(format!(
+            "a call {} hops deep (at most {MAX_CALL_DEPTH})",
+            head.depth
+        )));
+    }
+    if let Some(why) = head
+        .next
+        .iter()
+        .take(crate::manifest::MAX_MIDDLEWARE + 1)
+        .find_map(|n| crate::manifest::bad_name(n))
+        .or_else(|| {
+            (head.next.len() > crate::manifest::MAX_MIDDLEWARE + 1)
+                .then(|| "too long a middleware chain".into())
+        })
+    {
+        return Err(bad(format!("a call's next handlers: {why}")));
+    }
     let mut body = BytesMut::from(&first[..]);
     if wire::header(&call.msg.headers, BODY) == Some(MORE) {
         let max = executor

@@ -62,11 +62,17 @@ pub struct ResponseHead {
     pub headers: Vec<(String, String)>,
 }
 
+/// The least `max_payload` a cluster's NATS server may announce: a call's head (its
+/// headers, up to the gateway's 32 KiB) must fit in one message beside a part of body.
+pub const MIN_PAYLOAD: usize = 64 * 1024;
+
 /// Body bytes per message for a server whose `max_payload` is `max` (0: not known).
 pub fn part_size(max: usize) -> usize {
     let max = if max == 0 { 1 << 20 } else { max };
-    // A server with a tiny `max_payload` still gets parts that fit, heads permitting.
-    max.saturating_sub(ROOM).max(max / 2)
+    // A server with a tiny `max_payload` still gets parts that fit, heads permitting;
+    // joining refuses one under `MIN_PAYLOAD`, and a part is never empty (no endless
+    // or divided-by-zero upload should a server announce less after a reconnect).
+    max.saturating_sub(ROOM).max(max / 2).max(1)
 }
 
 /// A frame of `head` and `body`.

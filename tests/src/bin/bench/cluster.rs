@@ -46,9 +46,14 @@ pub fn calls(b: &mut Bench) {
         &manifest,
         a_dir.path(),
         &[],
-        &["--components", "probe,near"],
+        &["--components", "probe,near", "--insecure-cluster"],
     );
-    let host_b = Panal::start_full(&manifest, b_dir.path(), &[], &["--components", "hello"]);
+    let host_b = Panal::start_full(
+        &manifest,
+        b_dir.path(),
+        &[],
+        &["--components", "hello", "--insecure-cluster"],
+    );
     b.started(&format!(
         "nats-server -p {}; two panal hosts of cluster `bench`: A runs probe and near, B runs hello",
         nats.port()
@@ -150,7 +155,13 @@ pub async fn shop(b: &mut Bench) {
                     args.extend(["--nats", nats.url.as_str(), "--storage-url", &storage]);
                 }
                 if !only.is_empty() {
-                    args.extend(["--cluster", nats.url.as_str(), "--components", only]);
+                    args.extend([
+                        "--cluster",
+                        nats.url.as_str(),
+                        "--components",
+                        only,
+                        "--insecure-cluster",
+                    ]);
                 }
                 Panal::start_full(&shop::manifest(), dir.path(), &env, &args)
             })

@@ -1,0 +1,435 @@
+//! Trust between hosts and NATS, through the real binary and real `nats-server`s: a host
+//! refuses to join a cluster over a NATS server that lets anyone in (unless the
+//! operator says `--insecure-cluster`, which is warned), or one whose `max_payload`
+//! leaves no room for a call; hosts authenticate with a password in the URL, an nkey
+//! seed file, and TLS with a CA and a client certificate the test makes; messaging and
+//! the cluster connect as different NATS users; a wrong password is refused with the
+//! server's reason; a client without credentials is kept out.
+
+use futures::StreamExt;
+use panal_tests::tls::Certs;
+use panal_tests::{client, component, free_port, refused, NatsServer, Panal};
+
+fn manifest(nats: &str) -> String {
+    let probe = component("probe");
+    format!(
+        r#"version = 1
+
+[cluster]
+name = "trust"
+nats = "{nats}"
+
+[components.front]
+source = "{probe}"
+routes = ["/front"]
+outbound = ["back"]
+keyvalue = ["f"]
+
+[components.back]
+source = "{probe}"
+routes = ["/back"]
+keyvalue = ["b"]
+config = {{ who = "back" }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn an_open_nats_is_refused_unless_insecure_and_a_tiny_max_payload_always() {
+    let open = NatsServer::start();
+    let err = refused(&manifest(&open.url), &[], &[]);
+    assert!(err.contains("without authentication"), "{err}");
+    assert!(err.contains("--insecure-cluster"), "{err}");
+
+    let data = tempfile::tempdir().expect("dir");
+    let host = Panal::start_full(
+        &manifest(&open.url),
+        data.path(),
+        &[],
+        &["--insecure-cluster"],
+    );
+    let log = host.stop();
+    assert!(
+        log.contains("WARN")
+            && log.contains("--insecure-cluster: the cluster's NATS lets anyone in"),
+        "{log}"
+    );
+
+    let tiny = NatsServer::start_with(free_port(), "max_payload: 1024");
+    let err = refused(&manifest(&tiny.url), &[], &["--insecure-cluster"]);
+    assert!(err.contains("max_payload 1024"), "{err}");
+}
+
+#[tokio::test]
+async fn hosts_authenticate_with_a_password_or_an_nkey_and_strangers_are_kept_out() {
+    let key = nkeys::KeyPair::new_user();
+    let seeds = tempfile::tempdir().expect("dir");
+    let seed = seeds.path().join("host.nk");
+    std::fs::write(&seed, key.seed().expect("seed")).expect("write seed");
+    let monitor = free_port();
+    let port = free_port();
+    let _nats = NatsServer::start_with(
+        port,
+        &format!(
+            "http: \"127.0.0.1:{monitor}\"\nauthorization {{ users: [\n\
+             {{ user: \"panal\", password: \"hosts-pw\" }},\n\
+             {{ user: \"app\", password: \"app-pw\" }},\n\
+             {{ nkey: \"{}\" }} ] }}\n",
+            key.public_key()
+        ),
+    );
+    let at = |user: &str| format!("nats://{user}@127.0.0.1:{port}");
+
+    let err = refused(&manifest(&at("panal:wrong")), &[], &[]);
+    assert!(err.contains("did not let this host in"), "{err}");
+    assert!(err.to_lowercase().contains("authorization"), "{err}");
+    assert!(
+        !err.contains("wrong"),
+        "the password leaked into the error: {err}"
+    );
+
+    let a_dir = tempfile::tempdir().expect("dir");
+    let a = Panal::start_full(
+        &manifest(&at("panal:hosts-pw")),
+        a_dir.path(),
+        &[],
+        &["--components", "front", "--nats", &at("app:app-pw")],
+    );
+    let b_dir = tempfile::tempdir().expect("dir");
+    let seed_arg = seed.display().to_string();
+    let b = Panal::start_full(
+        &manifest(&format!("nats://127.0.0.1:{port}")),
+        b_dir.path(),
+        &[],
+        &["--components", "back", "--cluster-nkey", &seed_arg],
+    );
+
+    // A's gateway reaches `back` on B over the authenticated connections.
+    let who = client()
+        .get(a.at("/back/config/who"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(who.status(), 200, "{}", a.log());
+    assert!(who.text().await.expect("body").contains("back"));
+
+    // Messaging and the cluster are different NATS users, B's cluster user is the nkey.
+    let connz: serde_json::Value = client()
+        .get(format!("http://127.0.0.1:{monitor}/connz?auth=1"))
+        .send()
+        .await
+        .expect("connz")
+        .json()
+        .await
+        .expect("json");
+    let users: Vec<&str> = connz["connections"]
+        .as_array()
+        .expect("connections")
+        .iter()
+        .filter_map(|c| c["authorized_user"].as_str())
+        .collect();
+    for user in ["panal", "app", key.public_key().as_str()] {
+        assert!(users.contains(&user), "{user} not among {users:?}");
+    }
+    assert!(
+        !a.log().contains("hosts-pw") && !a.log().contains("app-pw"),
+        "a password was logged"
+    );
+
+    // A client without credentials is not let in.
+    assert!(async_nats::connect(format!("nats://127.0.0.1:{port}"))
+        .await
+        .is_err());
+    drop((a, b));
+}
+
+#[tokio::test]
+async fn a_host_reaches_nats_over_tls_with_a_ca_and_a_client_certificate() {
+    let certs = Certs::make();
+    let port = free_port();
+    let _nats = NatsServer::start_with(
+        port,
+        &format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true }}\n\
+             authorization {{ users: [ {{ user: \"panal\", password: \"tls-pw\" }} ] }}\n",
+            certs.file("server.pem"),
+            certs.file("server.key"),
+            certs.file("ca.pem")
+        ),
+    );
+    let url = format!("tls://panal:tls-pw@127.0.0.1:{port}");
+    let (ca, cert, key) = (
+        certs.file("ca.pem"),
+        certs.file("client.pem"),
+        certs.file("client.key"),
+    );
+
+    // The server's certificate is not trusted without the CA.
+    let err = refused(
+        &manifest(&url),
+        &[],
+        &["--nats-cert", &cert, "--nats-key", &key],
+    );
+    assert!(err.contains("did not let this host in"), "{err}");
+    // The server wants a client certificate.
+    let err = refused(&manifest(&url), &[], &["--nats-ca", &ca]);
+    assert!(err.contains("did not let this host in"), "{err}");
+    // A certificate file that is not there is named.
+    let err = refused(&manifest(&url), &[], &["--nats-ca", "/nonexistent/ca.pem"]);
+    assert!(
+        err.contains("the NATS CA file /nonexistent/ca.pem"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().expect("dir");
+    let host = Panal::start_full(
+        &manifest(&url),
+        dir.path(),
+        &[("PANAL_NATS_CA", ca.as_str())],
+        &["--nats-cert", &cert, "--nats-key", &key],
+    );
+    let who = client()
+        .get(host.at("/back/config/who"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(who.status(), 200, "{}", host.log());
+}
+
+#[test]
+fn an_admin_api_beyond_loopback_needs_a_token() {
+    let err = refused(
+        &manifest("nats://127.0.0.1:1"),
+        &[],
+        &["--admin-listen", "0.0.0.0:0"],
+    );
+    assert!(
+        err.contains("is not a loopback address: set PANAL_ADMIN_TOKEN"),
+        "{err}"
+    );
+}
+
+/// A call frame as hosts send it: the head's length, the head (JSON), the body.
+fn frame(head: &serde_json::Value, body: &[u8]) -> bytes::Bytes {
+    let head = serde_json::to_vec(head).expect("json");
+    let mut out = (head.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&head);
+    out.extend_from_slice(body);
+    out.into()
+}
+
+/// The status in the head of an answer frame.
+fn status_of(answer: &async_nats::Message) -> u64 {
+    let len = u32::from_be_bytes(answer.payload[..4].try_into().expect("4 bytes")) as usize;
+    let head: serde_json::Value =
+        serde_json::from_slice(&answer.payload[4..4 + len]).expect("head");
+    head["status"].as_u64().expect("status")
+}
+
+/// A client on the NATS network (here an open one, the worst case) cannot forge a call
+/// (unsealed, sealed with another key, or a replay of a real one), nor a deploy (a
+/// desired version of its own, or bytes under another version's name); each refusal
+/// is counted in `/metrics`, and the host keeps serving what it served.
+#[tokio::test]
+async fn a_client_on_nats_cannot_forge_a_call_or_a_deploy() {
+    let nats = NatsServer::start();
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let args = |only: &'static str| ["--components", only, "--insecure-cluster"];
+    let a = Panal::start_full(&manifest(&nats.url), a_dir.path(), &[], &args("front"));
+    let b = Panal::start_full(&manifest(&nats.url), b_dir.path(), &[], &args("back"));
+    let c = client();
+    let served = c.get(a.at("/back/config/who")).send().await.expect("get");
+    assert_eq!(served.status(), 200, "{}", a.log());
+    let version = served.headers()["x-panal-version"].clone();
+
+    let outside = async_nats::connect(&nats.url).await.expect("connect");
+    let subject = "panal.trust.call.back";
+    let head = serde_json::json!({
+        "method": "GET", "uri": "http://back/back/config/who",
+        "headers": [["x-panal-user-id", "ana"]], "depth": 0,
+    });
+    // Unsealed, and sealed with a key of the forger's own.
+    let unsealed = outside
+        .request(subject, frame(&head, b""))
+        .await
+        .expect("answer");
+    assert_eq!(status_of(&unsealed), 403);
+    let mut forged = async_nats::HeaderMap::new();
+    forged.insert(
+        "Panal-Seal",
+        format!("1.{}.{:032x}.{}", 1, 7, "ab".repeat(32)).as_str(),
+    );
+    let answer = outside
+        .request_with_headers(subject, forged, frame(&head, b""))
+        .await
+        .expect("answer");
+    assert_eq!(status_of(&answer), 403);
+
+    // A real call, seen on the wire and sent again, is refused as a replay.
+    let mut watch = outside.subscribe(subject).await.expect("subscribe");
+    panal_tests::synced(&outside).await;
+    let real = c
+        .get(a.at("/front/call?url=http://back/back/config/who"))
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(real.status(), 200);
+    let seen = watch.next().await.expect("the real call");
+    let replayed = outside
+        .request_with_headers(
+            subject,
+            seen.headers.clone().expect("sealed"),
+            seen.payload.clone(),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(status_of(&replayed), 403);
+
+    // A desired version of the forger's own: no seal, routes without roles.
+    let js = async_nats::jetstream::new(outside.clone());
+    let desired = js
+        .get_key_value("panal-trust-desired")
+        .await
+        .expect("bucket");
+    let record = serde_json::json!({
+        "sha256": "00".repeat(32), "by": "mallory",
+        "routes": [{ "prefix": "/open", "methods": null, "protected": false }],
+    });
+    desired
+        .put("back", serde_json::to_vec(&record).expect("json").into())
+        .await
+        .expect("put");
+    let counted = panal_tests::eventually(std::time::Duration::from_secs(10), || async {
+        let m = b.metrics().await;
+        m.contains("panal_cluster_refused_total{reason=\"unsigned\"} 2")
+            .then_some(m)
+    })
+    .await;
+    let metrics = counted.unwrap_or_else(|| panic!("refusals not counted: {}", b.log()));
+    assert!(
+        metrics.contains("panal_cluster_refused_total{reason=\"bad_seal\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("panal_cluster_refused_total{reason=\"replayed\"} 1"),
+        "{metrics}"
+    );
+    let still = c.get(a.at("/back/config/who")).send().await.expect("get");
+    assert_eq!(still.headers()["x-panal-version"], version);
+    assert_eq!(
+        c.get(a.at("/open")).send().await.expect("get").status(),
+        404
+    );
+    drop((a, b));
+}
+
+#[test]
+fn a_cluster_needs_a_key_of_32_bytes() {
+    let err = refused(
+        &manifest("nats://127.0.0.1:1"),
+        &[("PANAL_CLUSTER_KEY", "")],
+        &[],
+    );
+    assert!(err.contains("no cluster key"), "{err}");
+    let err = refused(
+        &manifest("nats://127.0.0.1:1"),
+        &[("PANAL_CLUSTER_KEY", "short")],
+        &[],
+    );
+    assert!(err.contains("it needs at least 32"), "{err}");
+}
+
+/// `panal deploy` through the real CLI.
+fn deploy(admin: &str, name: &str, file: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(panal_tests::panal_bin())
+        .args(["deploy", name])
+        .arg(file)
+        .args(args)
+        .args(["--admin", admin])
+        .env_remove("PANAL_ADMIN_TOKEN")
+        .output()
+        .expect("panal deploy");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), text)
+}
+
+/// A redeploy keeps a component's routes with their roles; bare `--route` prefixes are
+/// refused for a running component; `--routes FILE` replaces them with complete routes,
+/// checked like the manifest's.
+#[tokio::test]
+async fn a_redeploy_keeps_the_routes_and_their_roles() {
+    let manifest = format!(
+        r#"version = 1
+[components.p]
+source = "{}"
+routes = [{{ prefix = "/p", roles = ["admin"] }}]
+keyvalue = ["b"]
+"#,
+        component("probe")
+    );
+    let data = tempfile::tempdir().expect("dir");
+    let panal = Panal::start(&manifest, data.path());
+    let c = client();
+    let status = |path: &'static str| {
+        let url = panal.at(path);
+        let c = c.clone();
+        async move { c.get(url).send().await.expect("get").status().as_u16() }
+    };
+    assert_eq!(status("/p/config").await, 401);
+    let files = tempfile::tempdir().expect("dir");
+    let probe = std::fs::read(component("probe")).expect("probe");
+    let write = |name: &str, bytes: &[u8]| {
+        let path = files.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        path
+    };
+    let v2 = write("v2.wasm", &panal_tests::variant(&probe, "v2"));
+
+    let (ok, out) = deploy(&panal.admin, "p", &v2, &["--route", "/p"]);
+    assert!(
+        !ok,
+        "bare prefixes replaced a running component's routes: {out}"
+    );
+    assert!(out.contains("keeps its routes"), "{out}");
+    assert_eq!(status("/p/config").await, 401);
+
+    let (ok, out) = deploy(&panal.admin, "p", &v2, &[]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        status("/p/config").await,
+        401,
+        "the redeploy dropped the route's roles"
+    );
+
+    let zero = write(
+        "zero.toml",
+        b"routes = [{ prefix = \"/q\", rate_limit = { per_ip = \"0/s\" } }]\n",
+    );
+    let v3 = write("v3.wasm", &panal_tests::variant(&probe, "v3"));
+    let (ok, out) = deploy(
+        &panal.admin,
+        "p",
+        &v3,
+        &["--routes", &zero.display().to_string()],
+    );
+    assert!(!ok && out.contains("rate_limit"), "{out}");
+
+    let open = write(
+        "open.toml",
+        b"routes = [{ prefix = \"/q\", methods = [\"GET\"] }]\n",
+    );
+    let (ok, out) = deploy(
+        &panal.admin,
+        "p",
+        &v3,
+        &["--routes", &open.display().to_string()],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(status("/q/config").await, 200);
+    assert_eq!(status("/p/config").await, 404);
+    panal.stop();
+}
