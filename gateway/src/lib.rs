@@ -8,13 +8,15 @@
 //! - [`ratelimit`]: token buckets per route, by client IP and by verified user.
 //! - [`aggregate`]: composite routes answered by fanning out to several components.
 //! - [`conn`]: connection caps (total, per IP) and header, idle and body timeouts.
-//! - [`server`]: the hyper 1 accept loops for the public and the admin listener, with
-//!   graceful shutdown.
+//! - [`server`]: the gateway's request handling; `accept`: the accept loop of the
+//!   public and the admin listener, with graceful shutdown.
+//! - [`tls`]: HTTPS (rustls, ALPN h2 and http/1.1), a certificate reloaded when renewed.
 //!
 //! The gateway knows nothing of wasm: it hands each routed request to a [`Backend`]
 //! ("handle this request with component X"), which the host implements. That keeps this
 //! crate testable on its own.
 
+mod accept;
 pub mod aggregate;
 pub mod auth;
 pub mod conn;
@@ -23,6 +25,7 @@ pub mod ratelimit;
 pub mod request_id;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};

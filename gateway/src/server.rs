@@ -1,31 +1,23 @@
-//! Accept loops: the public listener (routes to components) and, through
-//! [`accept_loop`], the host's admin listener. Both guard their connections with
-//! [`crate::conn`] (caps, header, idle and body timeouts), stop accepting when `shutdown`
-//! resolves, then let in-flight requests finish (up to a grace period) before returning.
+//! The public listener's request handling (request ids, routes, auth, rate limits,
+//! aggregates, the access log) and [`serve`], which runs it on [`accept_loop`]
+//! (`accept.rs`, shared with the host's admin listener: connection guards, HTTPS,
+//! graceful shutdown).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, StatusCode};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use http_body_util::BodyExt;
 
 use crate::aggregate::Aggregate;
 use crate::auth::{self, Verifier};
-use crate::conn::{Activity, ConnLimits, Counted, Deadline, Tracker, Watched};
+use crate::conn::{ConnLimits, Deadline};
 use crate::routes::{self, Route, RouteMatch, RouteTable};
 use crate::{json_error, request_id, Backend, Body, BoxError, Request};
-
-/// How long in-flight requests may run on after shutdown began.
-const GRACE: Duration = Duration::from_secs(30);
 
 /// Most bytes of request headers (names and values) the gateway takes: 431 beyond.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -52,6 +44,8 @@ pub struct Gateway {
     limits: ConnLimits,
     /// Told of every request (traces), when set.
     observer: Option<Arc<dyn crate::Observer>>,
+    /// HTTPS, when the gateway has a certificate.
+    tls: Option<crate::tls::Acceptor>,
 }
 
 impl Gateway {
@@ -72,6 +66,7 @@ impl Gateway {
             openapi: None,
             limits: ConnLimits::default(),
             observer: None,
+            tls: None,
         }
     }
 
@@ -91,6 +86,13 @@ impl Gateway {
     #[must_use]
     pub fn with_limits(mut self, limits: ConnLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Serve HTTPS with `tls` (see [`crate::tls::acceptor`]).
+    #[must_use]
+    pub fn with_tls(mut self, tls: crate::tls::Acceptor) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -366,104 +368,22 @@ fn method_not_allowed<B>(req: &http::Request<B>, allowed: &[http::Method]) -> ht
     resp
 }
 
-/// Serve the public listener until `shutdown` resolves.
+pub use crate::accept::accept_loop;
+
+/// Serve the public listener until `shutdown` resolves (HTTPS when the gateway has a
+/// certificate: [`Gateway::with_tls`]).
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let limits = gateway.limits;
-    accept_loop(listener, limits, shutdown, move |req| {
+    let tls = gateway.tls.clone();
+    accept_loop(listener, limits, tls, shutdown, move |req| {
         let gateway = gateway.clone();
         async move { gateway.handle(req).await }
     })
     .await
-}
-
-/// Serve `listener` with `handler` until `shutdown` resolves, then let in-flight
-/// requests finish (the host's admin API uses this). Connections are guarded by
-/// `limits` (see [`crate::conn`]).
-pub async fn accept_loop<F, Fut>(
-    listener: TcpListener,
-    limits: ConnLimits,
-    shutdown: impl Future<Output = ()>,
-    handler: F,
-) -> std::io::Result<()>
-where
-    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = http::Response<Body>> + Send + 'static,
-{
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    let tracker = Tracker::new(limits);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    // Running out of file descriptors must not end the server.
-                    tracing::warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let open = match tracker.admit(peer.ip()) {
-            Ok(open) => open,
-            Err(refusal) => {
-                tracing::warn!(%peer, ?refusal, "limit hit: connections; refusing with 503");
-                tokio::spawn(refuse(stream, refusal));
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().ok();
-        let activity = Arc::new(Activity::default());
-        let io = TokioIo::new(Watched::new(stream, activity.clone(), limits));
-        let handler = handler.clone();
-        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ClientAddr(peer));
-            if let Some(local) = local {
-                req.extensions_mut().insert(LocalAddr(local));
-            }
-            let running = activity.begin();
-            let handler = handler.clone();
-            async move {
-                let resp = handler(req).await;
-                Ok::<_, Infallible>(resp.map(|body| Counted::new(body, running)))
-            }
-        });
-        let conn = builder.serve_connection_with_upgrades(io, service);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(%peer, %err, "connection ended with an error");
-            }
-            drop(open);
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(GRACE) => {
-            tracing::warn!("in-flight requests still running after the grace period; closing");
-        }
-    }
-    Ok(())
-}
-
-/// Answer a connection over the caps with 503 and close it, without holding up the
-/// accept loop (a client that does not read gets a second at most).
-async fn refuse(mut stream: tokio::net::TcpStream, refusal: crate::conn::Refusal) {
-    use tokio::io::AsyncWriteExt;
-    let answer = refusal.response();
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(&answer).await?;
-        stream.shutdown().await
-    })
-    .await;
 }
 
 /// Which component and route answered a request, for its access-log line.

@@ -21,60 +21,7 @@ enum Command {
     /// Compiles each component (or takes it from the compile cache in the data dir),
     /// opens its storage and serves HTTP. On SIGINT/SIGTERM it stops accepting, lets
     /// in-flight requests finish and flushes storage.
-    Run {
-        /// The manifest to run.
-        #[arg(long, default_value = "panal.toml")]
-        manifest: PathBuf,
-        /// Address of the public gateway (`127.0.0.1:0` picks a free port).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Address of the admin listener (`GET /healthz`).
-        #[arg(long, default_value = "127.0.0.1:8081")]
-        admin_listen: SocketAddr,
-        /// Folder for storage (one SQLite file per component) and compiled components.
-        #[arg(long, default_value = ".panal")]
-        data_dir: PathBuf,
-        /// Use NATS at this URL for messaging (overrides the manifest's [messaging]).
-        #[arg(long, value_name = "URL")]
-        nats: Option<String>,
-        /// Keep storage in this PostgreSQL database or NATS (JetStream KV), shared by
-        /// every host that uses it (`postgres://...` or `nats://...`; overrides the
-        /// manifest's [storage]).
-        #[arg(long, value_name = "URL", env = "PANAL_STORAGE_URL")]
-        storage_url: Option<String>,
-        /// Join the cluster over NATS at this URL (comma-separated servers; overrides
-        /// the manifest's [cluster] nats; the cluster is named by [cluster] name, else
-        /// `panal`).
-        #[arg(long, value_name = "URL", env = "PANAL_CLUSTER")]
-        cluster: Option<String>,
-        /// Run only these components here (comma-separated); the others are called on
-        /// the hosts of the cluster that run them.
-        #[arg(
-            long,
-            value_name = "NAMES",
-            value_delimiter = ',',
-            env = "PANAL_COMPONENTS"
-        )]
-        components: Option<Vec<String>>,
-        /// Copies the NATS cluster keeps of the cluster's deploy buckets and of streams
-        /// that set none (1-5; overrides [cluster] replicas).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
-        replicas: Option<u8>,
-        /// Forget every deployment (DATA_DIR/deployments) and serve the manifest's files.
-        #[arg(long)]
-        reset_deployments: bool,
-        /// Redeploy a component when its manifest `source` file changes (after a
-        /// rebuild); the outcome is logged.
-        #[arg(long)]
-        watch: bool,
-        #[command(flatten)]
-        nats_auth: NatsAuthArgs,
-        /// Join a cluster over a NATS server that lets anyone in without credentials
-        /// (for a laptop: anyone who reaches that server can act as any user and
-        /// deploy code); logged as a warning at every start.
-        #[arg(long)]
-        insecure_cluster: bool,
-    },
+    Run(Box<RunArgs>),
     /// Replace a running component with FILE, or add a new one with its routes.
     ///
     /// The new version is compiled, linked, checked against the component's grants and
@@ -142,6 +89,80 @@ enum Command {
         #[arg(long, default_value = ".panal")]
         data_dir: PathBuf,
     },
+}
+
+/// What `panal run` takes.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The manifest to run.
+    #[arg(long, default_value = "panal.toml")]
+    manifest: PathBuf,
+    /// Address of the public gateway (`127.0.0.1:0` picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address of the admin listener (`GET /healthz`).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    admin_listen: SocketAddr,
+    /// Folder for storage (one SQLite file per component) and compiled components.
+    #[arg(long, default_value = ".panal")]
+    data_dir: PathBuf,
+    /// Use NATS at this URL for messaging (overrides the manifest's [messaging]).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// Keep storage in this PostgreSQL database or NATS (JetStream KV), shared by
+    /// every host that uses it (`postgres://...` or `nats://...`; overrides the
+    /// manifest's [storage]).
+    #[arg(long, value_name = "URL", env = "PANAL_STORAGE_URL")]
+    storage_url: Option<String>,
+    /// Join the cluster over NATS at this URL (comma-separated servers; overrides
+    /// the manifest's [cluster] nats; the cluster is named by [cluster] name, else
+    /// `panal`).
+    #[arg(long, value_name = "URL", env = "PANAL_CLUSTER")]
+    cluster: Option<String>,
+    /// Run only these components here (comma-separated); the others are called on
+    /// the hosts of the cluster that run them.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        env = "PANAL_COMPONENTS"
+    )]
+    components: Option<Vec<String>>,
+    /// Copies the NATS cluster keeps of the cluster's deploy buckets and of streams
+    /// that set none (1-5; overrides [cluster] replicas).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+    replicas: Option<u8>,
+    /// Forget every deployment (DATA_DIR/deployments) and serve the manifest's files.
+    #[arg(long)]
+    reset_deployments: bool,
+    /// Redeploy a component when its manifest `source` file changes (after a
+    /// rebuild); the outcome is logged.
+    #[arg(long)]
+    watch: bool,
+    #[command(flatten)]
+    nats_auth: NatsAuthArgs,
+    /// Serve the gateway over HTTPS with this certificate chain (PEM; with
+    /// --tls-key; overrides [gateway.tls]). A renewed file is taken without a restart.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PANAL_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PANAL_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Join a cluster over a NATS server that lets anyone in without credentials
+    /// (for a laptop: anyone who reaches that server can act as any user and
+    /// deploy code); logged as a warning at every start.
+    #[arg(long)]
+    insecure_cluster: bool,
 }
 
 /// How the host proves itself to NATS (every connection: messaging, cluster,
@@ -225,21 +246,24 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run {
-                manifest,
-                listen,
-                admin_listen,
-                data_dir,
-                nats,
-                storage_url,
-                cluster,
-                components,
-                replicas,
-                reset_deployments,
-                watch,
-                nats_auth,
-                insecure_cluster,
-            } => {
+            Command::Run(run) => {
+                let RunArgs {
+                    manifest,
+                    listen,
+                    admin_listen,
+                    data_dir,
+                    nats,
+                    storage_url,
+                    cluster,
+                    components,
+                    replicas,
+                    reset_deployments,
+                    watch,
+                    nats_auth,
+                    insecure_cluster,
+                    tls_cert,
+                    tls_key,
+                } = *run;
                 let (nats_auth, cluster_auth) = nats_auth.split();
                 panal::server::run(panal::server::RunOptions {
                     manifest,
@@ -256,6 +280,9 @@ fn main() -> ExitCode {
                     nats_auth,
                     cluster_auth,
                     insecure_cluster,
+                    tls: tls_cert
+                        .zip(tls_key)
+                        .map(|(cert, key)| panal::manifest::TlsFiles { cert, key }),
                 })
                 .await
             }

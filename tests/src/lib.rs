@@ -238,8 +238,9 @@ impl Panal {
         // "panal listening on http://A (admin http://B)"
         let mut urls = line
             .split_whitespace()
-            .filter_map(|w| w.trim_end_matches(')').strip_prefix("http://"))
-            .map(|a| format!("http://{a}"));
+            .map(|w| w.trim_end_matches(')'))
+            .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
+            .map(str::to_string);
         let url = urls.next().expect("public url");
         let admin = urls.next().expect("admin url");
         Self {

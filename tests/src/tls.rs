@@ -102,3 +102,67 @@ fn openssl(dir: &Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// GET `path` from `addr` over HTTPS, trusting only the CA in `ca` and offering only
+/// `alpn` (`h2` or `http/1.1`): the status, the protocol agreed and the body; or why
+/// the connection failed.
+pub async fn https_get(
+    addr: &str,
+    ca: &Path,
+    alpn: &[u8],
+    path: &str,
+) -> Result<(u16, Option<Vec<u8>>, Vec<u8>), String> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ip: std::net::SocketAddr = addr.parse().map_err(|e| format!("{e}"))?;
+    let tls = connector
+        .connect(ServerName::IpAddress(ip.ip().into()), tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let agreed = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let io = TokioIo::new(tls);
+    let fail = |e: hyper::Error| e.to_string();
+    let resp = if agreed.as_deref() == Some(b"h2") {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(fail)?;
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("https://{addr}{path}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        send.send_request(req).await.map_err(fail)?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(fail)?;
+        tokio::spawn(conn);
+        let req = http::Request::get(path)
+            .header(http::header::HOST, addr)
+            .body(Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        send.send_request(req).await.map_err(fail)?
+    };
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map_err(fail)?.to_bytes();
+    Ok((status, agreed, body.to_vec()))
+}

@@ -3,6 +3,7 @@
 //! connection limits, admin host names).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use toml::Spanned;
 
@@ -191,7 +192,8 @@ pub(super) fn openapi(
 }
 
 /// `[gateway]`'s connection limits (each within a sane range) and admin host names.
-pub(super) fn settings(c: &mut Checker, raw: &RawGateway) -> GatewaySettings {
+pub(super) fn settings(c: &mut Checker, raw: &RawGateway, dir: &Path) -> GatewaySettings {
+    let tls = raw.tls.as_ref().and_then(|t| tls_files(c, t, dir));
     let mut limits = panal_gateway::ConnLimits::default();
     let mut check = |field: &str, v: &Option<Spanned<i64>>, range: (i64, i64)| {
         c.in_range(format!("gateway.{field}"), v, range, "")
@@ -246,7 +248,23 @@ pub(super) fn settings(c: &mut Checker, raw: &RawGateway) -> GatewaySettings {
         limits,
         max_rate_buckets,
         admin_hosts,
+        tls,
     }
+}
+
+/// `[gateway.tls]`'s files, which must exist (whether they hold a matching pair is
+/// checked when the listener starts).
+fn tls_files(c: &mut Checker, raw: &super::raw::RawTls, dir: &Path) -> Option<super::TlsFiles> {
+    let (cert, key) = (dir.join(raw.cert.get_ref()), dir.join(raw.key.get_ref()));
+    let mut ok = true;
+    for (field, path, spanned) in [("cert", &cert, &raw.cert), ("key", &key, &raw.key)] {
+        if !path.is_file() {
+            let why = format!("{} is not a file", path.display());
+            c.problem(Some(spanned.span()), format!("gateway.tls.{field}"), why);
+            ok = false;
+        }
+    }
+    ok.then_some(super::TlsFiles { cert, key })
 }
 
 /// Whether two path patterns are the same up to the names of their `{params}`.

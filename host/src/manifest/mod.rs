@@ -86,6 +86,18 @@ pub struct GatewaySettings {
     pub max_rate_buckets: usize,
     /// `Host` names the admin API answers to besides its own address (`admin_hosts`).
     pub admin_hosts: Vec<String>,
+    /// `[gateway.tls]`: the public listener serves HTTPS with this certificate chain and
+    /// key (PEM), relative to the manifest's folder.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 impl Default for GatewaySettings {
@@ -94,6 +106,7 @@ impl Default for GatewaySettings {
             limits: panal_gateway::ConnLimits::default(),
             max_rate_buckets: panal_gateway::ratelimit::MAX_BUCKETS,
             admin_hosts: Vec::new(),
+            tls: None,
         }
     }
 }

@@ -60,6 +60,15 @@ pub(super) struct RawGateway {
     pub max_rate_buckets: Option<Spanned<i64>>,
     #[serde(default)]
     pub admin_hosts: Vec<Spanned<String>>,
+    pub tls: Option<RawTls>,
+}
+
+/// `[gateway.tls]`: the public listener's certificate chain and key (PEM files).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -150,7 +150,7 @@ pub(super) fn parse(
     // only when there are none; then a conflict can point at the second claim.
     let table = panal_gateway::RouteTable::new(routes);
     let raw_gateway = raw.gateway.unwrap_or_default();
-    let gateway = super::gateway::settings(&mut c, &raw_gateway);
+    let gateway = super::gateway::settings(&mut c, &raw_gateway, dir);
     let openapi = match &table {
         Ok(table) => super::gateway::openapi(&mut c, &raw_gateway, dir, table, &aggregates),
         Err(_) => None,

@@ -68,6 +68,8 @@ pub struct RunOptions {
     pub cluster_auth: panal_nats::Auth,
     /// Join a cluster over a NATS server that lets anyone in (warned at every start).
     pub insecure_cluster: bool,
+    /// Serve the gateway over HTTPS with these files (overrides `[gateway.tls]`).
+    pub tls: Option<crate::manifest::TlsFiles>,
 }
 
 /// A failure that has already been explained to the user in full.
@@ -201,7 +203,9 @@ pub async fn serve(
         executor.join(cluster);
     }
     let triggers = start_triggers(&executor, &backends, &manifest).await?;
-    let gateway = gateway(&manifest, &executor, secret)?;
+    let tls = opts.tls.as_ref().or(manifest.gateway.tls.as_ref());
+    let gateway = gateway(&manifest, &executor, secret, tls)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let _ = routed.set(gateway.clone());
     let admin_api = Arc::new(Admin {
         registry: registry.clone(),
@@ -221,7 +225,7 @@ pub async fn serve(
 
     tracing::info!(%public_addr, %admin_addr, "panal is serving");
     // Scripts and tests read the bound ports from this line (with `--listen :0`).
-    println!("panal listening on http://{public_addr} (admin http://{admin_addr})");
+    println!("panal listening on {scheme}://{public_addr} (admin http://{admin_addr})");
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -235,6 +239,7 @@ pub async fn serve(
     let admin_task = tokio::spawn(panal_gateway::server::accept_loop(
         listeners.admin,
         limits,
+        None,
         stopped(stop_rx),
         move |req| {
             let admin_api = admin_api.clone();
@@ -380,6 +385,7 @@ fn gateway(
     manifest: &Manifest,
     executor: &Arc<Executor>,
     secret: String,
+    tls: Option<&crate::manifest::TlsFiles>,
 ) -> anyhow::Result<Arc<Gateway>> {
     // From the registry, not the manifest: deployed versions may have other routes.
     let table = panal_gateway::RouteTable::new(executor.registry().routes())
@@ -396,6 +402,11 @@ fn gateway(
     }
     if crate::traces::enabled() {
         gateway = gateway.with_observer(Arc::new(crate::traces::GatewaySpans));
+    }
+    if let Some(files) = tls {
+        let acceptor = panal_gateway::tls::acceptor(&files.cert, &files.key)
+            .map_err(|e| Refused(e.to_string()))?;
+        gateway = gateway.with_tls(acceptor);
     }
     Ok(Arc::new(
         gateway
