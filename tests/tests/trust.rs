@@ -3,7 +3,8 @@
 //! operator says `--insecure-cluster`, which is warned), or one whose `max_payload`
 //! leaves no room for a call; hosts authenticate with a password in the URL, an nkey
 //! seed file, and TLS with a CA and a client certificate the test makes; messaging and
-//! the cluster connect as different NATS users; a wrong password is refused with the
+//! the cluster connect as different NATS users, in different accounts (as the README
+//! advises), and the components' account does not reach the hosts' calls; a wrong password is refused with the
 //! server's reason; a client without credentials is kept out.
 
 use futures::StreamExt;
@@ -71,10 +72,11 @@ async fn hosts_authenticate_with_a_password_or_an_nkey_and_strangers_are_kept_ou
     let _nats = NatsServer::start_with(
         port,
         &format!(
-            "http: \"127.0.0.1:{monitor}\"\nauthorization {{ users: [\n\
-             {{ user: \"panal\", password: \"hosts-pw\" }},\n\
-             {{ user: \"app\", password: \"app-pw\" }},\n\
-             {{ nkey: \"{}\" }} ] }}\n",
+            "http: \"127.0.0.1:{monitor}\"\naccounts {{\n\
+             HOSTS: {{ jetstream: enabled, users: [\n\
+               {{ user: \"panal\", password: \"hosts-pw\" }}, {{ nkey: \"{}\" }} ] }}\n\
+             APPS: {{ jetstream: enabled, users: [ {{ user: \"app\", password: \"app-pw\" }} ] }}\n\
+             }}\n",
             key.public_key()
         ),
     );
@@ -134,6 +136,17 @@ async fn hosts_authenticate_with_a_password_or_an_nkey_and_strangers_are_kept_ou
     assert!(
         !a.log().contains("hosts-pw") && !a.log().contains("app-pw"),
         "a password was logged"
+    );
+
+    // The components' account does not reach the hosts' calls.
+    let app = async_nats::ConnectOptions::with_user_and_password("app".into(), "app-pw".into())
+        .connect(format!("127.0.0.1:{port}"))
+        .await
+        .expect("app user");
+    let call = app.request("panal.trust.call.back", "x".into()).await;
+    assert!(
+        call.is_err(),
+        "the app account reached a host's call: {call:?}"
     );
 
     // A client without credentials is not let in.

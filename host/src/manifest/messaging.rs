@@ -47,7 +47,10 @@ pub(super) fn backend(
                         c.problem(
                             Some(u.span()),
                             "messaging.url".into(),
-                            format!("`{url}` is not a NATS url (nats://HOST:PORT)"),
+                            format!(
+                                "`{}` is not a NATS url (nats://HOST:PORT)",
+                                panal_nats::redact(&url)
+                            ),
                         );
                         url
                     }

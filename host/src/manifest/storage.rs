@@ -55,7 +55,7 @@ pub(super) fn storage(
                 } else {
                     "a postgres:// or postgresql:// URL"
                 };
-                let why = format!("`{url}` is not {schemes}");
+                let why = format!("`{}` is not {schemes}", panal_nats::redact(&url));
                 c.problem(Some(span), field, why);
                 Storage::Sqlite
             }
@@ -125,7 +125,10 @@ pub(super) fn cluster(
         Some(u) => match substitute_env(u.get_ref(), env) {
             Ok(url) if matches!(Storage::at(&url, 1), Some(Storage::Nats { .. })) => url,
             Ok(url) => {
-                let why = format!("`{url}` is not a nats:// or tls:// URL");
+                let why = format!(
+                    "`{}` is not a nats:// or tls:// URL",
+                    panal_nats::redact(&url)
+                );
                 c.problem(Some(u.span()), "cluster.nats".into(), why);
                 url
             }

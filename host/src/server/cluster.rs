@@ -26,6 +26,7 @@ pub(super) fn cluster_of(
         return Ok(spec);
     };
     if !matches!(Storage::at(url, 1), Some(Storage::Nats { .. })) {
+        let url = panal_nats::redact(url);
         return Err(Refused(format!("--cluster `{url}` is not a nats:// or tls:// URL")).into());
     }
     let name = manifest

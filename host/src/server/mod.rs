@@ -324,7 +324,8 @@ async fn open_backends(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result
         }
         .ok_or_else(|| {
             Refused(format!(
-                "--storage-url `{url}` is neither a postgres:// nor a nats:// URL"
+                "--storage-url `{}` is neither a postgres:// nor a nats:// URL",
+                panal_nats::redact(url)
             ))
         })?,
         None => manifest.storage.clone(),
