@@ -2,7 +2,8 @@
 //! a quota (the keyvalue error past it, also after a restart), messages a component
 //! makes are capped, metadata a broker cannot carry is the guest's error, and on NATS a
 //! message JetStream will never take is dead-lettered out of the outbox instead of
-//! blocking every durable message behind it.
+//! blocking every durable message behind it; an instance holds a bounded number of host
+//! resources.
 
 use std::time::Duration;
 
@@ -232,4 +233,23 @@ limits = {{ memory_mb = 2 }}
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     assert!(body.contains("ran out of memory (limit 2 MiB)"), "{body}");
     panal.stop();
+}
+
+/// An instance holds at most a number of host resources that grows with its memory
+/// limit (256 per MiB: 32768 at the default 128 MiB), so a guest making messages in a
+/// loop cannot make the host hold memory outside `memory_mb`; past it the request
+/// fails, and the next one is served. (Without the cap 40000 are taken: wasmtime's own
+/// store limit lies beyond.)
+#[tokio::test]
+async fn an_instance_holds_a_bounded_number_of_host_resources() {
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start(&manifest(""), data.path());
+    let (status, body) = get(&panal, "/probe/msg/hold?n=1000").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = get(&panal, "/probe/msg/hold?n=40000").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let (status, body) = get(&panal, "/probe/msg/hold?n=10").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let log = panal.stop();
+    assert!(log.contains("resource table"), "{log}");
 }

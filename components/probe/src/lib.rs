@@ -8,7 +8,8 @@
 //! - `call?url=URL`: an outgoing GET,
 //! - `trap`, `spin`, `alloc?mb=N`, `recurse`, `hog`, `stream`: misbehaviour for limit
 //!   tests (see [`misc`]),
-//! - `msg/publish/{subject}`, `msg/request/{subject}`: wasi:messaging (see [`msg`]),
+//! - `msg/publish/{subject}`, `msg/request/{subject}`: wasi:messaging (see [`msg`]);
+//!   `msg/hold?n=N` keeps N messages (host resources) at once,
 //! - `sandbox`: what it can reach of env, files and sockets (least-privilege tests),
 //! - `sleep?ms=N`: answers after N ms without burning CPU (shutdown tests).
 //!
@@ -42,6 +43,7 @@ impl panal_sdk::wasi::exports::http::incoming_handler::Guest for Probe {
             (Method::Get, ["stream"]) => misc::stream(out),
             (Method::Get, ["sandbox"]) => misc::sandbox(out, query),
             (Method::Get, ["alloc"]) => misc::alloc(out, query),
+            (Method::Get, ["msg", "hold"]) => msg::hold(out, query),
             (Method::Get, ["sleep"]) => misc::sleep(out, query),
             (Method::Post, ["msg", verb @ ("publish" | "request"), subject]) => {
                 let body = match panal_sdk::read_body(&request) {

@@ -5,6 +5,7 @@
 //!   as 403/503/500.
 //! - `POST msg/request/{subject}?timeout_ms=N&replies=N` → 200 `{"replies": [text...]}`;
 //!   504 on timeout.
+//! - `GET msg/hold?n=N` → 200 `{"held": N}` after making N messages at once.
 //! - The handler: a request (a message with a reply subject) is answered with
 //!   `echo:<data>`; every message bumps the counter `count:<subject>` and is kept as
 //!   `last:<subject>` (its metadata as JSON in `meta:<subject>`) in bucket `default`;
@@ -27,6 +28,18 @@ fn fail(out: ResponseOutparam, e: types::Error) {
         types::Error::Other(s) => (500, s),
     };
     panal_sdk::error(out, status, &text);
+}
+
+/// `GET msg/hold?n=N`: makes N messages and holds them all before answering, each a
+/// resource the host keeps for the instance (resource-table limit tests).
+pub fn hold(out: ResponseOutparam, query: Option<&str>) {
+    let n = match panal_sdk::query_param(query, "n").map(|t| t.parse::<usize>()) {
+        None => 1,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return panal_sdk::error(out, 400, "bad n="),
+    };
+    let held: Vec<types::Message> = (0..n).map(|_| types::Message::new(b"")).collect();
+    panal_sdk::json(out, 200, &json!({ "held": held.len() }));
 }
 
 /// `POST msg/publish/{subject}`.

@@ -45,10 +45,12 @@ impl State {
             .stderr(log(Output::Stderr))
             .build();
         let memory = usize::try_from(memory_mb << 20).unwrap_or(usize::MAX);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(resource_cap(memory_mb));
         Self {
             wasi,
             http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            table,
             limits: Limiter::new(memory),
             http_out: HttpOut::prepare(&grants.http_out, ctx),
             keyvalue: Keyvalue::prepare(&grants.keyvalue, ctx),
@@ -167,6 +169,21 @@ impl WasiHttpView for State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         self.http_view(false)
     }
+}
+
+/// Resources (handles the host keeps for a guest: messages, streams, fields...) one
+/// instance may hold per MiB of its `memory_mb`. Each costs the host memory outside the
+/// guest's own (a message ~200 bytes), so the table grows with the limit: 256 per MiB
+/// keeps it to a few percent of it.
+pub const RESOURCES_PER_MIB: usize = 256;
+
+/// The most resources an instance with `memory_mb` may hold at once (at least 4096, so
+/// a small instance still serves concurrent requests).
+pub fn resource_cap(memory_mb: u64) -> usize {
+    usize::try_from(memory_mb)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(RESOURCES_PER_MIB)
+        .clamp(4096, 1_000_000)
 }
 
 /// The request id and trace id in `ctx`'s trace headers, for the output lines.
