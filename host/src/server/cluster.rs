@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{Refused, RunOptions, NATS_READY_WAIT};
 use crate::manifest::{ClusterSpec, ComponentSpec, Manifest, Storage};
-use crate::triggers::cluster::seal::MIN_KEY;
+use crate::triggers::cluster::seal::Seal;
 use crate::triggers::cluster::wire::MIN_PAYLOAD;
 use crate::triggers::cluster::{Changed, Cluster};
 use crate::triggers::Executor;
@@ -87,22 +87,18 @@ pub(super) fn keyed(mut spec: ClusterSpec) -> anyhow::Result<ClusterSpec> {
             .ok()
             .filter(|k| !k.is_empty());
     }
-    match &spec.key {
-        None => Err(Refused(
+    let Some(key) = &spec.key else {
+        return Err(Refused(
             "cluster: no cluster key. Every host of a cluster seals its calls and deploys with \
              the same secret: set PANAL_CLUSTER_KEY (at least 32 bytes; `openssl rand -hex 32` \
              makes one) or [cluster] key = \"${...}\""
                 .into(),
         )
-        .into()),
-        Some(key) if key.len() < MIN_KEY => Err(Refused(format!(
-            "cluster: PANAL_CLUSTER_KEY has {} bytes; it needs at least {MIN_KEY} \
-             (`openssl rand -hex 32` makes one)",
-            key.len()
-        ))
-        .into()),
-        Some(_) => Ok(spec),
-    }
+        .into());
+    };
+    // The seal's own rule, asked before connecting so a bad key fails at once.
+    Seal::new(key.as_bytes()).map_err(|e| Refused(format!("cluster: {e}")))?;
+    Ok(spec)
 }
 
 /// Connect to the cluster's NATS and join it with `executor`'s components.

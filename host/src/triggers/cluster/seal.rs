@@ -112,11 +112,8 @@ impl Seal {
         seal: Option<&str>,
         once: bool,
     ) -> Result<Opened, Refusal> {
-        let opened = self.check(purpose, bytes, seal, once);
-        if let Err(why) = opened {
-            self.refuse(why);
-        }
-        opened
+        self.check(purpose, bytes, seal, once)
+            .inspect_err(|why| self.refuse(*why))
     }
 
     /// Count a refusal made after the seal was good (an invalid content, a stale
