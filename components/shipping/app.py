@@ -1,7 +1,11 @@
 """`shipping`: the Panal shipping service, in Python (componentize-py), on the same
 standard interfaces as the Rust services.
 
-- Messages on `orders.paid` (a durable subscription): the order gets one shipment,
+- Messages on `orders.paid` (a durable subscription): the order service is asked
+  first (in-process, `GET /internal/paid/{id}`) whether the order is paid, by the
+  event's user, with a captured payment; an event it does not confirm ships nothing
+  (logged and dropped; whoever may publish on `orders.>` cannot create shipments).
+  Then the order gets one shipment,
   `preparing`, with the configured carrier and a new tracking number, and
   `shipments.created` is published. A redelivered event finds the shipment and publishes
   the same event again (same `event_id`), so a publish that failed the first time is not
@@ -11,22 +15,23 @@ standard interfaces as the Rust services.
 - `GET /shipments/{id}` → the shipment, to its owner only (anyone else gets the 404 an
   unknown id gets).
 - `POST /shipments/{id}/dispatch` → `shipped`, publishes `shipments.dispatched`;
-  `POST /shipments/{id}/deliver` → `delivered`, publishes `shipments.delivered`. The
-  manifest routes both to the `admin` role only. Doing it again answers the shipment as
+  `POST /shipments/{id}/deliver` → `delivered`, publishes `shipments.delivered`. Both
+  need the `admin` role the operator granted (`x-panal-roles`, 403 otherwise), as the
+  manifest's route says too. Doing it again answers the shipment as
   it is and publishes the same event again; delivering what was never dispatched is 409.
 
 Storage, bucket `shipments`: `shipment:<id>` (the record, see `shipments.py`),
 `order:<order id>` (its shipment id), `user:<user id>` (JSON array of shipment ids).
 Config: `carrier` (default `Panal Post`) and `tracking_prefix` (default `PNL`).
-Manifest grants: `keyvalue = ["shipments"]`, `messaging = { publish = ["shipments.>"],
-subscribe = [{ subject = "orders.paid", durable = true }] }`.
+Manifest grants: `keyvalue = ["shipments"]`, `outbound = ["order"]`, `messaging = {
+publish = ["shipments.>"], subscribe = [{ subject = "orders.paid", durable = true }] }`.
 """
 
 import json
 import os
 import time
 import traceback
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import host
 import shipments
@@ -64,7 +69,8 @@ class WasiMessagingIncomingHandler(exports.WasiMessagingIncomingHandler):
     def handle(self, message) -> None:
         try:
             paid = shipments.parse_paid(message.topic(), message.data())
-            ship(paid)
+            if confirmed(paid):
+                ship(paid)
         except shipments.Invalid as e:
             raise Err(Error_Other(str(e)))
         except Exception as e:
@@ -84,12 +90,13 @@ def route(request):
     wanted = "POST" if len(segments) == 3 else "GET"
     if method != wanted:
         raise ApiError(405, "method not allowed")
+    if method == "POST":
+        host.require_role(request, "admin")
+        host.drain(request)
+        return act(segments[1], segments[2])
     user = host.caller(request)
     if len(segments) == 1:
         return list_mine(user, query(target.query))
-    if method == "POST":
-        host.drain(request)
-        return act(segments[1], segments[2])
     return 200, shipments.view(owned(segments[1], user))
 
 
@@ -172,6 +179,22 @@ def act(shipment_id: str, action: str):
             detail=host.describe(e),
         ) from None
     return 200, shipments.view(record)
+
+
+def confirmed(paid: dict) -> bool:
+    """Whether the order service confirms the order of the `orders.paid` event `paid`:
+    paid, with a captured payment, by the event's user. Raises when it cannot say now
+    (the host redelivers the event)."""
+    status, body = host.get_json("order", f"/internal/paid/{quote(paid['order_id'], safe='')}")
+    if status == 200 and isinstance(body, dict) and body.get("user_id") == paid["user_id"]:
+        return True
+    if status in (200, 404, 409):
+        host.warn(
+            f"shipping: refused orders.paid {paid['event_id']} for order {paid['order_id']}: "
+            f"the order service does not confirm it ({status} {json.dumps(body)})"
+        )
+        return False
+    raise RuntimeError(f"the order service cannot confirm order {paid['order_id']} now: {status}")
 
 
 def ship(paid: dict) -> None:

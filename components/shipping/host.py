@@ -6,19 +6,31 @@ import json
 import sys
 
 from componentize_py_types import Err, Ok
-from wit_world.imports import atomics, producer, wasi_config_store, wasi_keyvalue_store
+from wit_world.imports import (
+    atomics,
+    outgoing_handler,
+    producer,
+    wasi_config_store,
+    wasi_keyvalue_store,
+)
 from wit_world.imports.streams import StreamError_Closed
 from wit_world.imports.wasi_http_types import (
     Fields,
     IncomingRequest,
+    Method_Get,
     OutgoingBody,
+    OutgoingRequest,
     OutgoingResponse,
     ResponseOutparam,
+    Scheme_Http,
 )
 from wit_world.imports.wasi_messaging_types import Client, Message
 
 # The header the gateway sets to the verified caller (never what a client sent).
 USER_ID_HEADER = "x-panal-user-id"
+
+# The roles the operator granted that caller, comma-separated (set by the host only).
+ROLES_HEADER = "x-panal-roles"
 
 # Most bytes one blocking write may carry (wasi:io's limit for blocking-write-and-flush).
 WRITE_CHUNK = 4096
@@ -67,6 +79,16 @@ def caller(request: IncomingRequest) -> str:
     return user
 
 
+def require_role(request: IncomingRequest, role: str) -> str:
+    """The caller, when the operator granted it `role`: a check that holds even if the
+    route's `roles` were left out. 401 without a caller, 403 without the role."""
+    user = caller(request)
+    roles = [r.strip() for r in (header(request, ROLES_HEADER) or "").split(",")]
+    if role not in roles:
+        raise ApiError(403, "forbidden", reason=f"this needs the role `{role}`")
+    return user
+
+
 def reply(out: ResponseOutparam, status: int, body) -> None:
     """Answer `status` with `body` as JSON."""
     data = json.dumps(body).encode()
@@ -84,17 +106,48 @@ def reply(out: ResponseOutparam, status: int, body) -> None:
 
 def drain(request: IncomingRequest) -> None:
     """Read and drop the request body, so a client that sent one gets its answer."""
-    body = request.consume()
+    read_all(request.consume())
+
+
+def read_all(body) -> bytes:
+    """The whole of an incoming body (of a request or a response)."""
+    data = bytearray()
     with body.stream() as stream:
         while True:
             try:
-                stream.blocking_read(65536)
+                data += stream.blocking_read(65536)
             except Err as e:
                 if isinstance(e.value, StreamError_Closed):
                     break
                 raise
     # The body resource must go after its stream.
     del body
+    return bytes(data)
+
+
+def get_json(component: str, path: str):
+    """`GET path` of another component (in-process: it must be in the manifest's
+    `outbound`), as this service, never as a user: `(status, JSON body or None)`.
+    Raises RuntimeError when no answer came."""
+    request = OutgoingRequest(Fields.from_list([("accept", b"application/json")]))
+    request.set_method(Method_Get())
+    request.set_scheme(Scheme_Http())
+    request.set_authority(component)
+    request.set_path_with_query(path)
+    future = outgoing_handler.handle(request, None)
+    while (got := future.get()) is None:
+        with future.subscribe() as ready:
+            ready.block()
+    if isinstance(got, Err) or isinstance(got.value, Err):
+        raise RuntimeError(f"GET {component}{path}: no answer ({describe(got)})")
+    response = got.value.value
+    status = response.status()
+    data = read_all(response.consume())
+    del response
+    try:
+        return status, json.loads(data)
+    except ValueError:
+        return status, None
 
 
 def open_bucket(name: str):

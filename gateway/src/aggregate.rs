@@ -9,13 +9,12 @@
 //! limit), and its parts are called as the verified user, with the request id.
 
 use futures::future::join_all;
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
 
-use crate::auth::USER_ID_HEADER;
 use crate::routes::{match_template, param, Route};
-use crate::{empty, json_error, json_response, request_id, Backend, Body};
+use crate::{empty, json_error, json_response, Backend, Body};
 
 /// Largest part body the gateway reads; larger parts count as missing.
 const MAX_PART: usize = 1 << 20;
@@ -130,13 +129,11 @@ impl Aggregate {
         &self,
         backend: &dyn Backend,
         params: &[(String, String)],
-        user: Option<&str>,
-        request_id: Option<HeaderValue>,
+        caller: http::HeaderMap,
     ) -> http::Response<Body> {
         let ctx = Ctx {
             backend,
-            user,
-            request_id: request_id.as_ref(),
+            caller: &caller,
         };
         let got = join_all(
             self.parts
@@ -214,8 +211,8 @@ async fn read_capped(mut body: Body, component: &str) -> Result<Vec<u8>, String>
 
 struct Ctx<'a> {
     backend: &'a dyn Backend,
-    user: Option<&'a str>,
-    request_id: Option<&'a HeaderValue>,
+    /// The verified user and roles and the request id, sent with every part.
+    caller: &'a http::HeaderMap,
 }
 
 impl Ctx<'_> {
@@ -226,11 +223,8 @@ impl Ctx<'_> {
             .uri(path)
             .header(http::header::HOST, component)
             .header(http::header::ACCEPT, "application/json");
-        if let Some(user) = self.user {
-            req = req.header(USER_ID_HEADER, user);
-        }
-        if let Some(id) = self.request_id {
-            req = req.header(request_id::HEADER, id);
+        for (name, value) in self.caller {
+            req = req.header(name, value);
         }
         let req = req.body(empty()).map_err(|e| e.to_string())?;
         let resp = self.backend.handle(component, req).await;

@@ -1,8 +1,10 @@
 //! Bearer-token authentication for protected routes: HS256 JWTs only (the algorithm is
 //! pinned, so `alg: none` or any other algorithm is refused), with a valid signature,
 //! `exp` in the future and a `sub`. The verified subject reaches the component in
-//! [`USER_ID_HEADER`]; a client can never set that header itself, on any route. A
-//! `roles` claim (an array of strings) is what routes with `roles` are checked against.
+//! [`USER_ID_HEADER`], and the roles the operator granted that account (a
+//! [`RoleSource`], looked up on every request, so a revocation counts at once) in
+//! [`ROLES_HEADER`]. A token's own `roles` claim is ignored: whoever can sign tokens
+//! (a user service) cannot hand out roles. No client sets any `x-panal-` header.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -12,6 +14,49 @@ use sha2::Sha256;
 
 /// The header that carries the verified user id to components.
 pub const USER_ID_HEADER: &str = "x-panal-user-id";
+
+/// The header that carries the verified user's granted roles (comma-separated).
+pub const ROLES_HEADER: &str = "x-panal-roles";
+
+/// The header that names the component making an in-process call (set by the host).
+pub const CALLER_HEADER: &str = "x-panal-caller";
+
+/// Headers with this prefix are the host's to set: removed from every client request.
+pub const RESERVED_PREFIX: &str = "x-panal-";
+
+/// The roles the operator granted each account.
+pub trait RoleSource: Send + Sync + 'static {
+    /// The roles granted to account `user` (a token's `sub`), if any.
+    fn roles_of(&self, user: &str) -> Option<std::sync::Arc<[String]>>;
+}
+
+/// Whether `role` may name a role: 1-64 of `A-Z a-z 0-9 . _ : -` (a comma-separated
+/// header carries them).
+pub fn valid_role(role: &str) -> bool {
+    !role.is_empty()
+        && role.len() <= 64
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Whether `user` may name an account: 1-256 visible ASCII characters (it becomes a
+/// header value).
+pub fn valid_user(user: &str) -> bool {
+    !user.is_empty() && user.len() <= 256 && user.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Remove every `x-panal-` header from `headers`: only the host speaks for a caller.
+pub fn strip_reserved(headers: &mut http::HeaderMap) {
+    let reserved: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(RESERVED_PREFIX))
+        .cloned()
+        .collect();
+    for name in reserved {
+        headers.remove(name);
+    }
+}
 
 /// Why a token was refused. Clients only see a generic message; the log gets this.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -37,27 +82,25 @@ pub enum AuthError {
     /// No usable `sub`.
     #[error("token has no subject")]
     NoSubject,
-    /// `roles` is not an array of at most [`MAX_ROLES`] short strings.
-    #[error("token roles claim is not a list of role names")]
-    Roles,
 }
-
-/// Most roles one token may carry.
-pub const MAX_ROLES: usize = 32;
 
 /// Who a verified token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The `sub` claim: the user id.
     pub user: String,
-    /// The `roles` claim (empty when absent).
-    pub roles: Vec<String>,
+    /// The roles the operator granted the user (none until looked up).
+    pub roles: Option<std::sync::Arc<[String]>>,
 }
 
 impl Identity {
     /// Whether it holds one of `wanted` (any identity does when `wanted` is empty).
     pub fn has_any_role(&self, wanted: &[String]) -> bool {
-        wanted.is_empty() || wanted.iter().any(|w| self.roles.contains(w))
+        wanted.is_empty()
+            || self
+                .roles
+                .as_deref()
+                .is_some_and(|held| wanted.iter().any(|w| held.contains(w)))
     }
 }
 
@@ -71,8 +114,6 @@ struct Claims {
     sub: Option<String>,
     exp: Option<i64>,
     nbf: Option<i64>,
-    #[serde(default)]
-    roles: Option<serde_json::Value>,
 }
 
 /// Verifies HS256 tokens with one secret.
@@ -144,33 +185,11 @@ impl Verifier {
             return Err(AuthError::NotYetValid);
         }
         let user = match claims.sub {
-            Some(sub) if valid_subject(&sub) => sub,
+            Some(sub) if valid_user(&sub) => sub,
             _ => return Err(AuthError::NoSubject),
         };
-        let roles = roles(claims.roles)?;
-        Ok(Identity { user, roles })
+        Ok(Identity { user, roles: None })
     }
-}
-
-/// The `roles` claim: absent or null is none; anything but a short list of short
-/// strings is refused rather than half-read.
-fn roles(claim: Option<serde_json::Value>) -> Result<Vec<String>, AuthError> {
-    let list = match claim {
-        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
-        Some(serde_json::Value::Array(list)) if list.len() <= MAX_ROLES => list,
-        Some(_) => return Err(AuthError::Roles),
-    };
-    list.into_iter()
-        .map(|r| match r {
-            serde_json::Value::String(s) if !s.is_empty() && s.len() <= 64 => Ok(s),
-            _ => Err(AuthError::Roles),
-        })
-        .collect()
-}
-
-/// The subject becomes a header value: keep it to visible ASCII.
-fn valid_subject(sub: &str) -> bool {
-    !sub.is_empty() && sub.len() <= 256 && sub.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, AuthError> {
@@ -210,34 +229,50 @@ mod tests {
     }
 
     #[test]
-    fn roles_are_read_and_checked() {
+    fn a_roles_claim_grants_nothing() {
         let t = sign(
             b"secret",
-            &json!({"sub": "u1", "exp": NOW + 60, "roles": ["admin", "ops"]}),
+            &json!({"sub": "u1", "exp": NOW + 60, "roles": ["admin"]}),
         );
-        let id = verifier().verify(&t, NOW).expect("valid");
-        assert_eq!(id.roles, ["admin", "ops"]);
-        assert!(id.has_any_role(&["admin".into()]));
+        let mut id = verifier().verify(&t, NOW).expect("valid");
+        assert!(id.roles.is_none());
+        assert!(!id.has_any_role(&["admin".into()]));
         assert!(id.has_any_role(&[]));
+        id.roles = Some(vec!["admin".to_string(), "ops".to_string()].into());
+        assert!(id.has_any_role(&["billing".into(), "ops".into()]));
         assert!(!id.has_any_role(&["billing".into()]));
-        let plain = sign(b"secret", &json!({"sub": "u1", "exp": NOW + 60}));
-        assert!(verifier()
-            .verify(&plain, NOW)
-            .expect("valid")
-            .roles
-            .is_empty());
-        for bad in [
-            json!("admin"),
-            json!([1]),
-            json!([""]),
-            json!({"admin": true}),
-        ] {
-            let t = sign(
-                b"secret",
-                &json!({"sub": "u1", "exp": NOW + 60, "roles": bad}),
-            );
-            assert_eq!(verifier().verify(&t, NOW), Err(AuthError::Roles), "{bad}");
+    }
+
+    #[test]
+    fn role_and_user_names() {
+        for good in ["admin", "ops:read", "a.b_c-d", &"r".repeat(64)] {
+            assert!(valid_role(good), "{good}");
         }
+        for bad in ["", "a,b", "a b", "é", &"r".repeat(65)] {
+            assert!(!valid_role(bad), "{bad}");
+        }
+        assert!(valid_user("0123abcd-x"));
+        assert!(!valid_user("a b") && !valid_user("") && !valid_user(&"u".repeat(257)));
+    }
+
+    #[test]
+    fn every_reserved_header_is_stripped() {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in [
+            ("x-panal-user-id", "u"),
+            ("X-Panal-Roles", "admin"),
+            ("x-panal-caller", "order"),
+            ("x-panal-anything", "1"),
+            ("x-request-id", "keep"),
+        ] {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
+        }
+        strip_reserved(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-request-id"));
     }
 
     #[test]

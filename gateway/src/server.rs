@@ -46,6 +46,8 @@ pub struct Gateway {
     observer: Option<Arc<dyn crate::Observer>>,
     /// HTTPS, when the gateway has a certificate.
     tls: Option<crate::tls::Acceptor>,
+    /// The roles the operator granted each account (none without it).
+    roles: Option<Arc<dyn auth::RoleSource>>,
 }
 
 impl Gateway {
@@ -67,7 +69,15 @@ impl Gateway {
             limits: ConnLimits::default(),
             observer: None,
             tls: None,
+            roles: None,
         }
+    }
+
+    /// Look up the roles of a verified user in `roles`, on every request.
+    #[must_use]
+    pub fn with_roles(mut self, roles: Arc<dyn auth::RoleSource>) -> Self {
+        self.roles = Some(roles);
+        self
     }
 
     /// Keep at most `max` rate-limit buckets (default [`crate::ratelimit::MAX_BUCKETS`]).
@@ -133,8 +143,8 @@ impl Gateway {
         crate::hop::strip(req.headers_mut());
         let id = request_id::take_or_make(req.headers());
         req.headers_mut().insert(request_id::HEADER, id.clone());
-        // Only the gateway speaks for the caller's identity.
-        req.headers_mut().remove(auth::USER_ID_HEADER);
+        // Only the gateway speaks for the caller's identity and roles.
+        auth::strip_reserved(req.headers_mut());
         // What the access line says of the request, taken before it is handed on.
         let (method, uri) = (req.method().clone(), req.uri().clone());
         let observed = self.observer.as_ref().and_then(|o| o.start(&mut req));
@@ -248,32 +258,41 @@ impl Gateway {
         if let Err(refusal) = self.admit(agg.guard(), &mut req) {
             return *refusal;
         }
-        let user = req
-            .headers()
-            .get(auth::USER_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let request_id = req.headers().get(request_id::HEADER).cloned();
+        let mut caller = http::HeaderMap::new();
+        for name in [auth::USER_ID_HEADER, auth::ROLES_HEADER, request_id::HEADER] {
+            if let Some(v) = req.headers().get(name) {
+                caller.insert(name, v.clone());
+            }
+        }
         drop(req);
-        agg.answer(self.backend.as_ref(), params, user.as_deref(), request_id)
-            .await
+        agg.answer(self.backend.as_ref(), params, caller).await
     }
 
-    /// Let `req` through to `route`: the token and its roles when the route is
-    /// protected (the verified user then rides in [`auth::USER_ID_HEADER`]), and the
-    /// route's rate limit; else the refusal to send.
+    /// Let `req` through to `route`: the token, and the roles granted to its user,
+    /// when the route is protected (the verified user then rides in
+    /// [`auth::USER_ID_HEADER`], the roles in [`auth::ROLES_HEADER`]), and the route's
+    /// rate limit; else the refusal to send.
     fn admit(&self, route: &Route, req: &mut Request) -> Result<(), Box<http::Response<Body>>> {
         let mut user = None;
         if route.protected {
-            let identity = self
+            let mut identity = self
                 .authenticate(req.headers())
                 .map_err(|why| Box::new(unauthorized(&why)))?;
+            identity.roles = self.roles.as_ref().and_then(|r| r.roles_of(&identity.user));
             if !identity.has_any_role(&route.roles) {
                 return Err(Box::new(forbidden(&route.roles)));
             }
             let v = HeaderValue::from_str(&identity.user)
                 .map_err(|_| Box::new(unauthorized("token subject is not a valid header value")))?;
             req.headers_mut().insert(auth::USER_ID_HEADER, v);
+            if let Some(v) = identity
+                .roles
+                .as_deref()
+                .filter(|r| !r.is_empty())
+                .and_then(|r| HeaderValue::from_str(&r.join(",")).ok())
+            {
+                req.headers_mut().insert(auth::ROLES_HEADER, v);
+            }
             user = Some(identity.user);
         }
         if let Some(limit) = &route.rate_limit {

@@ -1,4 +1,4 @@
-//! `panal deploy | rollback | undeploy | status`: small clients of the admin API. Each
+//! `panal deploy | rollback | undeploy | status | roles`: small clients of the admin API. Each
 //! prints the server's answer, or fails with the server's reason.
 
 use std::path::Path;
@@ -191,4 +191,63 @@ pub async fn status(admin: &str, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `panal roles grant|revoke ACCOUNT ROLE` (`grant` false: revoke).
+pub async fn roles_change(
+    admin: &str,
+    grant: bool,
+    account: &str,
+    role: &str,
+) -> anyhow::Result<()> {
+    let part = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let path = format!("/roles/{}/{}", part(account), part(role));
+    let method = if grant { Method::PUT } else { Method::DELETE };
+    let done = call(admin, method, &path, Bytes::new()).await?;
+    let (did, verb) = if grant {
+        ("granted", "already held")
+    } else {
+        ("revoked", "did not hold")
+    };
+    let held: Vec<&str> = done["roles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if done["changed"].as_bool() == Some(true) {
+        println!("{did} `{role}` for {account}; it holds: {}", list(&held));
+    } else {
+        println!("{account} {verb} `{role}`; it holds: {}", list(&held));
+    }
+    Ok(())
+}
+
+/// `panal roles list`.
+pub async fn roles_list(admin: &str) -> anyhow::Result<()> {
+    let doc = call(admin, Method::GET, "/roles", Bytes::new()).await?;
+    let grants = doc["grants"].as_object().cloned().unwrap_or_default();
+    if grants.is_empty() {
+        println!("no account holds a role");
+    }
+    for (account, roles) in grants {
+        let held: Vec<&str> = roles
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!("{account:<40} {}", list(&held));
+    }
+    Ok(())
+}
+
+fn list(roles: &[&str]) -> String {
+    if roles.is_empty() {
+        "no role".into()
+    } else {
+        roles.join(", ")
+    }
 }

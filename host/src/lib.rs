@@ -15,7 +15,7 @@
 //!   [`server::serve`] on listeners the caller bound.
 //! - Leaves any layer may use: [`metrics`] (counters, `/metrics`), [`traces`] (spans
 //!   over OTLP, off unless the manifest names a collector), [`logging`],
-//!   [`secret`] (the generated JWT secret); [`cli`] is the client side of the admin API.
+//!   [`secret`] (the generated JWT secret), [`roles`] (operator-granted roles); [`cli`] is the client side of the admin API.
 
 pub mod admin;
 pub mod capabilities;
@@ -24,6 +24,7 @@ pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod registry;
+pub mod roles;
 pub mod runtime;
 pub mod secret;
 pub mod server;

@@ -15,6 +15,26 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum RolesAction {
+    /// Give ACCOUNT the role ROLE.
+    Grant {
+        /// The account id (the `sub` of its tokens; the shop's user id).
+        account: String,
+        /// The role (1-64 of A-Z a-z 0-9 . _ : -).
+        role: String,
+    },
+    /// Take ROLE from ACCOUNT (its requests lose it at once).
+    Revoke {
+        /// The account id.
+        account: String,
+        /// The role.
+        role: String,
+    },
+    /// Every account that holds a role, and its roles.
+    List,
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Serve the components of a manifest through the gateway until SIGINT/SIGTERM.
     ///
@@ -74,6 +94,14 @@ enum Command {
         /// Print the admin API's JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        admin: AdminArg,
+    },
+    /// Grant, revoke or list the roles of accounts (a bearer token's `sub`): the only
+    /// way a role is given. Checked by the gateway on every request, on every host.
+    Roles {
+        #[command(subcommand)]
+        action: RolesAction,
         #[command(flatten)]
         admin: AdminArg,
     },
@@ -229,7 +257,8 @@ struct AdminArg {
     #[arg(
         long = "admin",
         value_name = "URL",
-        default_value = "http://127.0.0.1:8081"
+        default_value = "http://127.0.0.1:8081",
+        global = true
     )]
     url: String,
 }
@@ -310,6 +339,15 @@ fn main() -> ExitCode {
             Command::Rollback { name, admin } => panal::cli::rollback(&admin.url, &name).await,
             Command::Undeploy { name, admin } => panal::cli::undeploy(&admin.url, &name).await,
             Command::Status { json, admin } => panal::cli::status(&admin.url, json).await,
+            Command::Roles { action, admin } => match action {
+                RolesAction::Grant { account, role } => {
+                    panal::cli::roles_change(&admin.url, true, &account, &role).await
+                }
+                RolesAction::Revoke { account, role } => {
+                    panal::cli::roles_change(&admin.url, false, &account, &role).await
+                }
+                RolesAction::List => panal::cli::roles_list(&admin.url).await,
+            },
             Command::Check { manifest, data_dir } => {
                 panal::server::check(&manifest, &data_dir).await
             }

@@ -7,7 +7,9 @@ use std::path::Path;
 
 /// Layers from the bottom; a module may import modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["manifest", "metrics", "logging", "secret", "traces"],
+    &[
+        "manifest", "metrics", "logging", "secret", "traces", "roles",
+    ],
     &["runtime"],
     &["capabilities"],
     &["registry"],

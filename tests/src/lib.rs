@@ -280,6 +280,16 @@ impl Panal {
             .expect("metrics text")
     }
 
+    /// Give `account` the role `role` through the admin API, as an operator does.
+    pub async fn grant(&self, account: &str, role: &str) {
+        let resp = client()
+            .put(format!("{}/roles/{account}/{role}", self.admin))
+            .send()
+            .await
+            .expect("grant");
+        assert!(resp.status().is_success(), "grant: {}", resp.status());
+    }
+
     /// `url` + `path`.
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)

@@ -6,9 +6,6 @@ use serde_json::{json, Value};
 
 use crate::{component, Panal};
 
-/// The user whose token gets the `admin` role (the user service's `admin_emails`).
-pub const ADMIN_EMAIL: &str = "admin@example.com";
-
 /// The shop's HS256 secret in tests.
 pub const SECRET: &str = "test-secret-0123456789abcdef-xyz";
 
@@ -54,7 +51,6 @@ issuers = ["user"]
 source = "{user}"
 routes = ["/users", {{ prefix = "/users/me", protected = true }}]
 keyvalue = ["users"]
-config = {{ admin_emails = "{ADMIN_EMAIL}" }}
 
 [components.product]
 source = "{product}"
@@ -85,6 +81,7 @@ routes = [
   {{ prefix = "/shipments", methods = ["POST"], roles = ["admin"] }},
 ]
 keyvalue = ["shipments"]
+outbound = ["order"]
 messaging = {{ publish = ["shipments.>"], subscribe = [{{ subject = "orders.paid", durable = true }}] }}
 config = {{ carrier = "Test Post", tracking_prefix = "TST" }}
 limits = {{ memory_mb = 128 }}
@@ -98,6 +95,8 @@ messaging = {{ subscribe = [{{ subject = "payments.charge", queue = "payment" }}
 [components.probe]
 source = "{probe}"
 keyvalue = ["default"]
+# Publishes events of its own on the shop's subjects (forged ones, in tests).
+messaging = {{ publish = ["orders.>"] }}
 
 [components.storefront]
 source = "{storefront}"
@@ -128,17 +127,23 @@ parts = {{ profile = {{ component = "user", path = "/users/me" }}, orders = {{ c
     )
 }
 
-/// A token with the `admin` role, signed with the test secret.
-pub fn admin_token() -> String {
+/// The account the operator makes the shop's admin in tests.
+pub const ADMIN: &str = "shop-admin";
+
+/// A token of [`ADMIN`], after the operator granted it the `admin` role on `panal`.
+pub async fn admin_token(panal: &Panal) -> String {
+    panal.grant(ADMIN, "admin").await;
+    token_of(ADMIN)
+}
+
+/// A token of `account`, signed with the test secret (a role claim would grant nothing).
+pub fn token_of(account: &str) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs()
         + 3600;
-    crate::sign_hs256(
-        SECRET.as_bytes(),
-        &json!({"sub": "shop-admin", "exp": exp, "roles": ["admin"]}),
-    )
+    crate::sign_hs256(SECRET.as_bytes(), &json!({"sub": account, "exp": exp}))
 }
 
 /// Start the shop manifest with the test secret.
@@ -212,7 +217,7 @@ impl Shop<'_> {
         let (s, p) = self
             .post(
                 "/products",
-                Some(&admin_token()),
+                Some(&admin_token(self.panal).await),
                 json!({"name": name, "price_cents": price, "stock": stock}),
             )
             .await;

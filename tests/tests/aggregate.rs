@@ -89,7 +89,7 @@ async fn an_aggregate_fans_out_merges_names_what_failed_and_is_guarded_like_a_ro
     let body: Value = none.json().await.expect("json");
     assert_eq!(body["missing"][0]["part"], "a", "{body}");
 
-    // Guarded like a route: no token 401, no role 403, the role 200.
+    // Guarded like a route: no token 401, no role 403, the granted role 200.
     let admins = panal.at("/admins/overview");
     let s = c.get(&admins).send().await.expect("get").status();
     assert_eq!(s, StatusCode::UNAUTHORIZED);
@@ -101,9 +101,19 @@ async fn an_aggregate_fans_out_merges_names_what_failed_and_is_guarded_like_a_ro
         .expect("get")
         .status();
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let resp = c
+    // A token's own roles claim grants nothing: only the operator does.
+    let s = c
         .get(&admins)
         .bearer_auth(token(&["admin"]))
+        .send()
+        .await
+        .expect("get")
+        .status();
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    panal.grant("u-1", "admin").await;
+    let resp = c
+        .get(&admins)
+        .bearer_auth(token(&[]))
         .send()
         .await
         .expect("get");

@@ -456,13 +456,14 @@ async fn the_shop_over_three_hosts_sells_exactly_and_outlives_a_killed_host() {
 
     // One NATS server of three stops: the hosts fail over to the others, and the shop
     // (calls between hosts, replicated streams and buckets) keeps serving.
+    let admin = panal_tests::shop::admin_token(shops[1].panal).await;
     let mut nats = nats;
     nats.stop(0);
     let restocked = panal_tests::eventually(Duration::from_secs(20), || async {
         let jar = shops[1]
             .post(
                 "/products",
-                Some(&panal_tests::shop::admin_token()),
+                Some(&admin),
                 serde_json::json!({"name": "More jars", "price_cents": 900, "stock": 10}),
             )
             .await;

@@ -74,10 +74,7 @@ async fn the_sample_manifest_serves_the_shop_and_hello_and_guards_the_catalogue(
     let panal = Panal::start_path(
         &panal_tests::repo().join("panal.toml"),
         data.path(),
-        &[
-            ("PANAL_JWT_SECRET", SECRET),
-            ("PANAL_SHOP_ADMINS", "Boss@example.com, other@example.com"),
-        ],
+        &[("PANAL_JWT_SECRET", SECRET)],
     );
     let shop = Shop {
         panal: &panal,
@@ -94,7 +91,8 @@ async fn the_sample_manifest_serves_the_shop_and_hello_and_guards_the_catalogue(
         .expect("hello");
     assert_eq!(hello.status(), StatusCode::OK);
 
-    // Catalogue writes: no token 401, a plain user 403, an admin (by email) 201.
+    // Catalogue writes: no token 401, a plain user 403, an account the operator made
+    // an admin 201.
     let new = json!({"name": "Honey", "price_cents": 750, "stock": 10});
     let (s, e) = shop.post("/products", None, new.clone()).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{e}");
@@ -118,7 +116,8 @@ async fn the_sample_manifest_serves_the_shop_and_hello_and_guards_the_catalogue(
     assert!(e["reason"].as_str().unwrap_or("").contains("admin"), "{e}");
     let (s, _) = shop.send(patch(Some(&ana))).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (_, boss) = shop.user("boss@example.com").await;
+    let (boss_id, boss) = shop.user("boss@example.com").await;
+    panal.grant(&boss_id, "admin").await;
     let (s, p) = shop.post("/products", Some(&boss), new).await;
     assert_eq!(s, StatusCode::CREATED, "{p}");
     let id = p["id"].as_str().expect("id").to_string();

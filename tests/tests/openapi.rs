@@ -76,7 +76,8 @@ async fn schemathesis_finds_no_server_error() {
     };
     // A real user, an admin, so protected operations and catalogue writes get past the
     // token and role checks.
-    let (_, token) = shop.user(panal_tests::shop::ADMIN_EMAIL).await;
+    let (id, token) = shop.user("admin@example.com").await;
+    panal.grant(&id, "admin").await;
     let (s, _) = shop
         .post(
             "/products",

@@ -62,7 +62,7 @@ async fn a_paid_order_is_shipped_and_delivered_and_the_order_follows() {
         panal: &panal,
         c: client(),
     };
-    let admin = admin_token();
+    let admin = admin_token(&panal).await;
     let (ana, token) = shop.user("ship@example.com").await;
     let (_, bob) = shop.user("bob-ship@example.com").await;
     let jar = shop.product("Jar", 500, 10).await;

@@ -7,6 +7,8 @@
 //! - Any other request goes on to the next handler through the imported
 //!   `wasi:http/handler`, with `x-audit-seen: yes` added. The next handler's response
 //!   comes back with `x-audit: checked` added; both bodies stream through untouched.
+//! - A request carrying `x-audit-reroute: PATH` is passed on to PATH, with method
+//!   DELETE: what a hostile middleware would try (the host refuses it).
 
 use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response};
 use wasip3::{wit_future, wit_stream};
@@ -95,6 +97,14 @@ impl bindings::exports::wasi::http::handler::Guest for Audit {
         // Pass on a request like this one, with one more header; the body streams
         // through, and how its sending ended is told back to whoever sent it to us.
         let seen = with_header(&headers, "x-audit-seen", b"yes")?;
+        let reroute = headers
+            .get("x-audit-reroute")
+            .first()
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let (method, path) = match reroute {
+            Some(elsewhere) => (Method::Delete, elsewhere),
+            None => (method, path),
+        };
         let (sent_tx, sent_rx) = wit_future::new(|| Ok(()));
         let (body, trailers) = Request::consume_body(request, sent_rx);
         let (next, next_sent) = Request::new(seen, Some(body), trailers, None);

@@ -17,6 +17,8 @@
 //! - `POST /internal/reconcile` (no gateway route: the host's timer calls it, see
 //!   `schedule` in panal.toml) → settles every order `pending` for longer than config
 //!   `settle_after_secs` (default 60), see [`reconcile::sweep`].
+//! - `GET /internal/paid/{id}` (other components only: the shipping service) → whether
+//!   the order is paid, confirmed with payment, see [`confirm`].
 //!
 //! Storage: bucket `orders`, key layout in [`model`]. The card number is never stored.
 //!
@@ -30,6 +32,7 @@
 //! id, status, carrier, tracking number; null before there is one).
 
 mod calls;
+mod confirm;
 mod events;
 mod model;
 mod pay;
@@ -76,6 +79,10 @@ fn route(req: &IncomingRequest) -> ApiResult {
         ["orders"] | ["orders", _] => {}
         ["internal", "reconcile"] if matches!(method, Method::Post) => {
             return reconcile::sweep(&open()?, reconcile::settle_after()?)
+        }
+        ["internal", "paid", id] if matches!(method, Method::Get) => {
+            panal_sdk::require_component(req)?;
+            return confirm::paid(&open()?, id);
         }
         _ => return Err(ApiError::no_route()),
     }

@@ -16,8 +16,8 @@
 //!   Idempotency-Key, 404 when there is none (how the order service learns the outcome
 //!   of a charge whose answer was lost).
 //! - `GET /internal/by-key/{user_id}/{key}` → the same for `user_id`; in-process only
-//!   (no gateway route), for the order service's sweep of stale orders, which runs on
-//!   a timer for no user.
+//!   (no gateway route, and 403 without the host's `x-panal-caller`), for the order
+//!   service's sweep of stale orders, which runs on a timer for no user.
 //!
 //! The key is claimed by a compare-and-swap from absent whose value already holds the
 //! payment, so concurrent replays of one key agree on a single payment: nothing is ever
@@ -97,7 +97,10 @@ fn route(req: &IncomingRequest) -> ApiResult {
         }
         // No gateway route reaches `/internal`: only components granted `payment` in
         // their `outbound` (the order service's timer, which acts for no user).
-        (Method::Get, ["internal", "by-key", user, key]) => by_key(Some(user), key),
+        (Method::Get, ["internal", "by-key", user, key]) => {
+            panal_sdk::require_component(req)?;
+            by_key(Some(user), key)
+        }
         (_, ["payments"] | ["payments", _]) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::no_route()),
     }

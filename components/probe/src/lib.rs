@@ -5,7 +5,8 @@
 //!
 //! - `kv/...`: wasi:keyvalue store/atomics/batch (see [`kv`]),
 //! - `config`, `config/{key}`: wasi:config/store,
-//! - `call?url=URL`: an outgoing GET,
+//! - `call?url=URL`: an outgoing GET (`&forge=1`: with forged `x-panal-` headers),
+//! - `whoami`: the user, roles and calling component the host passed on,
 //! - `trap`, `spin`, `alloc?mb=N`, `recurse`, `hog`, `stream`: misbehaviour for limit
 //!   tests (see [`misc`]),
 //! - `msg/publish/{subject}`, `msg/request/{subject}`: wasi:messaging (see [`msg`]);
@@ -36,6 +37,7 @@ impl panal_sdk::wasi::exports::http::incoming_handler::Guest for Probe {
             (Method::Get, ["config"]) => misc::config_all(out),
             (Method::Get, ["config", key]) => misc::config_get(out, key),
             (Method::Get, ["call"]) => misc::call(out, query),
+            (_, ["whoami", ..]) => misc::whoami(out, &request),
             (Method::Get, ["trap"]) => panic!("probe asked to trap"),
             (Method::Get, ["spin"]) => misc::spin(),
             (Method::Get, ["recurse"]) => misc::recurse(),

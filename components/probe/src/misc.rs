@@ -40,13 +40,37 @@ pub fn call(out: ResponseOutparam, query: Option<&str>) {
     let Some(url) = panal_sdk::query_param(query, "url") else {
         return panal_sdk::error(out, 400, "missing ?url=");
     };
-    match panal_sdk::client::get(&url) {
+    // `forge=1`: try to speak for another user, roles and caller (the host must not let it).
+    let forged: &[(&str, &str)] = if panal_sdk::query_param(query, "forge").is_some() {
+        &[
+            (panal_sdk::USER_ID_HEADER, "forged-user"),
+            (panal_sdk::ROLES_HEADER, "admin"),
+            (panal_sdk::CALLER_HEADER, "forged-caller"),
+        ]
+    } else {
+        &[]
+    };
+    let method = panal_sdk::wasi::http::types::Method::Get;
+    match panal_sdk::client::send(method, &url, forged, None) {
         Ok((status, body)) => {
             let body = String::from_utf8_lossy(&body);
             panal_sdk::json(out, 200, &json!({ "status": status, "body": body }));
         }
         Err(e) => panal_sdk::error(out, 502, &e),
     }
+}
+
+/// `GET whoami`: the caller as the host told it: user, roles and calling component.
+pub fn whoami(out: ResponseOutparam, req: &panal_sdk::wasi::http::types::IncomingRequest) {
+    let h = |name: &str| panal_sdk::header(req, name);
+    let doc = json!({
+        "user": h(panal_sdk::USER_ID_HEADER),
+        "roles": h(panal_sdk::ROLES_HEADER),
+        "caller": h(panal_sdk::CALLER_HEADER),
+        "method": panal_sdk::method_str(&req.method()),
+        "path": panal_sdk::path_and_query(req).0,
+    });
+    panal_sdk::json(out, 200, &doc);
 }
 
 /// `GET spin`: loops forever; only the host's interruption ends it.

@@ -1,13 +1,15 @@
 //! `product`: the Panal product service.
 //!
-//! Public (routed by the gateway under `/products`):
+//! Public (routed by the gateway under `/products`); writes need the `admin` role the
+//! operator granted (`x-panal-roles`; 403 otherwise), whatever the route says:
 //! - `POST /products {name, price_cents, stock}` → 201 product; 400 listing bad fields.
 //! - `GET /products?limit=&cursor=` → 200 `{items, next_cursor}` in creation order
 //!   (limit 1..=100, default 20).
 //! - `GET /products/{id}` → 200 / 404.
 //! - `PATCH /products/{id}` with any of the fields → 200 updated product.
 //!
-//! Internal (for the order service only; the gateway does not route `/internal`):
+//! Internal (for the order service only; the gateway does not route `/internal`, and a
+//! request without the host's `x-panal-caller` gets 403):
 //! `POST /internal/reserve` and `POST /internal/release`, see [`stock`].
 //!
 //! Storage: bucket `products`, key layout in [`model`].
@@ -27,6 +29,9 @@ use model::{Product, SEQ_KEY};
 
 const BUCKET: &str = "products";
 
+/// The role that may change the catalogue.
+const ADMIN: &str = "admin";
+
 struct ProductService;
 
 panal_sdk::wasi::http::proxy::export!(ProductService);
@@ -42,15 +47,23 @@ fn route(req: &IncomingRequest) -> ApiResult {
     let segments = panal_sdk::path_segments(&path);
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (req.method(), segments.as_slice()) {
-        (Method::Post, ["products"]) => create(req),
+        (Method::Post, ["products"]) => {
+            panal_sdk::require_role(req, ADMIN)?;
+            create(req)
+        }
         (Method::Get, ["products"]) => list(query.as_deref()),
         (Method::Get, ["products", id]) => get(id),
-        (Method::Patch, ["products", id]) => patch(req, id),
+        (Method::Patch, ["products", id]) => {
+            panal_sdk::require_role(req, ADMIN)?;
+            patch(req, id)
+        }
         (Method::Post, ["internal", "reserve"]) => {
+            panal_sdk::require_component(req)?;
             let request = stock::parse(&read_body(req)?)?;
             stock::reserve(&open()?, &request)
         }
         (Method::Post, ["internal", "release"]) => {
+            panal_sdk::require_component(req)?;
             let request = stock::parse(&read_body(req)?)?;
             stock::release(&open()?, &request)
         }

@@ -9,6 +9,14 @@ use crate::body::{Obj, Validator};
 /// The header in which the gateway (or a calling service) passes the verified user id.
 pub const USER_ID_HEADER: &str = "x-panal-user-id";
 
+/// The header in which the host passes the roles the operator granted the caller
+/// (comma-separated): set by the gateway after checking them, kept on in-process calls.
+pub const ROLES_HEADER: &str = "x-panal-roles";
+
+/// The header in which the host names the component making an in-process call; absent
+/// on requests from the gateway or a timer. No client or guest can set it.
+pub const CALLER_HEADER: &str = "x-panal-caller";
+
 /// Bytes asked for per read of a body stream.
 const READ_CHUNK: u64 = 64 * 1024;
 
@@ -64,6 +72,38 @@ pub fn caller_id(req: &IncomingRequest) -> Option<String> {
 /// [`caller_id`] or 401 `{"error":"authentication required"}`.
 pub fn require_caller(req: &IncomingRequest) -> Result<String, ApiError> {
     caller_id(req).ok_or_else(|| ApiError::unauthorized("authentication required"))
+}
+
+/// The roles the operator granted the caller ([`ROLES_HEADER`]); none when absent.
+pub fn caller_roles(req: &IncomingRequest) -> Vec<String> {
+    header(req, ROLES_HEADER)
+        .map(|v| {
+            v.split(',')
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Nothing, when the caller holds `role`; else 401 without a caller, 403 with one:
+/// a check that holds even if a route's `roles` were left out by mistake.
+pub fn require_role(req: &IncomingRequest, role: &str) -> Result<(), ApiError> {
+    require_caller(req)?;
+    if caller_roles(req).iter().any(|r| r == role) {
+        return Ok(());
+    }
+    Err(ApiError::new(403, "forbidden").with("reason", format!("this needs the role `{role}`")))
+}
+
+/// The component making this in-process call ([`CALLER_HEADER`]); 403 for a request
+/// that came through the gateway: for endpoints only other components may use.
+pub fn require_component(req: &IncomingRequest) -> Result<String, ApiError> {
+    header(req, CALLER_HEADER)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(403, "forbidden").with("reason", "only other components may call this")
+        })
 }
 
 /// Reads the body and parses it as a JSON object with [`Validator::parse_object`].

@@ -21,10 +21,6 @@ pub struct Claims<'a> {
     pub iat: u64,
     /// Expiry, unix seconds.
     pub exp: u64,
-    /// Roles the gateway checks routes against (`admin` for the emails in config
-    /// `admin_emails`); left out when empty.
-    #[serde(skip_serializing_if = "<[&str]>::is_empty")]
-    pub roles: &'a [&'a str],
 }
 
 /// Signs `claims` with `secret` → `header.payload.signature`.
@@ -73,7 +69,6 @@ mod tests {
             email: "a@b.co",
             iat: 100,
             exp: 3700,
-            roles: &[],
         };
         let token = encode(&claims, b"s3cret").expect("sign");
         let parts: Vec<&str> = token.split('.').collect();
@@ -90,14 +85,5 @@ mod tests {
         mac.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
         let sig = URL_SAFE_NO_PAD.decode(parts[2]).expect("b64");
         assert!(mac.verify_slice(&sig).is_ok());
-        let admin = Claims {
-            roles: &["admin"],
-            ..claims
-        };
-        let token = encode(&admin, b"s3cret").expect("sign");
-        let payload = token.split('.').nth(1).expect("payload");
-        let value: serde_json::Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json");
-        assert_eq!(value["roles"], serde_json::json!(["admin"]));
     }
 }

@@ -4,7 +4,9 @@
 //!   already registered (case-insensitive); 400 listing bad fields.
 //! - `POST /users/login {email, password}` → 200 `{token, expires_at}` (unix seconds);
 //!   401 for any wrong credential.
-//! - `GET /users/me` → the caller named by `x-panal-user-id` (401 without it).
+//! - `GET /users/me` → the caller named by `x-panal-user-id` (401 without it), with
+//!   `roles`: what the operator granted it (`x-panal-roles`; `panal roles grant`). No
+//!   request to this service leads to a role.
 //! - `GET /users/{id}` → 200 `{id, email, name}` or 404.
 //!
 //! Storage (bucket `users`): `user:<id>` → the user record (JSON, with the Argon2id PHC
@@ -143,12 +145,6 @@ fn login(req: &IncomingRequest) -> ApiResult {
             return Err(bad_credentials());
         }
     };
-    let admins = config_value("admin_emails")?;
-    let roles: &[&str] = if validate::is_listed(&user.email, admins.as_deref()) {
-        &["admin"]
-    } else {
-        &[]
-    };
     let iat = panal_sdk::time::unix_now();
     let exp = iat.saturating_add(ttl);
     let claims = jwt::Claims {
@@ -156,7 +152,6 @@ fn login(req: &IncomingRequest) -> ApiResult {
         email: &user.email,
         iat,
         exp,
-        roles,
     };
     let token = jwt::encode(&claims, secret.as_bytes())
         .map_err(|e| ApiError::internal("token signing failed").with("detail", e))?;
@@ -200,7 +195,11 @@ fn jwt_ttl() -> Result<u64, ApiError> {
 fn me(req: &IncomingRequest) -> ApiResult {
     let id = panal_sdk::require_caller(req)?;
     match load_user(&open()?, &id)? {
-        Some(user) => Ok((200, user.public())),
+        Some(user) => {
+            let mut me = user.public();
+            me["roles"] = json!(panal_sdk::caller_roles(req));
+            Ok((200, me))
+        }
         None => Err(ApiError::not_found("user not found")),
     }
 }

@@ -80,16 +80,6 @@ pub fn login(body: &[u8]) -> Result<(String, String), ApiError> {
     }
 }
 
-/// Whether `email` is in `list`, a comma-separated list of emails (config
-/// `admin_emails`), compared as the email key compares them: trimmed, case-insensitive.
-pub fn is_listed(email: &str, list: Option<&str>) -> bool {
-    let email = email.trim().to_lowercase();
-    list.unwrap_or("")
-        .split(',')
-        .map(|e| e.trim().to_lowercase())
-        .any(|e| !e.is_empty() && e == email)
-}
-
 /// The key under which an email is unique: lowercased, so `A@x.io` and `a@X.IO` collide.
 pub fn email_key(email: &str) -> String {
     format!("email:{}", email.trim().to_lowercase())
@@ -129,17 +119,6 @@ pub fn is_valid_email(email: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn admin_emails_match_whole_entries_case_insensitively() {
-        let list = Some(" Ana@Example.com, bo@example.com ,");
-        assert!(is_listed("ana@example.com", list));
-        assert!(is_listed("BO@example.com", list));
-        assert!(!is_listed("na@example.com", list));
-        assert!(!is_listed("ana@example.co", list));
-        assert!(!is_listed("ana@example.com", None));
-        assert!(!is_listed("", Some("")));
-    }
 
     #[test]
     fn emails() {

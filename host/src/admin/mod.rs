@@ -9,6 +9,7 @@
 //!   routes and grants); `routes=` (`routes = [...]` as in the manifest) gives complete
 //!   routes, which replace a running component's
 //! - `POST /components/NAME/rollback`, `DELETE /components/NAME`
+//! - `GET /roles`, `PUT|DELETE /roles/ACCOUNT/ROLE`: operator-granted roles (`roles.rs`)
 //!
 //! With `PANAL_ADMIN_TOKEN` set, everything but `/healthz` needs
 //! `Authorization: Bearer TOKEN`; without it the listener must be on loopback.
@@ -17,6 +18,8 @@
 //! page's fetch or form) is refused, and so is one whose `Host` is neither the address
 //! the connection was accepted on (`localhost:PORT` too, on loopback) nor one of the
 //! manifest's `[gateway] admin_hosts`, which defeats DNS rebinding.
+
+mod roles;
 
 use std::sync::Arc;
 
@@ -47,6 +50,8 @@ pub struct Admin {
     /// The cluster this host is part of: changes made here are published to it, and
     /// components that run only elsewhere are deployed through it.
     pub cluster: Option<Arc<Cluster>>,
+    /// The roles the operator grants (the gateway looks them up).
+    pub roles: Arc<crate::roles::Roles>,
 }
 
 impl Admin {
@@ -74,6 +79,9 @@ impl Admin {
             }
         }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if let Some(answer) = self.roles(req.method(), &segments).await {
+            return answer;
+        }
         // The routes a deploy sets, which the cluster's other hosts take too.
         let mut routes = None;
         let elsewhere = |name: &str| {

@@ -15,6 +15,8 @@ pub struct CallContext {
     pub depth: u32,
     /// The verified user, if any.
     pub identity: Option<String>,
+    /// The roles the operator granted that user (the gateway's `x-panal-roles`).
+    pub roles: Option<Arc<str>>,
     /// Request id and W3C trace context, passed on with every call and message it makes.
     pub trace: Arc<[(String, String)]>,
     /// Where its calls to other components go; weak, so an instance never keeps the
@@ -23,6 +25,9 @@ pub struct CallContext {
     /// When it serves as middleware on a route: the handlers its `wasi:http/handler`
     /// import passes a request on to, in order (the last is the route's component).
     pub next: Option<Arc<[String]>>,
+    /// For a middleware: the method and path the gateway admitted, which is all it may
+    /// pass on (a route's roles were checked for them).
+    pub admitted: Option<Arc<(http::Method, String)>>,
 }
 
 impl std::fmt::Debug for CallContext {
@@ -30,10 +35,18 @@ impl std::fmt::Debug for CallContext {
         f.debug_struct("CallContext")
             .field("depth", &self.depth)
             .field("identity", &self.identity)
+            .field("roles", &self.roles)
             .field("trace", &self.trace)
             .field("next", &self.next)
             .finish_non_exhaustive()
     }
+}
+
+/// `value` as a list of roles (`x-panal-roles`), if every role in it is well formed.
+pub fn roles_of(value: Option<&str>) -> Option<Arc<str>> {
+    value
+        .filter(|v| v.split(',').all(panal_gateway::auth::valid_role))
+        .map(Arc::from)
 }
 
 /// Headers that carry a request's context across calls and messages.

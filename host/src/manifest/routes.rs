@@ -83,9 +83,13 @@ pub fn route_problem(route: &panal_gateway::Route) -> Option<String> {
     if let Err(e) = panal_gateway::RouteTable::new(vec![route.clone()]) {
         return Some(e.to_string());
     }
-    if let Some(role) = route.roles.iter().find(|r| !valid_role(r)) {
+    if let Some(role) = route
+        .roles
+        .iter()
+        .find(|r| !panal_gateway::auth::valid_role(r))
+    {
         return Some(format!(
-            "`{role}` is not a role name (1-64 visible ASCII characters)"
+            "`{role}` is not a role name (1-64 of A-Z a-z 0-9 . _ : -)"
         ));
     }
     if !route.roles.is_empty() && !route.protected {
@@ -117,10 +121,6 @@ pub fn route_problem(route: &panal_gateway::Route) -> Option<String> {
         }
     }
     None
-}
-
-fn valid_role(role: &str) -> bool {
-    !role.is_empty() && role.len() <= 64 && role.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A route's `middleware`: components of this manifest, each once, not the route's own,
@@ -159,11 +159,11 @@ pub(super) fn check_roles(
     span: std::ops::Range<usize>,
 ) {
     for (j, role) in roles.iter().enumerate() {
-        if !valid_role(role) {
+        if !panal_gateway::auth::valid_role(role) {
             c.problem(
                 Some(span.clone()),
                 format!("{at}.roles[{j}]").replace("..", "."),
-                format!("`{role}` is not a role name (1-64 visible ASCII characters)"),
+                format!("`{role}` is not a role name (1-64 of A-Z a-z 0-9 . _ : -)"),
             );
         }
     }

@@ -101,14 +101,14 @@ pub(super) fn keyed(mut spec: ClusterSpec) -> anyhow::Result<ClusterSpec> {
     Ok(spec)
 }
 
-/// Connect to the cluster's NATS and join it with `executor`'s components.
+/// Connect to the cluster's NATS and join it with `executor`'s components, listed at
+/// `public_addr`; `changed` hears of the cluster's deploys, `roles` follows its grants.
 pub(super) async fn join_cluster(
     spec: &ClusterSpec,
     opts: &RunOptions,
     executor: &Arc<Executor>,
     elsewhere: &[ComponentSpec],
-    public_addr: SocketAddr,
-    changed: Changed,
+    (public_addr, changed, roles): (SocketAddr, Changed, Arc<crate::roles::Roles>),
 ) -> anyhow::Result<Arc<Cluster>> {
     let nats = panal_nats::Nats::connect(&spec.nats, &opts.cluster_auth)
         .await
@@ -122,7 +122,7 @@ pub(super) async fn join_cluster(
         .map(|c| (c.name.clone(), c.limits))
         .collect();
     let host = format!("{}@{public_addr}", std::process::id());
-    Cluster::join(nats, spec, &host, executor, limits, changed)
+    Cluster::join(nats, spec, &host, executor, limits, changed, roles)
         .await
         .map_err(|e| Refused(format!("{e:#}")).into())
 }

@@ -187,6 +187,9 @@ pub async fn serve(
     .await?;
     let executor = Executor::new(registry.clone());
     registry.run_elsewhere(&elsewhere);
+    let roles = crate::roles::Roles::load(Some(opts.data_dir.join("roles.json")))
+        .map_err(|e| Refused(format!("roles: {e}")))?;
+    let roles = Arc::new(roles);
     // Deploys that come from the cluster move the gateway's routes too, once it exists.
     let routed: Arc<OnceLock<Arc<Gateway>>> = Arc::default();
     if let Some(spec) = &cluster {
@@ -198,13 +201,13 @@ pub async fn serve(
                 }
             })
         };
-        let cluster =
-            cluster::join_cluster(spec, opts, &executor, &elsewhere, public_addr, changed).await?;
+        let joined = (public_addr, changed, roles.clone());
+        let cluster = cluster::join_cluster(spec, opts, &executor, &elsewhere, joined).await?;
         executor.join(cluster);
     }
     let triggers = start_triggers(&executor, &backends, &manifest).await?;
     let tls = opts.tls.as_ref().or(manifest.gateway.tls.as_ref());
-    let gateway = gateway(&manifest, &executor, secret, tls)?;
+    let gateway = Arc::new(gateway(&manifest, &executor, secret, tls)?.with_roles(roles.clone()));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let _ = routed.set(gateway.clone());
     let admin_api = Arc::new(Admin {
@@ -213,6 +216,7 @@ pub async fn serve(
         token: admin_token,
         hosts: manifest.gateway.admin_hosts.clone(),
         cluster: executor.cluster().cloned(),
+        roles,
     });
     let watcher = opts.watch.then(|| {
         let files = manifest
@@ -387,7 +391,7 @@ fn gateway(
     executor: &Arc<Executor>,
     secret: String,
     tls: Option<&crate::manifest::TlsFiles>,
-) -> anyhow::Result<Arc<Gateway>> {
+) -> anyhow::Result<Gateway> {
     // From the registry, not the manifest: deployed versions may have other routes.
     let table = panal_gateway::RouteTable::new(executor.registry().routes())
         .map_err(|e| Refused(e.to_string()))?;
@@ -409,11 +413,9 @@ fn gateway(
             .map_err(|e| Refused(e.to_string()))?;
         gateway = gateway.with_tls(acceptor);
     }
-    Ok(Arc::new(
-        gateway
-            .with_limits(manifest.gateway.limits)
-            .with_rate_buckets(manifest.gateway.max_rate_buckets),
-    ))
+    Ok(gateway
+        .with_limits(manifest.gateway.limits)
+        .with_rate_buckets(manifest.gateway.max_rate_buckets))
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {

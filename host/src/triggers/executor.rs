@@ -88,9 +88,11 @@ impl Executor {
         CallContext {
             depth,
             identity,
+            roles: None,
             trace,
             calls: Some(calls),
             next: None,
+            admitted: None,
         }
     }
 }

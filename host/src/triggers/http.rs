@@ -26,7 +26,7 @@ use crate::registry::{Ask, Deployed, CAUSE_WAIT};
 use crate::runtime::limits::{Capped, Ending, Guarded};
 use crate::runtime::Failure;
 use crate::traces;
-use panal_gateway::auth::USER_ID_HEADER;
+use panal_gateway::auth::{ROLES_HEADER, USER_ID_HEADER};
 
 /// Every response names the version that answered it (the sha256 prefix).
 pub const VERSION_HEADER: &str = "x-panal-version";
@@ -127,12 +127,17 @@ impl Executor {
                 .map(str::to_string)
         };
         let mut ctx = self.context(depth, header(USER_ID_HEADER), trace_of(header));
+        ctx.roles = crate::capabilities::context::roles_of(header(ROLES_HEADER).as_deref());
         // Set by the gateway (a route with middleware) or by a middleware's `handler`
         // import passing the request on: never by a client or a guest.
         ctx.next = req
             .extensions()
             .get::<panal_gateway::Next>()
             .map(|next| next.0.clone());
+        if ctx.next.is_some() {
+            let admitted = (req.method().clone(), req.uri().path().to_string());
+            ctx.admitted = Some(Arc::new(admitted));
+        }
         ctx
     }
 }

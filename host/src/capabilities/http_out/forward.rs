@@ -19,7 +19,7 @@ use wasmtime_wasi_http::p3::bindings::http::client::HostWithStore;
 use wasmtime_wasi_http::p3::{Request, Response};
 use wasmtime_wasi_http::{Error, WasiBody, WasiHttp};
 
-use panal_gateway::auth::USER_ID_HEADER;
+use panal_gateway::auth::strip_reserved;
 
 use super::{done, Outbound, SendFuture, MAX_CALL_DEPTH};
 use crate::capabilities::State;
@@ -45,6 +45,21 @@ pub(super) fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
 }
 
 impl Outbound {
+    /// Why `request` may not be passed on: another method or path than the gateway
+    /// admitted (whose route's roles were checked for those, not for what a middleware
+    /// would like to reach).
+    fn changed_route(&self, request: &http::Request<WasiBody>) -> Option<String> {
+        let (method, path) = self.admitted.as_deref()?;
+        (request.method() != method || request.uri().path() != path).then(|| {
+            format!(
+                "`{}` passed on {} {} where the gateway admitted {method} {path}: refused",
+                self.caller,
+                request.method(),
+                request.uri().path()
+            )
+        })
+    }
+
     /// Pass `request` on to the next handler of the route this middleware serves.
     pub(super) fn forward(&mut self, mut request: http::Request<WasiBody>) -> SendFuture {
         let Some((first, rest)) = self.next.as_deref().and_then(<[String]>::split_first) else {
@@ -56,8 +71,13 @@ impl Outbound {
             return Box::new(async { Err(Error::InternalError(Some(why))) });
         };
         let first = first.clone();
-        // The user is the one the gateway verified, whatever the middleware wrote.
-        request.headers_mut().remove(USER_ID_HEADER);
+        if let Some(why) = self.changed_route(&request) {
+            tracing::warn!(component = %self.caller, "{why}");
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
+        // The user and roles are the ones the gateway verified, whatever the
+        // middleware wrote; the request is the client's, not the middleware's call.
+        strip_reserved(request.headers_mut());
         self.add_identity(request.headers_mut());
         self.add_trace(request.headers_mut());
         // A request the middleware made itself may have no authority; the next handler

@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use panal_gateway::auth::USER_ID_HEADER;
+use panal_gateway::auth::{strip_reserved, CALLER_HEADER, ROLES_HEADER, USER_ID_HEADER};
 
 pub use calls::Calls;
 pub use forward::HANDLER;
@@ -63,8 +63,10 @@ impl Capability for HttpOut {
             calls: None,
             depth: 0,
             identity: None,
+            roles: None,
             trace: Arc::from([]),
             next: None,
+            admitted: None,
             forwarding: false,
         };
         Self::enter(&mut out, ctx);
@@ -75,8 +77,10 @@ impl Capability for HttpOut {
         out.calls.clone_from(&ctx.calls);
         out.depth = ctx.depth;
         out.identity.clone_from(&ctx.identity);
+        out.roles.clone_from(&ctx.roles);
         out.trace = ctx.trace.clone();
         out.next.clone_from(&ctx.next);
+        out.admitted.clone_from(&ctx.admitted);
     }
 }
 
@@ -99,10 +103,14 @@ pub struct Outbound {
     pub depth: u32,
     /// The verified user of the request this instance serves, if any.
     pub identity: Option<String>,
+    /// The roles granted to that user.
+    pub roles: Option<Arc<str>>,
     /// Request id and trace context, added to calls that do not carry their own.
     pub trace: Arc<[(String, String)]>,
     /// As middleware: the handlers after it on its route ([`forward`]).
     pub next: Option<Arc<[String]>>,
+    /// As middleware: the method and path it may pass on ([`forward`]).
+    pub admitted: Option<Arc<(http::Method, String)>>,
     /// Whether the request being sent goes to `next` (`wasi:http/handler`) rather than
     /// out (`wasi:http/client`): set by the view each send is made through.
     pub forwarding: bool,
@@ -143,14 +151,15 @@ impl Outbound {
         Some(span)
     }
 
-    /// The verified user of the request this instance serves, for an in-process call.
+    /// The verified user of the request this instance serves and the user's roles,
+    /// for an in-process call (after [`strip_reserved`]: only the host sets these).
     fn add_identity(&self, headers: &mut http::HeaderMap) {
-        if let Some(v) = self
-            .identity
-            .as_deref()
-            .and_then(|id| http::HeaderValue::from_str(id).ok())
-        {
+        let value = |v: Option<&str>| v.and_then(|v| http::HeaderValue::from_str(v).ok());
+        if let Some(v) = value(self.identity.as_deref()) {
             headers.insert(USER_ID_HEADER, v);
+        }
+        if let Some(v) = value(self.roles.as_deref()) {
+            headers.insert(ROLES_HEADER, v);
         }
     }
 }
@@ -166,8 +175,9 @@ impl WasiHttpHooks for Outbound {
         if self.forwarding {
             return self.forward(request);
         }
-        // A guest cannot speak for a user: the identity header is the host's to set.
-        request.headers_mut().remove(USER_ID_HEADER);
+        // A guest cannot speak for a user, its roles or another caller: the `x-panal-`
+        // headers are the host's to set.
+        strip_reserved(request.headers_mut());
         self.add_trace(request.headers_mut());
         let uri = request.uri();
         let host = uri.host().unwrap_or_default().to_ascii_lowercase();
@@ -186,6 +196,9 @@ impl WasiHttpHooks for Outbound {
         let mut span = self.client_span(&mut request, &host);
         if in_process {
             self.add_identity(request.headers_mut());
+            if let Ok(v) = http::HeaderValue::from_str(&self.caller) {
+                request.headers_mut().insert(CALLER_HEADER, v);
+            }
             let calls = self.calls.clone();
             let depth = self.depth + 1;
             return Box::new(async move {

@@ -11,9 +11,11 @@
 //! - [`rollout`]: deploys made on one host reach every host that runs the component;
 //!   `record`: the desired-version records they travel in.
 //! - [`seal`]: the cluster key every call and record is sealed with.
+//! - `roles`: the operator's role grants, one table every host follows.
 
 mod record;
 mod remote;
+mod roles;
 pub mod rollout;
 pub mod seal;
 mod serve;
@@ -54,6 +56,8 @@ pub struct Cluster {
     desired: KvBucket,
     /// Component bytes by sha256 (`panal-CLUSTER-wasm`).
     wasm: ObjectBucket,
+    /// The operator's role grants (`panal-CLUSTER-roles`).
+    roles: KvBucket,
     service: tokio::sync::Mutex<Option<Service>>,
     /// Seals what this host sends and opens what it takes (the cluster key).
     seal: Arc<seal::Seal>,
@@ -113,7 +117,7 @@ impl Cluster {
     /// Join cluster `spec` on `nats` as host `host`: catch up with the cluster's
     /// deploys, announce every component `executor` runs and answer calls to them, and
     /// follow later deploys (`changed` hears of each). Calls to the components in
-    /// `elsewhere` go to the hosts that run them.
+    /// `elsewhere` go to the hosts that run them. `grants` follows the cluster's roles.
     pub async fn join(
         nats: Nats,
         spec: &ClusterSpec,
@@ -121,6 +125,7 @@ impl Cluster {
         executor: &Arc<Executor>,
         elsewhere: HashMap<String, Limits>,
         changed: Changed,
+        grants: Arc<crate::roles::Roles>,
     ) -> anyhow::Result<Arc<Self>> {
         let name = spec.name.as_str();
         let key = spec.key.as_deref().unwrap_or_default();
@@ -131,6 +136,10 @@ impl Cluster {
             .map_err(|e| failed(name, e))?;
         let wasm = nats
             .object_bucket(&format!("panal-{name}-wasm"), spec.replicas)
+            .await
+            .map_err(|e| failed(name, e))?;
+        let roles = nats
+            .kv_bucket(&format!("panal-{name}-roles"), spec.replicas)
             .await
             .map_err(|e| failed(name, e))?;
         let registry = executor.registry().clone();
@@ -144,6 +153,7 @@ impl Cluster {
             served: std::sync::Mutex::default(),
             desired,
             wasm,
+            roles,
             service: tokio::sync::Mutex::new(None),
             seal,
             newest: std::sync::Mutex::default(),
@@ -162,6 +172,12 @@ impl Cluster {
                 let _ = cluster.apply(&registry, &found.key, Some(&value)).await;
             }
         }
+        // Roles before the first request: a revoked role is not honoured at start.
+        cluster
+            .catch_up_roles(&grants)
+            .await
+            .map_err(|e| failed(name, e))?;
+        tokio::spawn(cluster.clone().follow_roles(grants));
         cluster.announce_all(&registry).await?;
         tokio::spawn(cluster.clone().follow(registry, changed));
         Ok(cluster)

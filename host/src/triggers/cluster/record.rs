@@ -63,11 +63,45 @@ impl Reach {
 
 /// `desired` for component `name`, sealed: the bytes to put in the bucket.
 pub(super) fn seal(seal: &Seal, name: &str, desired: &Desired) -> Result<Vec<u8>, String> {
-    let json = serde_json::to_vec(desired).map_err(|e| e.to_string())?;
-    let mut out = seal.seal(&purpose(name), &json).into_bytes();
+    sealed(seal, &purpose(name), desired)
+}
+
+/// `value` as JSON sealed for `purpose`: the seal line, then the JSON.
+pub(super) fn sealed<T: Serialize>(
+    seal: &Seal,
+    purpose: &str,
+    value: &T,
+) -> Result<Vec<u8>, String> {
+    let json = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+    let mut out = seal.seal(purpose, &json).into_bytes();
     out.push(b'\n');
     out.extend_from_slice(&json);
     Ok(out)
+}
+
+/// The JSON of a record [`sealed`] for `purpose`, its seal checked and not older than
+/// `newest`, with when it was sealed.
+pub(super) fn opened<'a>(
+    seal: &Seal,
+    purpose: &str,
+    value: &'a [u8],
+    newest: Option<u64>,
+) -> Result<(&'a [u8], u64), (Refusal, String)> {
+    let (line, json) = match value.iter().position(|b| *b == b'\n') {
+        Some(at) => (std::str::from_utf8(&value[..at]).ok(), &value[at + 1..]),
+        None => (None, value),
+    };
+    let opened = seal
+        .open(purpose, json, line, false)
+        .map_err(|why| (why, why.to_string()))?;
+    if newest.is_some_and(|n| opened.at < n) {
+        seal.refuse(Refusal::Stale);
+        return Err((
+            Refusal::Stale,
+            "older than the record this host follows".into(),
+        ));
+    }
+    Ok((json, opened.at))
 }
 
 /// The record in `value` for component `name`, its seal checked (not older than
@@ -79,27 +113,14 @@ pub(super) fn open(
     value: &[u8],
     newest: Option<u64>,
 ) -> Result<(Desired, u64), (Refusal, String)> {
-    let (sealed, json) = match value.iter().position(|b| *b == b'\n') {
-        Some(at) => (std::str::from_utf8(&value[..at]).ok(), &value[at + 1..]),
-        None => (None, value),
-    };
-    let opened = seal
-        .open(&purpose(name), json, sealed, false)
-        .map_err(|why| (why, why.to_string()))?;
+    let (json, at) = opened(seal, &purpose(name), value, newest)?;
     let invalid = |why: String| {
         seal.refuse(Refusal::Invalid);
         (Refusal::Invalid, why)
     };
-    if newest.is_some_and(|n| opened.at < n) {
-        seal.refuse(Refusal::Stale);
-        return Err((
-            Refusal::Stale,
-            "older than the version this host follows".into(),
-        ));
-    }
     let desired: Desired = serde_json::from_slice(json).map_err(|e| invalid(e.to_string()))?;
     desired.check(name).map_err(invalid)?;
-    Ok((desired, opened.at))
+    Ok((desired, at))
 }
 
 fn purpose(name: &str) -> String {

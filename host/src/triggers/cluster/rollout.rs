@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 /// How long a host waits before it tries again a change it failed to follow.
-const RETRY_EVERY: Duration = Duration::from_secs(2);
+pub(super) const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// How many times a host tries to follow one change.
 const TRIES: u32 = 5;
 

@@ -1,0 +1,70 @@
+//! The admin API's roles endpoints, which `panal roles grant|revoke|list` calls:
+//!
+//! - `GET /roles`: every grant, `{"grants": {ACCOUNT: [ROLE, ...]}}`
+//! - `PUT /roles/ACCOUNT/ROLE`: grant; `DELETE /roles/ACCOUNT/ROLE`: revoke (each part
+//!   percent-encoded); the answer says whether anything changed and what the account
+//!   holds now.
+//!
+//! In a cluster the change is made in the cluster's roles bucket, which every host
+//! follows; refused there, nothing changes anywhere.
+
+use http::{Method, StatusCode};
+use panal_gateway::{json_error, json_response, Body};
+use serde_json::json;
+
+use super::Admin;
+use crate::roles::Change;
+
+impl Admin {
+    /// Answer a request under `/roles`, or `None` when it is not one.
+    pub(super) async fn roles(
+        &self,
+        method: &Method,
+        segments: &[&str],
+    ) -> Option<http::Response<Body>> {
+        let change = match (method, segments) {
+            (&Method::GET, ["roles"]) => {
+                let grants = self.roles.table().grants;
+                return Some(json_response(StatusCode::OK, &json!({ "grants": grants })));
+            }
+            (&Method::PUT, ["roles", _, _]) => Change::Grant,
+            (&Method::DELETE, ["roles", _, _]) => Change::Revoke,
+            _ => return None,
+        };
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let (user, role) = (decode(segments[1]), decode(segments[2]));
+        let changed = match &self.cluster {
+            Some(cluster) => {
+                cluster
+                    .change_roles(&self.roles, change, &user, &role)
+                    .await
+            }
+            None => self
+                .roles
+                .change(change, &user, &role)
+                .map_err(|e| e.to_string()),
+        };
+        Some(match changed {
+            Ok(changed) => {
+                let held = self.roles.table().grants.remove(&user).unwrap_or_default();
+                tracing::info!(account = %user, role, ?change, changed, "roles changed by the operator");
+                json_response(
+                    StatusCode::OK,
+                    &json!({ "account": user, "role": role, "changed": changed, "roles": held }),
+                )
+            }
+            Err(why) => {
+                tracing::warn!(account = %user, role, %why, "roles change refused");
+                json_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "refused; nothing changed",
+                    json!({ "reason": why }),
+                )
+            }
+        })
+    }
+}
