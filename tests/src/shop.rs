@@ -94,6 +94,7 @@ messaging = {{ subscribe = [{{ subject = "payments.charge", queue = "payment" }}
 
 [components.probe]
 source = "{probe}"
+routes = ["/probe"]
 keyvalue = ["default"]
 # Publishes events of its own on the shop's subjects (forged ones, in tests).
 messaging = {{ publish = ["orders.>"] }}

@@ -2,7 +2,8 @@
 //! through the gateway: a paid order gets a shipment with a tracking number, an admin
 //! dispatches and delivers it across a host restart, the order follows it to
 //! `delivered`, the inbox lists each event once and the summary shows the shipment. A
-//! declined payment never gets a shipment. (Its events surviving a NATS outage and a
+//! declined payment never gets a shipment, nor does an `orders.paid` event the order
+//! service does not confirm. (Its events surviving a NATS outage and a
 //! host restart: tests/durable.rs.)
 
 use std::collections::BTreeSet;
@@ -52,6 +53,26 @@ async fn events_of(shop: &Shop<'_>, token: &str, id: &str) -> Vec<String> {
     }
     types.reverse();
     types
+}
+
+/// `orders.paid` events published by another component (the probe may publish on
+/// `orders.>`): for the user's declined order and for an order that does not exist.
+/// The order service does not confirm them, so no shipment is made.
+async fn forged_events_ship_nothing(shop: &Shop<'_>, user: &str, declined: &str, token: &str) {
+    for (event, order) in [("forged-1", declined), ("forged-2", "0123456789abcdef0123456789abcdef")] {
+        let body = json!({"event_id": event, "type": "orders.paid", "order_id": order,
+                          "user_id": user, "status": "paid"});
+        let (s, p) = shop.post("/probe/msg/publish/orders.paid", None, body).await;
+        assert!(s.is_success(), "{p}");
+    }
+    let refused = eventually(WAIT, || async {
+        let log = shop.panal.log();
+        (log.contains("refused orders.paid forged-1") && log.contains("refused orders.paid forged-2"))
+            .then_some(())
+    });
+    assert!(refused.await.is_some(), "{}", shop.panal.log());
+    let (s, none) = shop.get(&format!("/shipments?order_id={declined}"), Some(token)).await;
+    assert_eq!((s, none), (StatusCode::OK, json!({"items": []})));
 }
 
 #[tokio::test]
@@ -145,6 +166,7 @@ async fn a_paid_order_is_shipped_and_delivered_and_the_order_follows() {
         .get(&format!("/shipments?order_id={declined}"), Some(&token))
         .await;
     assert_eq!((s, none), (StatusCode::OK, json!({"items": []})));
+    forged_events_ship_nothing(&shop, &ana, &declined, &token).await;
     let (_, summary) = shop
         .get(&format!("/orders/{declined}/summary"), Some(&token))
         .await;
