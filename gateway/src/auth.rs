@@ -18,6 +18,9 @@ pub const USER_ID_HEADER: &str = "x-panal-user-id";
 /// The header that carries the verified user's granted roles (comma-separated).
 pub const ROLES_HEADER: &str = "x-panal-roles";
 
+/// The header that carries the client's address (the connection's peer) to components.
+pub const CLIENT_IP_HEADER: &str = "x-panal-client-ip";
+
 /// The header that names the component making an in-process call (set by the host).
 pub const CALLER_HEADER: &str = "x-panal-caller";
 

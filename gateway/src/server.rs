@@ -143,8 +143,13 @@ impl Gateway {
         crate::hop::strip(req.headers_mut());
         let id = request_id::take_or_make(req.headers());
         req.headers_mut().insert(request_id::HEADER, id.clone());
-        // Only the gateway speaks for the caller's identity and roles.
+        // Only the gateway speaks for the caller's identity, roles and address.
         auth::strip_reserved(req.headers_mut());
+        if let Some(ClientAddr(peer)) = req.extensions().get::<ClientAddr>().copied() {
+            if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
+                req.headers_mut().insert(auth::CLIENT_IP_HEADER, v);
+            }
+        }
         // What the access line says of the request, taken before it is handed on.
         let (method, uri) = (req.method().clone(), req.uri().clone());
         let observed = self.observer.as_ref().and_then(|o| o.start(&mut req));

@@ -78,6 +78,16 @@ impl Postgres {
             };
             return Self { base, own: None };
         }
+        Self::own(None)
+    }
+
+    /// A server of this test's own that also takes TLS connections, with the server
+    /// certificate and key of `certs` (its `ca.pem` verifies it).
+    pub fn start_tls(certs: &crate::tls::Certs) -> Self {
+        Self::own(Some(certs))
+    }
+
+    fn own(certs: Option<&crate::tls::Certs>) -> Self {
         let bin = bin_dir();
         let dir = tempfile::tempdir().expect("tempdir");
         let as_postgres = Command::new("id")
@@ -99,10 +109,13 @@ impl Postgres {
             &["-D", &data_s, "-A", "trust", "-U", "postgres", "--no-sync"],
             as_postgres,
         );
-        let opts = format!(
+        let mut opts = format!(
             "-p {port} -h 127.0.0.1 -k {} -F -c fsync=off",
             dir.path().display()
         );
+        if let Some(certs) = certs {
+            opts.push_str(&tls_options(certs, dir.path(), as_postgres));
+        }
         let log = dir.path().join("log").display().to_string();
         run(
             &bin.join("pg_ctl"),
@@ -143,6 +156,35 @@ impl Postgres {
             let _ = sqlx::query(&sql).execute(&mut conn).await;
         }
     }
+}
+
+/// `-c ssl=on` and the certificate options, the pair copied into `dir` where the
+/// server may read the key (its own, mode 0600, as PostgreSQL demands).
+fn tls_options(certs: &crate::tls::Certs, dir: &Path, as_postgres: bool) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::copy(certs.path("server.pem"), &cert).expect("copy cert");
+    std::fs::copy(certs.path("server.key"), &key).expect("copy key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    if as_postgres {
+        for file in [&cert, &key] {
+            let chown = Command::new("chown")
+                .arg("postgres:")
+                .arg(file)
+                .status()
+                .expect("chown");
+            assert!(
+                chown.success(),
+                "cannot hand {} to postgres",
+                file.display()
+            );
+        }
+    }
+    format!(
+        " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        cert.display(),
+        key.display()
+    )
 }
 
 impl Drop for Postgres {

@@ -349,3 +349,124 @@ async fn two_hosts_share_one_postgres_through_their_gateways() {
     two.stop();
     pg.drop_database(&db).await;
 }
+
+/// Two clusters on one PostgreSQL and one NATS (clusters `alpha` and `beta`): the same
+/// component's bucket is a namespace of each cluster's own, so neither sees the other's
+/// keys, nor a host outside any cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_clusters_on_one_postgres_keep_their_data_apart() {
+    use panal_tests::{client, component, Panal};
+    let pg = Postgres::start();
+    let nats = NatsServer::start();
+    let db = format!("panal_clusters_{}", std::process::id());
+    let url = pg.database(&db).await;
+    let manifest = |cluster: &str| {
+        format!(
+            "version = 1\n[storage]\nbackend = \"postgres\"\nurl = \"{url}\"\n{cluster}\n\
+             [components.probe]\nsource = \"{}\"\nroutes = [\"/probe\"]\nkeyvalue = [\"shared\"]\n",
+            component("probe")
+        )
+    };
+    let in_cluster =
+        |name: &str| format!("[cluster]\nname = \"{name}\"\nnats = \"{}\"\n", nats.url);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let insecure = ["--insecure-cluster"];
+    let alpha = Panal::start_full(
+        &manifest(&in_cluster("alpha")),
+        dirs[0].path(),
+        &[],
+        &insecure,
+    );
+    let beta = Panal::start_full(
+        &manifest(&in_cluster("beta")),
+        dirs[1].path(),
+        &[],
+        &insecure,
+    );
+    let alone = Panal::start(&manifest(""), dirs[2].path());
+    let c = client();
+    for (host, text) in [(&alpha, "alpha's"), (&beta, "beta's")] {
+        let put = c
+            .put(host.at("/probe/kv/shared/greeting"))
+            .body(text)
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(put.status(), 204);
+    }
+    for (host, text) in [(&alpha, "alpha's"), (&beta, "beta's")] {
+        let got = c
+            .get(host.at("/probe/kv/shared/greeting"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(got.status(), 200);
+        assert_eq!(got.text().await.expect("body"), text);
+    }
+    let outside = c
+        .get(alone.at("/probe/kv/shared/greeting"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        outside.status(),
+        404,
+        "a host outside the clusters sees their data"
+    );
+    for host in [alpha, beta, alone] {
+        host.stop();
+    }
+    pg.drop_database(&db).await;
+}
+
+/// PostgreSQL over TLS: with `sslmode=verify-full` and the test's CA (`sslrootcert`)
+/// the host connects, and every connection it holds is encrypted (`pg_stat_ssl`); with
+/// a server certificate it cannot verify (no `sslrootcert`), it refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_can_require_verified_tls() {
+    use panal_tests::{client, component, refused, Panal};
+    let certs = panal_tests::tls::Certs::make();
+    let pg = Postgres::start_tls(&certs);
+    let db = format!("panal_tls_{}", std::process::id());
+    let url = pg.database(&db).await;
+    let manifest = |url: &str| {
+        format!(
+            "version = 1\n[storage]\nbackend = \"postgres\"\nurl = \"{url}\"\n\
+             [components.probe]\nsource = \"{}\"\nroutes = [\"/probe\"]\nkeyvalue = [\"shared\"]\n",
+            component("probe")
+        )
+    };
+    let verified = format!(
+        "{url}?sslmode=verify-full&sslrootcert={}",
+        certs.file("ca.pem")
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let host = Panal::start(&manifest(&verified), dir.path());
+    let put = client()
+        .put(host.at("/probe/kv/shared/greeting"))
+        .body("over tls")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), 204);
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("connect");
+    let (all, tls): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
+         JOIN pg_stat_ssl s USING (pid) WHERE a.datname = $1 AND a.pid <> pg_backend_pid()",
+    )
+    .bind(&db)
+    .fetch_one(&mut conn)
+    .await
+    .expect("pg_stat_ssl");
+    assert!(
+        all > 0 && tls == all,
+        "{tls} of {all} connections encrypted"
+    );
+    drop(conn);
+    host.stop();
+    let err = refused(&manifest(&format!("{url}?sslmode=verify-full")), &[], &[]);
+    assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
+    pg.drop_database(&db).await;
+}

@@ -59,19 +59,27 @@ async fn events_of(shop: &Shop<'_>, token: &str, id: &str) -> Vec<String> {
 /// `orders.>`): for the user's declined order and for an order that does not exist.
 /// The order service does not confirm them, so no shipment is made.
 async fn forged_events_ship_nothing(shop: &Shop<'_>, user: &str, declined: &str, token: &str) {
-    for (event, order) in [("forged-1", declined), ("forged-2", "0123456789abcdef0123456789abcdef")] {
+    for (event, order) in [
+        ("forged-1", declined),
+        ("forged-2", "0123456789abcdef0123456789abcdef"),
+    ] {
         let body = json!({"event_id": event, "type": "orders.paid", "order_id": order,
                           "user_id": user, "status": "paid"});
-        let (s, p) = shop.post("/probe/msg/publish/orders.paid", None, body).await;
+        let (s, p) = shop
+            .post("/probe/msg/publish/orders.paid", None, body)
+            .await;
         assert!(s.is_success(), "{p}");
     }
     let refused = eventually(WAIT, || async {
         let log = shop.panal.log();
-        (log.contains("refused orders.paid forged-1") && log.contains("refused orders.paid forged-2"))
-            .then_some(())
+        (log.contains("refused orders.paid forged-1")
+            && log.contains("refused orders.paid forged-2"))
+        .then_some(())
     });
     assert!(refused.await.is_some(), "{}", shop.panal.log());
-    let (s, none) = shop.get(&format!("/shipments?order_id={declined}"), Some(token)).await;
+    let (s, none) = shop
+        .get(&format!("/shipments?order_id={declined}"), Some(token))
+        .await;
     assert_eq!((s, none), (StatusCode::OK, json!({"items": []})));
 }
 

@@ -5,7 +5,8 @@
 //!
 //! - `kv/...`: wasi:keyvalue store/atomics/batch (see [`kv`]),
 //! - `config`, `config/{key}`: wasi:config/store,
-//! - `call?url=URL`: an outgoing GET (`&forge=1`: with forged `x-panal-` headers),
+//! - `call?url=URL`: an outgoing GET, or a POST of the body as JSON (`&forge=1`: with
+//!   forged `x-panal-` headers),
 //! - `whoami`: the user, roles and calling component the host passed on,
 //! - `trap`, `spin`, `alloc?mb=N`, `recurse`, `hog`, `stream`: misbehaviour for limit
 //!   tests (see [`misc`]),
@@ -36,7 +37,11 @@ impl panal_sdk::wasi::exports::http::incoming_handler::Guest for Probe {
             (_, ["kv", ..]) => kv::handle(&request, out, &rest[1..], query),
             (Method::Get, ["config"]) => misc::config_all(out),
             (Method::Get, ["config", key]) => misc::config_get(out, key),
-            (Method::Get, ["call"]) => misc::call(out, query),
+            (Method::Get, ["call"]) => misc::call(out, query, None),
+            (Method::Post, ["call"]) => match panal_sdk::read_body(&request) {
+                Ok(body) => misc::call(out, query, Some(body)),
+                Err(e) => panal_sdk::error(out, 400, &e),
+            },
             (_, ["whoami", ..]) => misc::whoami(out, &request),
             (Method::Get, ["trap"]) => panic!("probe asked to trap"),
             (Method::Get, ["spin"]) => misc::spin(),

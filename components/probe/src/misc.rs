@@ -35,8 +35,9 @@ fn config_error_text(e: ConfigError) -> String {
     }
 }
 
-/// `GET call?url=URL` → outgoing GET; 200 `{"status","body"}` or 502 `{"error"}`.
-pub fn call(out: ResponseOutparam, query: Option<&str>) {
+/// `GET call?url=URL` → outgoing GET (`POST`: the body POSTed as JSON); 200
+/// `{"status","body"}` or 502 `{"error"}`.
+pub fn call(out: ResponseOutparam, query: Option<&str>, post: Option<Vec<u8>>) {
     let Some(url) = panal_sdk::query_param(query, "url") else {
         return panal_sdk::error(out, 400, "missing ?url=");
     };
@@ -50,8 +51,15 @@ pub fn call(out: ResponseOutparam, query: Option<&str>) {
     } else {
         &[]
     };
-    let method = panal_sdk::wasi::http::types::Method::Get;
-    match panal_sdk::client::send(method, &url, forged, None) {
+    use panal_sdk::wasi::http::types::Method;
+    let sent = match &post {
+        Some(body) => {
+            let headers = [&[("content-type", "application/json")][..], forged].concat();
+            panal_sdk::client::send(Method::Post, &url, &headers, Some(body))
+        }
+        None => panal_sdk::client::send(Method::Get, &url, forged, None),
+    };
+    match sent {
         Ok((status, body)) => {
             let body = String::from_utf8_lossy(&body);
             panal_sdk::json(out, 200, &json!({ "status": status, "body": body }));

@@ -111,11 +111,29 @@ impl From<store::Error> for ApiError {
     }
 }
 
-/// Writes `result` to `out`: the success body with its status, or the error's.
+/// Writes `result` to `out`: the success body with its status, or the error's (a 429
+/// with a `retry_after_secs` member also says it in `Retry-After`).
 pub fn reply(out: ResponseOutparam, result: ApiResult) {
     match result {
         Ok((status, body)) => crate::response::json(out, status, &body),
-        Err(e) => crate::response::json(out, e.status, &e.to_value()),
+        Err(e) => {
+            let body = serde_json::to_vec(&e.to_value()).unwrap_or_default();
+            let wait = e.body.get("retry_after_secs").and_then(Value::as_u64);
+            match wait.filter(|_| e.status == 429).map(|s| s.to_string()) {
+                Some(secs) => crate::response::respond(
+                    out,
+                    e.status,
+                    &[("content-type", "application/json"), ("retry-after", &secs)],
+                    &body,
+                ),
+                None => crate::response::respond(
+                    out,
+                    e.status,
+                    &[("content-type", "application/json")],
+                    &body,
+                ),
+            }
+        }
     }
 }
 

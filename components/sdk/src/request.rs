@@ -17,6 +17,9 @@ pub const ROLES_HEADER: &str = "x-panal-roles";
 /// on requests from the gateway or a timer. No client or guest can set it.
 pub const CALLER_HEADER: &str = "x-panal-caller";
 
+/// The header in which the gateway passes the client's address (the connection's peer).
+pub const CLIENT_IP_HEADER: &str = "x-panal-client-ip";
+
 /// Bytes asked for per read of a body stream.
 const READ_CHUNK: u64 = 64 * 1024;
 

@@ -2,8 +2,10 @@
 //!
 //! - `POST /users {email, name, password}` → 201 `{id, email, name}`; 409 for an email
 //!   already registered (case-insensitive); 400 listing bad fields.
-//! - `POST /users/login {email, password}` → 200 `{token, expires_at}` (unix seconds);
-//!   401 for any wrong credential.
+//! - `POST /users/login {email, password}` → 200 `{token, expires_at}` (unix seconds;
+//!   the token carries `sub`, `email`, `iat` and `exp`); 401 for any wrong credential;
+//!   429 with `Retry-After` for an address that failed too often on the account, see
+//!   [`guard`].
 //! - `GET /users/me` → the caller named by `x-panal-user-id` (401 without it), with
 //!   `roles`: what the operator granted it (`x-panal-roles`; `panal roles grant`). No
 //!   request to this service leads to a role.
@@ -16,6 +18,7 @@
 //!
 //! Config: `jwt_secret` (required for login), `jwt_ttl_secs` (default 3600).
 
+mod guard;
 mod jwt;
 mod password;
 mod validate;
@@ -136,9 +139,19 @@ fn login(req: &IncomingRequest) -> ApiResult {
         Some(id) => load_user(&bucket, &String::from_utf8_lossy(&id))?,
         None => None,
     };
+    let client = guard::client_of(panal_sdk::header(req, panal_sdk::CLIENT_IP_HEADER).as_deref());
+    let now = panal_sdk::time::unix_now();
     let user = match user {
-        Some(user) if password::verify(&password, &user.password_hash) => user,
-        Some(_) => return Err(bad_credentials()),
+        Some(user) => {
+            // Before any password work: a held-back address costs nothing.
+            guard::check(&bucket, &user.id, &client, now)?;
+            if !password::verify(&password, &user.password_hash) {
+                guard::failed(&bucket, &user.id, &client, now)?;
+                return Err(bad_credentials());
+            }
+            guard::succeeded(&bucket, &user.id, &client)?;
+            user
+        }
         None => {
             // Same cost as a wrong password, so timing does not reveal unknown emails.
             let _ = password::verify(&password, password::DUMMY_HASH);

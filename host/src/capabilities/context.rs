@@ -25,9 +25,20 @@ pub struct CallContext {
     /// When it serves as middleware on a route: the handlers its `wasi:http/handler`
     /// import passes a request on to, in order (the last is the route's component).
     pub next: Option<Arc<[String]>>,
-    /// For a middleware: the method and path the gateway admitted, which is all it may
-    /// pass on (a route's roles were checked for them).
-    pub admitted: Option<Arc<(http::Method, String)>>,
+    /// For a middleware: the request the gateway admitted (see [`Admitted`]).
+    pub admitted: Option<Arc<Admitted>>,
+}
+
+/// What a middleware may pass on: the method and path the gateway admitted (a route's
+/// roles were checked for them), and the client's address, which it passes on too.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The admitted method.
+    pub method: http::Method,
+    /// The admitted path.
+    pub path: String,
+    /// The gateway's `x-panal-client-ip`.
+    pub client: Option<http::HeaderValue>,
 }
 
 impl std::fmt::Debug for CallContext {

@@ -19,7 +19,7 @@ use crate::admin::Admin;
 use crate::capabilities::keyvalue::nats::NatsKvBackend;
 use crate::capabilities::keyvalue::postgres::PostgresBackend;
 use crate::capabilities::keyvalue::sqlite::SqliteBackend;
-use crate::capabilities::keyvalue::KvBackend;
+use crate::capabilities::keyvalue::{KvBackend, Prefixed};
 use crate::capabilities::messaging::inprocess::InProcessBroker;
 use crate::capabilities::messaging::nats::NatsBroker;
 use crate::capabilities::messaging::Broker;
@@ -176,7 +176,8 @@ pub async fn serve(
     for stream in manifest.streams.iter_mut().filter(|s| s.replicas == 0) {
         stream.replicas = cluster.as_ref().map_or(1, |c| c.replicas);
     }
-    let backends = open_backends(&manifest, opts).await?;
+    let cluster_name = cluster.as_ref().map(|c| c.name.as_str());
+    let backends = open_backends(&manifest, opts, cluster_name).await?;
     let deployments = open_deployments(opts)?;
     let (registry, _ticker) = load_registry(
         &manifest,
@@ -319,7 +320,13 @@ fn jwt_secret(manifest: &mut Manifest, data_dir: &Path) -> anyhow::Result<String
 }
 
 /// Storage and messaging as the manifest (or `--nats`) asks.
-async fn open_backends(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result<Backends> {
+/// The storage and messaging backends; a cluster's shared storage is named by the
+/// cluster (`cluster`), so clusters sharing one PostgreSQL or NATS keep apart.
+async fn open_backends(
+    manifest: &Manifest,
+    opts: &RunOptions,
+    cluster: Option<&str>,
+) -> anyhow::Result<Backends> {
     let storage = match &opts.storage_url {
         // The manifest's replicas stay when only the url is overridden.
         Some(url) => match &manifest.storage {
@@ -334,6 +341,7 @@ async fn open_backends(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result
         })?,
         None => manifest.storage.clone(),
     };
+    let shared = !matches!(storage, Storage::Sqlite);
     let kv: Arc<dyn KvBackend> = match storage {
         Storage::Sqlite => Arc::new(SqliteBackend::new(opts.data_dir.join("kv"))?),
         Storage::Postgres { url } => {
@@ -352,6 +360,13 @@ async fn open_backends(manifest: &Manifest, opts: &RunOptions) -> anyhow::Result
                     .map_err(|e| Refused(format!("{e:#}")))?,
             )
         }
+    };
+    let kv: Arc<dyn KvBackend> = match cluster.filter(|_| shared) {
+        Some(name) => Arc::new(Prefixed {
+            inner: kv,
+            prefix: format!("{name}_"),
+        }),
+        None => kv,
     };
     let backend = match &opts.nats {
         Some(url) => MessagingBackend::Nats(url.clone()),

@@ -21,12 +21,13 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
 use super::executor::{deadline, slot, Executor, InFlight};
+use crate::capabilities::context::Admitted;
 use crate::capabilities::{trace_of, CallContext, State};
 use crate::registry::{Ask, Deployed, CAUSE_WAIT};
 use crate::runtime::limits::{Capped, Ending, Guarded};
 use crate::runtime::Failure;
 use crate::traces;
-use panal_gateway::auth::{ROLES_HEADER, USER_ID_HEADER};
+use panal_gateway::auth::{CLIENT_IP_HEADER, ROLES_HEADER, USER_ID_HEADER};
 
 /// Every response names the version that answered it (the sha256 prefix).
 pub const VERSION_HEADER: &str = "x-panal-version";
@@ -135,8 +136,11 @@ impl Executor {
             .get::<panal_gateway::Next>()
             .map(|next| next.0.clone());
         if ctx.next.is_some() {
-            let admitted = (req.method().clone(), req.uri().path().to_string());
-            ctx.admitted = Some(Arc::new(admitted));
+            ctx.admitted = Some(Arc::new(Admitted {
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+                client: req.headers().get(CLIENT_IP_HEADER).cloned(),
+            }));
         }
         ctx
     }

@@ -19,7 +19,7 @@ use wasmtime_wasi_http::p3::bindings::http::client::HostWithStore;
 use wasmtime_wasi_http::p3::{Request, Response};
 use wasmtime_wasi_http::{Error, WasiBody, WasiHttp};
 
-use panal_gateway::auth::strip_reserved;
+use panal_gateway::auth::{strip_reserved, CLIENT_IP_HEADER};
 
 use super::{done, Outbound, SendFuture, MAX_CALL_DEPTH};
 use crate::capabilities::State;
@@ -49,7 +49,8 @@ impl Outbound {
     /// admitted (whose route's roles were checked for those, not for what a middleware
     /// would like to reach).
     fn changed_route(&self, request: &http::Request<WasiBody>) -> Option<String> {
-        let (method, path) = self.admitted.as_deref()?;
+        let admitted = self.admitted.as_deref()?;
+        let (method, path) = (&admitted.method, &admitted.path);
         (request.method() != method || request.uri().path() != path).then(|| {
             format!(
                 "`{}` passed on {} {} where the gateway admitted {method} {path}: refused",
@@ -79,6 +80,9 @@ impl Outbound {
         // middleware wrote; the request is the client's, not the middleware's call.
         strip_reserved(request.headers_mut());
         self.add_identity(request.headers_mut());
+        if let Some(client) = self.admitted.as_ref().and_then(|a| a.client.clone()) {
+            request.headers_mut().insert(CLIENT_IP_HEADER, client);
+        }
         self.add_trace(request.headers_mut());
         // A request the middleware made itself may have no authority; the next handler
         // gets an absolute URI, as from the gateway.

@@ -110,7 +110,7 @@ pub struct Outbound {
     /// As middleware: the handlers after it on its route ([`forward`]).
     pub next: Option<Arc<[String]>>,
     /// As middleware: the method and path it may pass on ([`forward`]).
-    pub admitted: Option<Arc<(http::Method, String)>>,
+    pub admitted: Option<Arc<crate::capabilities::context::Admitted>>,
     /// Whether the request being sent goes to `next` (`wasi:http/handler`) rather than
     /// out (`wasi:http/client`): set by the view each send is made through.
     pub forwarding: bool,

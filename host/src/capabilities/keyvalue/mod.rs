@@ -7,6 +7,9 @@
 //! - [`postgres`]: one PostgreSQL database shared by several hosts, a namespace per
 //!   component in one table.
 //! - [`nats`]: JetStream KV on a NATS server or cluster, a bucket per component.
+//! - [`Prefixed`]: the shared backends (PostgreSQL, NATS) of a cluster name each
+//!   component's namespace `CLUSTER_COMPONENT`, so deployments sharing one server never
+//!   see each other's data.
 //! - [`host`]: `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft2` over `Arc<dyn KvStore>`,
 //!   checking bucket grants.
 //! - `grant`: the [`Keyvalue`] capability: a bucket is needed to import it, the
@@ -110,4 +113,30 @@ pub trait KvStore: Send + Sync {
     async fn usage(&self) -> Result<(u64, u64), KvError>;
     /// The size of `key`'s value, if it has one.
     async fn value_len(&self, bucket: &str, key: &str) -> Result<Option<u64>, KvError>;
+}
+
+/// A backend shared with other deployments, each component's namespace named
+/// `PREFIX` + its name (`CLUSTER_` in a cluster: component names have no `_`, so no two
+/// clusters' names meet).
+pub struct Prefixed {
+    /// The shared backend.
+    pub inner: Arc<dyn KvBackend>,
+    /// Put before every component's name.
+    pub prefix: String,
+}
+
+#[async_trait]
+impl KvBackend for Prefixed {
+    async fn namespace(
+        &self,
+        component: &str,
+        limits: quota::KvLimits,
+    ) -> anyhow::Result<Arc<dyn KvStore>> {
+        let name = format!("{}{component}", self.prefix);
+        self.inner.namespace(&name, limits).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await;
+    }
 }
