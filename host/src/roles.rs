@@ -149,6 +149,8 @@ pub struct Roles {
     file: Option<PathBuf>,
     /// One change at a time: each reads the table, then writes it.
     changing: Mutex<()>,
+    /// One write of the file at a time (the cluster's follower writes too).
+    writing: Mutex<()>,
 }
 
 impl Roles {
@@ -171,6 +173,7 @@ impl Roles {
             current: ArcSwap::from_pointee(Snapshot::of(table)),
             file,
             changing: Mutex::new(()),
+            writing: Mutex::new(()),
         })
     }
 
@@ -190,6 +193,7 @@ impl Roles {
 
     /// Make `table` the grants (kept first, then applied).
     pub fn set(&self, table: Table) -> Result<(), RoleError> {
+        let _one = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(path) = &self.file {
             let io = |e: std::io::Error| RoleError::Io(format!("{}: {e}", path.display()));
             let json =

@@ -359,7 +359,12 @@ async fn forge_roles(a: &Panal, b: &Panal, js: &async_nats::jetstream::Context) 
         .send()
         .await
         .expect("grant");
-    assert_eq!(granted.status(), 200);
+    assert_eq!(
+        granted.status(),
+        200,
+        "{}",
+        granted.text().await.unwrap_or_default()
+    );
     let held = panal_tests::eventually(wait, || async {
         (roles_on(b).await == serde_json::json!({"ana": ["admin"]})).then_some(())
     });
@@ -375,7 +380,12 @@ async fn forge_roles(a: &Panal, b: &Panal, js: &async_nats::jetstream::Context) 
         .send()
         .await
         .expect("revoke");
-    assert_eq!(revoked.status(), 200);
+    assert_eq!(
+        revoked.status(),
+        200,
+        "{}",
+        revoked.text().await.unwrap_or_default()
+    );
     let gone = panal_tests::eventually(wait, || async {
         (roles_on(a).await == serde_json::json!({})).then_some(())
     });

@@ -58,6 +58,8 @@ pub struct Cluster {
     wasm: ObjectBucket,
     /// The operator's role grants (`panal-CLUSTER-roles`).
     roles: KvBucket,
+    /// Told each time the follower takes a roles table.
+    roles_taken: tokio::sync::Notify,
     service: tokio::sync::Mutex<Option<Service>>,
     /// Seals what this host sends and opens what it takes (the cluster key).
     seal: Arc<seal::Seal>,
@@ -154,6 +156,7 @@ impl Cluster {
             desired,
             wasm,
             roles,
+            roles_taken: tokio::sync::Notify::new(),
             service: tokio::sync::Mutex::new(None),
             seal,
             newest: std::sync::Mutex::default(),

@@ -25,6 +25,9 @@ const PURPOSE: &str = "roles:";
 /// How many times a change is tried against other hosts' changes.
 const TRIES: u32 = 10;
 
+/// How long a change waits for this host's follower to take it.
+const FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Cluster {
     /// Make `change` of `role` for `user` in the cluster's table (then in `roles`);
     /// whether anything changed.
@@ -47,7 +50,7 @@ impl Cluster {
             else {
                 return Ok(false);
             };
-            let value = record::sealed(&self.seal, PURPOSE, &next)?;
+            let value = bytes::Bytes::from(record::sealed(&self.seal, PURPOSE, &next)?);
             let max = self.nats.max_payload();
             if value.len() > max {
                 return Err(format!(
@@ -56,16 +59,34 @@ impl Cluster {
                 ));
             }
             let written = match revision {
-                Some(revision) => self.roles.update(KEY, value.into(), revision).await,
-                None => self.roles.create(KEY, value.into()).await,
+                Some(revision) => self.roles.update(KEY, value.clone(), revision).await,
+                None => self.roles.create(KEY, value.clone()).await,
             }
             .map_err(|e| e.to_string())?;
             if let Written::At(_) = written {
-                roles.set(next).map_err(|e| e.to_string())?;
+                self.until_followed(roles, next, &value).await?;
                 return Ok(true);
             }
         }
         Err("the cluster's roles kept changing under this change: try again".into())
+    }
+
+    /// Wait until this host's follower took the record `value` (of table `next`) this
+    /// host wrote, so the answer to a change holds here, and tables are taken in order;
+    /// if it does not come within [`FOLLOW_WAIT`], take `next` now.
+    async fn until_followed(&self, roles: &Roles, next: Table, value: &[u8]) -> Result<(), String> {
+        let (_, at) = self.open_roles(value)?;
+        let deadline = tokio::time::Instant::now() + FOLLOW_WAIT;
+        loop {
+            let taken = self.roles_taken.notified();
+            if self.newest(PURPOSE).is_some_and(|n| n >= at) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, taken).await.is_err() {
+                tracing::warn!("the cluster's roles watch is behind; taking this change here now");
+                return roles.set(next).map_err(|e| e.to_string());
+            }
+        }
     }
 
     /// The table in `value`, opened and checked (see the module doc).
@@ -105,6 +126,7 @@ impl Cluster {
         let (table, at) = self.open_roles(value)?;
         roles.set(table).map_err(|e| e.to_string())?;
         self.took(PURPOSE, at);
+        self.roles_taken.notify_waiters();
         Ok(())
     }
 
