@@ -32,6 +32,8 @@ pub struct State {
     tasks: Option<(tasks::Shared, u64)>,
     /// The request id its output lines carry.
     request: RequestTag,
+    /// Its share of the host's guest memory budget, held while it lives.
+    pub(crate) reserved: Option<crate::runtime::budget::Reservation>,
 }
 
 impl State {
@@ -58,6 +60,7 @@ impl State {
             config: Config::prepare(&grants.config, ctx),
             tasks: None,
             request,
+            reserved: None,
         }
     }
 
