@@ -44,6 +44,16 @@ async fn post(
     )
 }
 
+/// The first `free` answers were `ok`; the rest `ok` at most twice more (a token may
+/// refill meanwhile) and otherwise 429 with `Retry-After`.
+fn assert_rate_limited(answers: &[(u16, Option<u64>)], free: usize, ok: u16) {
+    assert!(answers[..free].iter().all(|(s, _)| *s == ok), "{answers:?}");
+    let rest = &answers[free..];
+    let limited = rest.iter().filter(|(s, w)| *s == 429 && w.is_some()).count();
+    let passed = rest.iter().filter(|(s, _)| *s == ok).count();
+    assert!(passed <= 2 && limited + passed == rest.len() && limited > 0, "{answers:?}");
+}
+
 fn login(email: &str, password: &str) -> Value {
     json!({"email": email, "password": password})
 }
@@ -125,12 +135,9 @@ async fn guessing_is_held_back_per_address_and_floods_get_429() {
         .await;
         answered.push((s.as_u16(), wait));
     }
-    let tried = answered.iter().filter(|(s, _)| *s == 401).count();
-    assert_eq!(tried, 20, "{answered:?}");
-    assert!(
-        answered[20..].iter().all(|(s, w)| *s == 429 && w.is_some()),
-        "{answered:?}"
-    );
+    // The first 20 are tried; then 429, with a token refilled now and then (one every
+    // 3 s) on a slow machine.
+    assert_rate_limited(&answered, 20, 401);
 
     // Sign-ups: a burst of ten from one address, then 429.
     let flooder = from(4);
@@ -141,14 +148,6 @@ async fn guessing_is_held_back_per_address_and_floods_get_429() {
         let (s, wait, _) = post(&flooder, &panal, "/users", user).await;
         statuses.push((s.as_u16(), wait));
     }
-    assert_eq!(
-        statuses.iter().filter(|(s, _)| *s == 201).count(),
-        10,
-        "{statuses:?}"
-    );
-    assert!(
-        statuses[10..].iter().all(|(s, w)| *s == 429 && w.is_some()),
-        "{statuses:?}"
-    );
+    assert_rate_limited(&statuses, 10, 201);
     panal.stop();
 }

@@ -148,6 +148,12 @@ async fn hosts_authenticate_with_a_password_or_an_nkey_and_strangers_are_kept_ou
         call.is_err(),
         "the app account reached a host's call: {call:?}"
     );
+    // Nor the hosts' buckets: desired versions, roles (and storage, were it on NATS).
+    let js = async_nats::jetstream::new(app.clone());
+    for bucket in ["panal-trust-desired", "panal-trust-roles"] {
+        let kv = js.get_key_value(bucket).await;
+        assert!(kv.is_err(), "the app account opened {bucket}");
+    }
 
     // A client without credentials is not let in.
     assert!(async_nats::connect(format!("nats://127.0.0.1:{port}"))
