@@ -49,9 +49,15 @@ async fn post(
 fn assert_rate_limited(answers: &[(u16, Option<u64>)], free: usize, ok: u16) {
     assert!(answers[..free].iter().all(|(s, _)| *s == ok), "{answers:?}");
     let rest = &answers[free..];
-    let limited = rest.iter().filter(|(s, w)| *s == 429 && w.is_some()).count();
+    let limited = rest
+        .iter()
+        .filter(|(s, w)| *s == 429 && w.is_some())
+        .count();
     let passed = rest.iter().filter(|(s, _)| *s == ok).count();
-    assert!(passed <= 2 && limited + passed == rest.len() && limited > 0, "{answers:?}");
+    assert!(
+        passed <= 2 && limited + passed == rest.len() && limited > 0,
+        "{answers:?}"
+    );
 }
 
 fn login(email: &str, password: &str) -> Value {

@@ -198,29 +198,6 @@ impl Admin {
             "Durable messages the outbox gave up on (kept in outbox.db, table outbox_dead).",
             dead,
         );
-        let memory = &self.registry.backends().memory;
-        for (name, kind, help, value) in [
-            (
-                "panal_guest_memory_budget_bytes",
-                "gauge",
-                "The host-wide budget of guest memory (--guest-memory-mb).",
-                u64::from(memory.total_mb()) << 20,
-            ),
-            (
-                "panal_guest_memory_reserved_bytes",
-                "gauge",
-                "Guest memory held by live instances (each its memory_mb).",
-                u64::from(memory.reserved_mb()) << 20,
-            ),
-            (
-                "panal_guest_memory_refused_total",
-                "counter",
-                "New instances refused for want of guest memory budget (503).",
-                memory.refused(),
-            ),
-        ] {
-            crate::metrics::single(&mut text, name, kind, help, value);
-        }
         if let Some(cluster) = &self.cluster {
             crate::metrics::labelled(
                 &mut text,

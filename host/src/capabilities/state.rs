@@ -32,8 +32,6 @@ pub struct State {
     tasks: Option<(tasks::Shared, u64)>,
     /// The request id its output lines carry.
     request: RequestTag,
-    /// Its share of the host's guest memory budget, held while it lives.
-    pub(crate) reserved: Option<crate::runtime::budget::Reservation>,
 }
 
 impl State {
@@ -60,7 +58,6 @@ impl State {
             config: Config::prepare(&grants.config, ctx),
             tasks: None,
             request,
-            reserved: None,
         }
     }
 

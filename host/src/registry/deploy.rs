@@ -279,11 +279,7 @@ impl Registry {
     ) -> Result<Deployed, ChangeError> {
         let name = spec.name.clone();
         let (deployed, _) = prepare(Arc::new(spec), bytes, &self.env, previous).await?;
-        let ctx = CallContext::default();
-        let mut store = deployed
-            .store(self.engine(), &ctx, Some(TRIAL_TIMEOUT))
-            .await
-            .map_err(|f| ChangeError::new(&name, Phase::Trial, f.message()))?;
+        let mut store = deployed.store(self.engine(), &CallContext::default());
         let instance = deployed.pre.instantiate_async(&mut store);
         match tokio::time::timeout(TRIAL_TIMEOUT, instance).await {
             Ok(Ok(_)) => Ok(deployed),

@@ -19,9 +19,7 @@ use crate::capabilities::bindings::Host_Pre as HostPre;
 use crate::capabilities::{Backends, CallContext, Grants, State, Version};
 use crate::manifest::{ComponentSpec, Limits, Subscription};
 use crate::metrics::{Metrics, Stats, VersionStats};
-use crate::runtime::budget::MemoryBudget;
 use crate::runtime::engine::{self, Compiled, Compiler};
-use crate::runtime::Failure;
 
 /// One ready version of a component.
 pub struct Deployed {
@@ -50,8 +48,6 @@ pub struct Deployed {
     pub(crate) grants: Grants,
     /// `max_concurrency` slots, shared with the versions before and after it.
     pub(crate) running: Arc<Semaphore>,
-    /// The host's guest memory budget, which each of its instances holds a share of.
-    budget: Arc<MemoryBudget>,
     /// Its kept instances (`limits.reuse` > 1): several requests at once each for a 0.3
     /// service, one at a time for a 0.2 proxy; made on its first request.
     workers: OnceLock<ProxyHandler<Pool>>,
@@ -59,30 +55,11 @@ pub struct Deployed {
 
 impl Deployed {
     /// A fresh instance's store, started by `ctx`: the only place one is made, for every
-    /// trigger and for a deploy's trial, so each gets the version's limits and deadline,
-    /// and holds its `memory_mb` of the host's budget while it lives, waiting up to
-    /// `wait` for room (`None`: as long as it takes).
-    pub(crate) async fn store(
-        &self,
-        engine: &Engine,
-        ctx: &CallContext,
-        wait: Option<std::time::Duration>,
-    ) -> Result<Store<State>, Failure> {
-        let reserved = self
-            .budget
-            .reserve(self.limits.memory_mb, wait)
-            .await
-            .ok_or(Failure::NoMemory {
-                budget_mb: self.budget.total_mb(),
-            })?;
+    /// trigger and for a deploy's trial, so each gets the version's limits and deadline.
+    pub(crate) fn store(&self, engine: &Engine, ctx: &CallContext) -> Store<State> {
         self.metrics.instances.fetch_add(1, Ordering::Relaxed);
-        let mut state = State::new(&self.name, &self.grants, self.limits.memory_mb, ctx);
-        state.reserved = Some(reserved);
-        Ok(crate::runtime::instance::store(
-            engine,
-            state,
-            self.limits.timeout_ms,
-        ))
+        let state = State::new(&self.name, &self.grants, self.limits.memory_mb, ctx);
+        crate::runtime::instance::store(engine, state, self.limits.timeout_ms)
     }
 
     /// The concurrent instances of this version (a 0.3 service), which serve each
@@ -198,7 +175,6 @@ pub(crate) async fn prepare(
             |p| p.running.clone(),
         ),
         workers: OnceLock::new(),
-        budget: env.backends.memory.clone(),
     };
     Ok((deployed, how))
 }

@@ -59,9 +59,7 @@ impl HandlerState for Pool {
             .ok_or_else(|| wasmtime::format_err!("this version was replaced"))?;
         let limits = deployed.limits;
         let timeout = Duration::from_millis(limits.timeout_ms);
-        let queue = Duration::from_millis(limits.queue_ms);
-        let ctx = CallContext::default();
-        let mut store = deployed.store(&self.engine, &ctx, Some(queue)).await?;
+        let mut store = deployed.store(&self.engine, &CallContext::default());
         let p3 = deployed.is_service();
         // Only an instance that runs several requests at once needs each one's context
         // followed task by task; a 0.2 proxy takes on the next request's when it starts.

@@ -18,11 +18,6 @@ pub enum Failure {
         /// The component's `max_concurrency`.
         max_concurrency: u32,
     },
-    /// The host's guest memory budget had no room for a new instance within the wait.
-    NoMemory {
-        /// The budget, MiB.
-        budget_mb: u32,
-    },
     /// The request body is over `max_body_kb`.
     TooLarge {
         /// The component's `max_body_kb`.
@@ -59,14 +54,6 @@ pub enum Failure {
     TaskFailed,
 }
 
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message())
-    }
-}
-
-impl std::error::Error for Failure {}
-
 impl Failure {
     /// Classify what a run returned: the deadline, the pool, the memory limit (when
     /// `out_of_memory` says growth was refused) or a plain trap.
@@ -82,10 +69,6 @@ impl Failure {
         }
         if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
             return Self::PoolExhausted;
-        }
-        // Named before the instance existed (the memory budget): as it was.
-        if let Some(failure) = err.downcast_ref::<Self>() {
-            return failure.clone();
         }
         if out_of_memory {
             return Self::OutOfMemory {
@@ -103,9 +86,7 @@ impl Failure {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoComponent => StatusCode::BAD_GATEWAY,
-            Self::Busy { .. } | Self::NoMemory { .. } | Self::PoolExhausted => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Busy { .. } | Self::PoolExhausted => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NoAnswer { .. } | Self::Stopped { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -119,9 +100,6 @@ impl Failure {
             Self::NoComponent => "no such component".into(),
             Self::Busy { max_concurrency } => {
                 format!("component is at its max_concurrency limit ({max_concurrency})")
-            }
-            Self::NoMemory { budget_mb } => {
-                format!("the host's guest memory budget ({budget_mb} MiB) is taken")
             }
             Self::TooLarge { max_body_kb } => {
                 format!("request body is larger than the component's limit of {max_body_kb} KiB")
@@ -187,11 +165,6 @@ impl Failure {
             Self::PoolExhausted => {
                 tracing::warn!(component, "instance pool exhausted; answering 503");
             }
-            Self::NoMemory { budget_mb } => tracing::warn!(
-                component,
-                budget_mb,
-                "limit hit: the host's guest memory budget; answering 503"
-            ),
             Self::ErrorCode(code) => {
                 tracing::warn!(component, code, "component answered with an error code");
             }
@@ -207,7 +180,7 @@ impl Failure {
     /// The JSON error answer on behalf of `component` (`Retry-After` when busy).
     pub fn response<E>(&self, component: &str) -> http::Response<UnsyncBoxBody<Bytes, E>> {
         let mut resp = error(self.status(), component, &self.message());
-        if matches!(self, Self::Busy { .. } | Self::NoMemory { .. }) {
+        if matches!(self, Self::Busy { .. }) {
             resp.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("1"),

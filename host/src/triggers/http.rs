@@ -104,10 +104,7 @@ impl Executor {
             let guard = |body| Guarded::new(body, Arc::default(), over, component, limits);
             return Ok(answer?.map(|body| guard(body).holding(permit).boxed_unsync()));
         }
-        let queue = Duration::from_millis(limits.queue_ms);
-        let store = deployed
-            .store(self.registry().engine(), &ctx, Some(queue))
-            .await?;
+        let store = deployed.store(self.registry().engine(), &ctx);
         let ending = Arc::new(Ending::default());
         let (head, task) = start(deployed, store, req, permit, ending.clone())?;
         let stop = task.abort_handle();

@@ -221,13 +221,7 @@ async fn handle(executor: &Executor, name: &str, msg: Msg) -> Result<(), String>
         (format!("process {} {name}", msg.subject), attrs)
     });
     let ctx = executor.context(0, None, traces::under(&trace, span.as_ref()));
-    // A message waits for room in the memory budget as long as it takes: back-pressure
-    // on the broker, not a failed delivery.
-    let engine = executor.registry().engine();
-    let mut store = deployed
-        .store(engine, &ctx, None)
-        .await
-        .map_err(|f| f.why())?;
+    let mut store = deployed.store(executor.registry().engine(), &ctx);
     let message = match store.data_mut().table.push(Message::from_msg(msg)) {
         Ok(m) => m,
         Err(e) => {
