@@ -63,6 +63,7 @@ fn roles(panal: &Panal, args: &[&str]) -> (bool, String) {
     cli(panal, &[&["roles"], args].concat())
 }
 
+/// `panal ARGS --admin` (of `panal`): success, and what it printed.
 fn cli(panal: &Panal, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(panal_tests::panal_bin())
         .args(args)
@@ -262,19 +263,10 @@ async fn the_shop_checks_roles_itself_when_a_route_forgets_them() {
     panal.stop();
 }
 
-/// `panal deploy` through the real CLI.
-fn deploy(admin: &str, name: &str, file: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(panal_tests::panal_bin())
-        .args(["deploy", name])
-        .arg(file)
-        .args(args)
-        .args(["--admin", admin])
-        .env_remove("PANAL_ADMIN_TOKEN")
-        .output()
-        .expect("panal deploy");
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.success(), text)
+/// `panal deploy NAME FILE ARGS` through the real CLI.
+fn deploy(panal: &Panal, name: &str, file: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let file = file.display().to_string();
+    cli(panal, &[&["deploy", name, &file], args].concat())
 }
 
 /// A redeploy keeps a component's routes with their roles; bare `--route` prefixes are
@@ -309,7 +301,7 @@ keyvalue = ["b"]
     };
     let v2 = write("v2.wasm", &panal_tests::variant(&probe, "v2"));
 
-    let (ok, out) = deploy(&panal.admin, "p", &v2, &["--route", "/p"]);
+    let (ok, out) = deploy(&panal, "p", &v2, &["--route", "/p"]);
     assert!(
         !ok,
         "bare prefixes replaced a running component's routes: {out}"
@@ -317,7 +309,7 @@ keyvalue = ["b"]
     assert!(out.contains("keeps its routes"), "{out}");
     assert_eq!(status("/p/config").await, 401);
 
-    let (ok, out) = deploy(&panal.admin, "p", &v2, &[]);
+    let (ok, out) = deploy(&panal, "p", &v2, &[]);
     assert!(ok, "{out}");
     assert_eq!(
         status("/p/config").await,
@@ -330,24 +322,14 @@ keyvalue = ["b"]
         b"routes = [{ prefix = \"/q\", rate_limit = { per_ip = \"0/s\" } }]\n",
     );
     let v3 = write("v3.wasm", &panal_tests::variant(&probe, "v3"));
-    let (ok, out) = deploy(
-        &panal.admin,
-        "p",
-        &v3,
-        &["--routes", &zero.display().to_string()],
-    );
+    let (ok, out) = deploy(&panal, "p", &v3, &["--routes", &zero.display().to_string()]);
     assert!(!ok && out.contains("rate_limit"), "{out}");
 
     let open = write(
         "open.toml",
         b"routes = [{ prefix = \"/q\", methods = [\"GET\"] }]\n",
     );
-    let (ok, out) = deploy(
-        &panal.admin,
-        "p",
-        &v3,
-        &["--routes", &open.display().to_string()],
-    );
+    let (ok, out) = deploy(&panal, "p", &v3, &["--routes", &open.display().to_string()]);
     assert!(ok, "{out}");
     assert_eq!(status("/q/config").await, 200);
     assert_eq!(status("/p/config").await, 404);
