@@ -59,6 +59,7 @@ fn benches(c: &mut Criterion) {
             panal::capabilities::Backends {
                 kv: Some(kv.clone()),
                 broker: None,
+                memory: Default::default(),
             },
             None,
         ))

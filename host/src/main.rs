@@ -191,6 +191,11 @@ struct RunArgs {
     /// deploy code); logged as a warning at every start.
     #[arg(long)]
     insecure_cluster: bool,
+    /// The host-wide budget of guest memory, MiB: every live instance is charged the
+    /// memory it grew to; a new one without room waits its `queue_ms`, then 503.
+    /// Default: half of the machine's memory (or of the cgroup limit).
+    #[arg(long, env = "PANAL_GUEST_MEMORY_MB", value_parser = clap::value_parser!(u32).range(16..))]
+    guest_memory_mb: Option<u32>,
 }
 
 /// How the host proves itself to NATS (every connection: messaging, cluster,
@@ -292,6 +297,7 @@ fn main() -> ExitCode {
                     insecure_cluster,
                     tls_cert,
                     tls_key,
+                    guest_memory_mb,
                 } = *run;
                 let (nats_auth, cluster_auth) = nats_auth.split();
                 panal::server::run(panal::server::RunOptions {
@@ -309,6 +315,7 @@ fn main() -> ExitCode {
                     nats_auth,
                     cluster_auth,
                     insecure_cluster,
+                    guest_memory_mb,
                     tls: tls_cert
                         .zip(tls_key)
                         .map(|(cert, key)| panal::manifest::TlsFiles { cert, key }),

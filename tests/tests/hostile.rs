@@ -3,12 +3,13 @@
 //! makes are capped, metadata a broker cannot carry is the guest's error, and on NATS a
 //! message JetStream will never take is dead-lettered out of the outbox instead of
 //! blocking every durable message behind it; an instance holds a bounded number of host
-//! resources.
+//! resources; instances past the host-wide guest memory budget wait, then get 503.
 
 use std::time::Duration;
 
 use panal_tests::{client, component, eventually, NatsServer, Panal};
 use reqwest::StatusCode;
+use serde_json::Value;
 
 fn manifest(messaging: &str) -> String {
     format!(
@@ -252,4 +253,78 @@ async fn an_instance_holds_a_bounded_number_of_host_resources() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let log = panal.stop();
     assert!(log.contains("resource table"), "{log}");
+}
+
+/// The host-wide guest memory budget (`--guest-memory-mb 64`) is charged the memory
+/// instances grow to: one instance that grows page by page is refused at the budget
+/// (not at its `memory_mb` of 128) and keeps what it got; while it holds it, a new
+/// instance waits its `queue_ms`, then gets 503 naming the budget; `/metrics` shows the
+/// budget, what is used and what was refused; once it ends, the memory is back, and an
+/// allocation past the budget fails with 503 naming it, not as the guest's own limit.
+#[tokio::test]
+async fn instances_past_the_guest_memory_budget_wait_then_get_503() {
+    const MIB: u64 = 1 << 20;
+    let manifest = format!(
+        "version = 1\n[components.p]\nsource = \"{}\"\nroutes = [\"/p\"]\nkeyvalue = [\"b\"]\n\
+         limits = {{ memory_mb = 128, queue_ms = 300, timeout_ms = 10000 }}\n",
+        component("probe")
+    );
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start_full(&manifest, data.path(), &[], &["--guest-memory-mb", "64"]);
+    let c = client();
+    let holder = tokio::spawn({
+        let (c, url) = (c.clone(), panal.at("/p/grow?pages=4096&hold_ms=3000"));
+        async move {
+            let resp = c.get(url).send().await.expect("get");
+            (resp.status(), resp.json::<Value>().await.expect("json"))
+        }
+    });
+    let metric = |text: &str, name: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} ")));
+        line.and_then(|l| l.split(' ').nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    let held = eventually(Duration::from_secs(5), || async {
+        let m = panal.metrics().await;
+        (metric(&m, "panal_guest_memory_used_bytes") > 63 * MIB).then_some(m)
+    })
+    .await
+    .expect("the holder grows to the budget");
+    assert_eq!(metric(&held, "panal_guest_memory_budget_bytes"), 64 * MIB);
+    let started = std::time::Instant::now();
+    let waited = c.get(panal.at("/p/config")).send().await.expect("get");
+    assert_eq!(waited.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "waited queue_ms"
+    );
+    assert_eq!(waited.headers()["retry-after"], "1");
+    let body = waited.text().await.expect("body");
+    assert!(body.contains("guest memory budget (64 MiB)"), "{body}");
+    let (status, grown) = holder.await.expect("task");
+    assert_eq!(status, StatusCode::OK, "{grown}");
+    assert_eq!(grown["refused"], true, "{grown}");
+    assert!(grown["grown"].as_u64().expect("pages") < 1024, "{grown}");
+    let after = eventually(Duration::from_secs(5), || async {
+        let m = panal.metrics().await;
+        (metric(&m, "panal_guest_memory_used_bytes") == 0).then_some(m)
+    })
+    .await
+    .expect("the memory is given back");
+    assert_eq!(metric(&after, "panal_guest_memory_refused_total"), 2);
+    let ok = c.get(panal.at("/p/config")).send().await.expect("get");
+    assert_eq!(ok.status(), StatusCode::OK);
+    let big = c
+        .get(panal.at("/p/alloc?mb=100"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(big.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = big.text().await.expect("body");
+    assert!(body.contains("guest memory budget (64 MiB)"), "{body}");
+    let log = panal.stop();
+    assert!(
+        log.contains("limit hit: the host's guest memory budget"),
+        "{log}"
+    );
 }

@@ -65,6 +65,7 @@ limits = {{ timeout_ms = 300 }}
         nats_auth: Default::default(),
         cluster_auth: Default::default(),
         insecure_cluster: false,
+        guest_memory_mb: None,
         tls: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -8,8 +8,8 @@
 //! - `call?url=URL`: an outgoing GET, or a POST of the body as JSON (`&forge=1`: with
 //!   forged `x-panal-` headers),
 //! - `whoami`: the user, roles and calling component the host passed on,
-//! - `trap`, `spin`, `alloc?mb=N`, `recurse`, `hog`, `stream`: misbehaviour for limit
-//!   tests (see [`misc`]),
+//! - `trap`, `spin`, `alloc?mb=N`, `grow?pages=N&hold_ms=M`, `recurse`, `hog`, `stream`:
+//!   misbehaviour for limit tests (see [`misc`]),
 //! - `msg/publish/{subject}`, `msg/request/{subject}`: wasi:messaging (see [`msg`]);
 //!   `msg/hold?n=N` keeps N messages (host resources) at once,
 //! - `sandbox`: what it can reach of env, files and sockets (least-privilege tests),
@@ -50,6 +50,7 @@ impl panal_sdk::wasi::exports::http::incoming_handler::Guest for Probe {
             (Method::Get, ["stream"]) => misc::stream(out),
             (Method::Get, ["sandbox"]) => misc::sandbox(out, query),
             (Method::Get, ["alloc"]) => misc::alloc(out, query),
+            (Method::Get, ["grow"]) => misc::grow(out, query),
             (Method::Get, ["msg", "hold"]) => msg::hold(out, query),
             (Method::Get, ["sleep"]) => misc::sleep(out, query),
             (Method::Post, ["msg", verb @ ("publish" | "request"), subject]) => {

@@ -106,6 +106,28 @@ pub fn alloc(out: ResponseOutparam, query: Option<&str>) {
     panal_sdk::json(out, 200, &json!({ "allocated_mb": mb }));
 }
 
+/// `GET grow?pages=N&hold_ms=M`: grows linear memory one 64 KiB page at a time, up to N
+/// pages or until the host refuses (`memory.grow` answers -1, no trap), keeps it M ms,
+/// then answers `{"grown":PAGES,"refused":BOOL}`.
+pub fn grow(out: ResponseOutparam, query: Option<&str>) {
+    let number = |name| panal_sdk::query_param(query, name).map(|t| t.parse::<usize>());
+    let (Some(Ok(pages)), hold) = (number("pages"), number("hold_ms")) else {
+        return panal_sdk::error(out, 400, "bad pages=");
+    };
+    let mut grown = 0;
+    while grown < pages && core::arch::wasm32::memory_grow(0, 1) != usize::MAX {
+        grown += 1;
+    }
+    if let Some(Ok(ms)) = hold {
+        let ns = u64::try_from(ms)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(1_000_000);
+        panal_sdk::wasi::clocks::monotonic_clock::subscribe_duration(ns).block();
+    }
+    let refused = grown < pages;
+    panal_sdk::json(out, 200, &json!({ "grown": grown, "refused": refused }));
+}
+
 /// `GET sleep?ms=N`: waits on a wasi clock (no CPU burnt), then answers; lets tests keep a
 /// request in flight across a host shutdown.
 pub fn sleep(out: ResponseOutparam, query: Option<&str>) {

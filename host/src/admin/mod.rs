@@ -198,6 +198,30 @@ impl Admin {
             "Durable messages the outbox gave up on (kept in outbox.db, table outbox_dead).",
             dead,
         );
+        let memory = &self.registry.backends().memory;
+        for (name, kind, help, value) in [
+            (
+                "panal_guest_memory_budget_bytes",
+                "gauge",
+                "The host-wide budget of guest memory (--guest-memory-mb).",
+                memory.total(),
+            ),
+            (
+                "panal_guest_memory_used_bytes",
+                "gauge",
+                "Linear memory live instances have grown to, all components together.",
+                memory.used(),
+            ),
+            (
+                "panal_guest_memory_refused_total",
+                "counter",
+                "Instances refused for want of guest memory budget: not admitted in time, \
+                 or memory growth past it (503).",
+                memory.refused(),
+            ),
+        ] {
+            crate::metrics::single(&mut text, name, kind, help, value);
+        }
         if let Some(cluster) = &self.cluster {
             crate::metrics::labelled(
                 &mut text,

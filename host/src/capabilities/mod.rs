@@ -85,6 +85,8 @@ pub struct Backends {
     pub kv: Option<Arc<dyn keyvalue::KvBackend>>,
     /// Messaging.
     pub broker: Option<Arc<dyn messaging::Broker>>,
+    /// The host's guest memory budget (unbounded by default).
+    pub memory: Arc<crate::runtime::budget::MemoryBudget>,
 }
 
 /// What one version of a component holds of every capability.

@@ -14,6 +14,7 @@ use super::messaging::{host::MsgView, Messaging};
 use super::tasks;
 use super::{CallContext, Capability, Grants};
 use crate::logging::{ComponentLog, Output, RequestTag, Tag};
+use crate::runtime::budget::Charge;
 use crate::runtime::instance::Limited;
 use crate::runtime::limits::Limiter;
 
@@ -36,8 +37,14 @@ pub struct State {
 
 impl State {
     /// The state of a fresh instance of `component` (guest output logged under its
-    /// name), with memory capped at `memory_mb`, started by `ctx`.
-    pub fn new(component: &Arc<str>, grants: &Grants, memory_mb: u64, ctx: &CallContext) -> Self {
+    /// name), with memory capped at `memory_mb` and charged to `charge`, started by `ctx`.
+    pub fn new(
+        component: &Arc<str>,
+        grants: &Grants,
+        memory_mb: u64,
+        ctx: &CallContext,
+        charge: Option<Charge>,
+    ) -> Self {
         let request: RequestTag = Arc::new(Mutex::new(tag(ctx)));
         let log = |output| ComponentLog::new(component.clone(), output, request.clone());
         let wasi = WasiCtx::builder()
@@ -51,7 +58,7 @@ impl State {
             wasi,
             http: WasiHttpCtx::new(),
             table,
-            limits: Limiter::new(memory),
+            limits: Limiter::new(memory, charge),
             http_out: HttpOut::prepare(&grants.http_out, ctx),
             keyvalue: Keyvalue::prepare(&grants.keyvalue, ctx),
             messaging: Messaging::prepare(&grants.messaging, ctx),

@@ -279,7 +279,13 @@ impl Registry {
     ) -> Result<Deployed, ChangeError> {
         let name = spec.name.clone();
         let (deployed, _) = prepare(Arc::new(spec), bytes, &self.env, previous).await?;
-        let mut store = deployed.store(self.engine(), &CallContext::default());
+        // The operator's trial is not charged to the guest memory budget: it must not
+        // wait behind the load, and `memory_mb` still bounds it.
+        let ctx = CallContext::default();
+        let mut store = deployed
+            .store(self.engine(), &ctx, None)
+            .await
+            .map_err(|f| ChangeError::new(&name, Phase::Trial, f.message()))?;
         let instance = deployed.pre.instantiate_async(&mut store);
         match tokio::time::timeout(TRIAL_TIMEOUT, instance).await {
             Ok(Ok(_)) => Ok(deployed),

@@ -19,7 +19,9 @@ use crate::capabilities::bindings::Host_Pre as HostPre;
 use crate::capabilities::{Backends, CallContext, Grants, State, Version};
 use crate::manifest::{ComponentSpec, Limits, Subscription};
 use crate::metrics::{Metrics, Stats, VersionStats};
+use crate::runtime::budget::{Admission, MemoryBudget};
 use crate::runtime::engine::{self, Compiled, Compiler};
+use crate::runtime::Failure;
 
 /// One ready version of a component.
 pub struct Deployed {
@@ -48,6 +50,10 @@ pub struct Deployed {
     pub(crate) grants: Grants,
     /// `max_concurrency` slots, shared with the versions before and after it.
     pub(crate) running: Arc<Semaphore>,
+    /// The host's guest memory budget, which each of its instances is charged to.
+    budget: Arc<MemoryBudget>,
+    /// The most linear memory an instance starts with (charged at admission).
+    initial_memory: u64,
     /// Its kept instances (`limits.reuse` > 1): several requests at once each for a 0.3
     /// service, one at a time for a 0.2 proxy; made on its first request.
     workers: OnceLock<ProxyHandler<Pool>>,
@@ -55,11 +61,30 @@ pub struct Deployed {
 
 impl Deployed {
     /// A fresh instance's store, started by `ctx`: the only place one is made, for every
-    /// trigger and for a deploy's trial, so each gets the version's limits and deadline.
-    pub(crate) fn store(&self, engine: &Engine, ctx: &CallContext) -> Store<State> {
+    /// trigger and for a deploy's trial, so each gets the version's limits and deadline
+    /// and is charged to the host's guest memory budget, admitted as `who` (a deploy's
+    /// trial, `None`, is not charged).
+    pub(crate) async fn store(
+        &self,
+        engine: &Engine,
+        ctx: &CallContext,
+        who: Option<Admission>,
+    ) -> Result<Store<State>, Failure> {
+        let charge = match who {
+            Some(who) => Some(self.budget.admit(self.initial_memory, who).await.ok_or(
+                Failure::NoMemory {
+                    budget_mb: self.budget.total_mb(),
+                },
+            )?),
+            None => None,
+        };
         self.metrics.instances.fetch_add(1, Ordering::Relaxed);
-        let state = State::new(&self.name, &self.grants, self.limits.memory_mb, ctx);
-        crate::runtime::instance::store(engine, state, self.limits.timeout_ms)
+        let state = State::new(&self.name, &self.grants, self.limits.memory_mb, ctx, charge);
+        Ok(crate::runtime::instance::store(
+            engine,
+            state,
+            self.limits.timeout_ms,
+        ))
     }
 
     /// The concurrent instances of this version (a 0.3 service), which serve each
@@ -175,8 +200,24 @@ pub(crate) async fn prepare(
             |p| p.running.clone(),
         ),
         workers: OnceLock::new(),
+        budget: env.backends.memory.clone(),
+        initial_memory: initial_memory(&component, spec.limits.memory_mb),
     };
     Ok((deployed, how))
+}
+
+/// The most linear memory an instance of `component` starts with, all its memories
+/// together, at most `memory_mb` (which is assumed when the component cannot tell).
+fn initial_memory(component: &wasmtime::component::Component, memory_mb: u64) -> u64 {
+    const PAGE: u64 = 64 << 10;
+    let most = memory_mb << 20;
+    component.resources_required().map_or(most, |r| {
+        let pages = r.max_initial_memory_size.unwrap_or(0);
+        u64::from(r.num_memories)
+            .saturating_mul(pages)
+            .saturating_mul(PAGE)
+            .min(most)
+    })
 }
 
 /// How `component` serves HTTP, told by what it exports: `wasi:http/handler@0.3.x`

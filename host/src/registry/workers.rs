@@ -31,6 +31,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use super::Deployed;
 use crate::capabilities::{CallContext, State};
 use crate::manifest::Limits;
+use crate::runtime::budget::Admission;
 use crate::runtime::Failure;
 
 /// What a request hands the instance that takes it: its context, and where the cause
@@ -59,7 +60,11 @@ impl HandlerState for Pool {
             .ok_or_else(|| wasmtime::format_err!("this version was replaced"))?;
         let limits = deployed.limits;
         let timeout = Duration::from_millis(limits.timeout_ms);
-        let mut store = deployed.store(&self.engine, &CallContext::default());
+        let queue = Duration::from_millis(limits.queue_ms);
+        let ctx = CallContext::default();
+        let mut store = deployed
+            .store(&self.engine, &ctx, Some(Admission::Request(queue)))
+            .await?;
         let p3 = deployed.is_service();
         // Only an instance that runs several requests at once needs each one's context
         // followed task by task; a 0.2 proxy takes on the next request's when it starts.
@@ -141,7 +146,7 @@ pub(crate) struct Worker {
     /// Set by the instance's limiter when it refused memory growth: such an instance
     /// takes no more requests (the guest may have carried on in a state it did not
     /// expect).
-    hit: Arc<AtomicBool>,
+    hit: Arc<crate::runtime::limits::Refused>,
     expired: Arc<AtomicBool>,
     /// Where the cause goes, per request taken (those already answered are closed).
     causes: Mutex<Vec<oneshot::Sender<Failure>>>,
@@ -152,7 +157,7 @@ impl WorkerState for Worker {
     type RequestData = Ask;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total >= self.limits.reuse_for(self.p3) as usize || self.hit.load(Ordering::Relaxed) {
+        if total >= self.limits.reuse_for(self.p3) as usize || self.hit.any() {
             ShouldAccept::Never
         } else if concurrent >= self.limits.concurrent_for(self.p3) as usize {
             ShouldAccept::No
@@ -196,8 +201,7 @@ impl WorkerState for Worker {
                 timeout_ms: self.limits.timeout_ms,
             }
         } else {
-            let out_of_memory = store.data().limits.hit.load(Ordering::Relaxed);
-            Failure::of(&e, out_of_memory, &self.limits)
+            Failure::of(&e, &store.data().limits.hit, &self.limits)
         };
         drop(store);
         for cause in causes {

@@ -18,6 +18,11 @@ pub enum Failure {
         /// The component's `max_concurrency`.
         max_concurrency: u32,
     },
+    /// The host's guest memory budget had no room for a new instance within the wait.
+    NoMemory {
+        /// The budget, MiB.
+        budget_mb: u32,
+    },
     /// The request body is over `max_body_kb`.
     TooLarge {
         /// The component's `max_body_kb`.
@@ -54,12 +59,21 @@ pub enum Failure {
     TaskFailed,
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for Failure {}
+
 impl Failure {
-    /// Classify what a run returned: the deadline, the pool, the memory limit (when
-    /// `out_of_memory` says growth was refused) or a plain trap.
+    /// Classify what a run returned: the deadline, the pool, the host's memory budget or
+    /// the component's memory limit (when `refused` says growth was refused) or a plain
+    /// trap.
     pub fn of(
         err: &wasmtime::Error,
-        out_of_memory: bool,
+        refused: &super::limits::Refused,
         limits: &crate::manifest::Limits,
     ) -> Self {
         if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
@@ -70,7 +84,14 @@ impl Failure {
         if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
             return Self::PoolExhausted;
         }
-        if out_of_memory {
+        // Named before the instance existed (the memory budget): as it was.
+        if let Some(failure) = err.downcast_ref::<Self>() {
+            return failure.clone();
+        }
+        if let Some(budget_mb) = refused.by_budget() {
+            return Self::NoMemory { budget_mb };
+        }
+        if refused.by_memory_mb() {
             return Self::OutOfMemory {
                 memory_mb: limits.memory_mb,
             };
@@ -86,7 +107,9 @@ impl Failure {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoComponent => StatusCode::BAD_GATEWAY,
-            Self::Busy { .. } | Self::PoolExhausted => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy { .. } | Self::NoMemory { .. } | Self::PoolExhausted => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NoAnswer { .. } | Self::Stopped { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -100,6 +123,9 @@ impl Failure {
             Self::NoComponent => "no such component".into(),
             Self::Busy { max_concurrency } => {
                 format!("component is at its max_concurrency limit ({max_concurrency})")
+            }
+            Self::NoMemory { budget_mb } => {
+                format!("the host's guest memory budget ({budget_mb} MiB) is taken")
             }
             Self::TooLarge { max_body_kb } => {
                 format!("request body is larger than the component's limit of {max_body_kb} KiB")
@@ -165,6 +191,11 @@ impl Failure {
             Self::PoolExhausted => {
                 tracing::warn!(component, "instance pool exhausted; answering 503");
             }
+            Self::NoMemory { budget_mb } => tracing::warn!(
+                component,
+                budget_mb,
+                "limit hit: the host's guest memory budget; answering 503"
+            ),
             Self::ErrorCode(code) => {
                 tracing::warn!(component, code, "component answered with an error code");
             }
@@ -180,7 +211,7 @@ impl Failure {
     /// The JSON error answer on behalf of `component` (`Retry-After` when busy).
     pub fn response<E>(&self, component: &str) -> http::Response<UnsyncBoxBody<Bytes, E>> {
         let mut resp = error(self.status(), component, &self.message());
-        if matches!(self, Self::Busy { .. }) {
+        if matches!(self, Self::Busy { .. } | Self::NoMemory { .. }) {
             resp.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("1"),
@@ -215,22 +246,28 @@ mod tests {
 
     #[test]
     fn traps_are_told_apart_from_limits() {
+        use crate::runtime::limits::{Limiter, Refused};
+        use wasmtime::ResourceLimiter;
         let limits = crate::manifest::Limits::default();
+        let none = Refused::default();
+        let mut limiter = Limiter::new(10, None);
+        assert!(!limiter.memory_growing(0, 11, None).expect("asked"));
+        let over = limiter.hit.clone();
         let interrupt = wasmtime::Error::from(Trap::Interrupt);
         assert_eq!(
-            Failure::of(&interrupt, false, &limits),
+            Failure::of(&interrupt, &none, &limits),
             Failure::Stopped {
                 timeout_ms: limits.timeout_ms
             }
         );
         let unreachable = wasmtime::Error::from(Trap::UnreachableCodeReached);
         assert_eq!(
-            Failure::of(&unreachable, true, &limits),
+            Failure::of(&unreachable, &over, &limits),
             Failure::OutOfMemory {
                 memory_mb: limits.memory_mb
             }
         );
-        let trap = Failure::of(&unreachable, false, &limits);
+        let trap = Failure::of(&unreachable, &none, &limits);
         assert!(matches!(&trap, Failure::Trap(_)));
         assert_eq!(trap.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(trap.why().starts_with("trap: "), "{}", trap.why());
@@ -238,8 +275,13 @@ mod tests {
 
     #[test]
     fn a_busy_answer_says_when_to_come_back() {
-        let resp = Failure::Busy { max_concurrency: 2 }.response::<std::convert::Infallible>("x");
-        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(resp.headers()[http::header::RETRY_AFTER], "1");
+        for busy in [
+            Failure::Busy { max_concurrency: 2 },
+            Failure::NoMemory { budget_mb: 64 },
+        ] {
+            let resp = busy.response::<std::convert::Infallible>("x");
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(resp.headers()[http::header::RETRY_AFTER], "1");
+        }
     }
 }

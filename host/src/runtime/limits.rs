@@ -5,7 +5,7 @@
 //! instance was stopped half-way (the head, and its status, already went out).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,23 +14,62 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+
+use super::budget::{Charge, MemoryBudget};
 use wasmtime_wasi_http::WasiBody;
 
 /// The store's resource limiter: `memory_mb` as the total of every linear memory of the
-/// instance (not per memory), the per-instance counts the pool is sized for, and a note
-/// when memory growth was refused, so the answer and the log can name the limit.
+/// instance (not per memory), its charge to the host's guest memory budget, the
+/// per-instance counts the pool is sized for, and a note of which limit refused growth,
+/// so the answer and the log can name it.
 pub struct Limiter {
     inner: StoreLimits,
     memory: usize,
     /// Bytes of linear memory the instance has, all memories together.
     used: usize,
-    /// Set when the guest asked for more memory than its limit.
-    pub hit: Arc<AtomicBool>,
+    /// What it holds of the host's budget (none for a deploy's trial).
+    charge: Option<Charge>,
+    /// Set when growth was refused, naming the limit.
+    pub hit: Arc<Refused>,
+}
+
+/// Which limit refused an instance's memory growth, if any.
+#[derive(Debug, Default)]
+pub struct Refused {
+    which: AtomicU8,
+    /// The budget's size, MiB, when the budget refused it.
+    budget_mb: AtomicU32,
+}
+
+const REFUSED_MEMORY_MB: u8 = 1;
+const REFUSED_BUDGET: u8 = 2;
+
+impl Refused {
+    /// Whether any growth was refused (the instance is not to be reused).
+    pub fn any(&self) -> bool {
+        self.which.load(Ordering::Relaxed) != 0
+    }
+
+    /// The host's budget (of this many MiB) refused it.
+    pub fn by_budget(&self) -> Option<u32> {
+        (self.which.load(Ordering::Relaxed) & REFUSED_BUDGET != 0)
+            .then(|| self.budget_mb.load(Ordering::Relaxed))
+    }
+
+    /// Its own `memory_mb` refused it.
+    pub fn by_memory_mb(&self) -> bool {
+        self.which.load(Ordering::Relaxed) & REFUSED_MEMORY_MB != 0
+    }
+
+    fn set(&self, which: u8) {
+        self.which.fetch_or(which, Ordering::Relaxed);
+    }
 }
 
 impl Limiter {
-    /// At most `memory` bytes of linear memory per instance, all memories together.
-    pub fn new(memory: usize) -> Self {
+    /// At most `memory` bytes of linear memory per instance, all memories together,
+    /// each byte charged to `charge` when there is one.
+    pub fn new(memory: usize, charge: Option<Charge>) -> Self {
         use super::engine::{
             CORE_INSTANCES_PER_INSTANCE, MEMORIES_PER_INSTANCE, TABLES_PER_INSTANCE,
         };
@@ -44,8 +83,14 @@ impl Limiter {
                 .build(),
             memory,
             used: 0,
+            charge,
             hit: Arc::default(),
         }
+    }
+
+    /// The host's budget this instance is charged to, if any.
+    pub fn budget(&self) -> Option<&MemoryBudget> {
+        self.charge.as_ref().map(Charge::budget)
     }
 }
 
@@ -57,14 +102,24 @@ impl ResourceLimiter for Limiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let total = self.used.saturating_sub(current).saturating_add(desired);
-        let allowed =
-            total <= self.memory && self.inner.memory_growing(current, desired, maximum)?;
-        if allowed {
-            self.used = total;
-        } else if total > self.memory {
-            self.hit.store(true, Ordering::Relaxed);
+        if total > self.memory || !self.inner.memory_growing(current, desired, maximum)? {
+            if total > self.memory {
+                self.hit.set(REFUSED_MEMORY_MB);
+            }
+            return Ok(false);
         }
-        Ok(allowed)
+        if let Some(charge) = &mut self.charge {
+            if !charge.grow_to(total as u64) {
+                self.hit
+                    .budget_mb
+                    .store(charge.budget().total_mb(), Ordering::Relaxed);
+                self.hit.set(REFUSED_BUDGET);
+                charge.budget().refuse();
+                return Ok(false);
+            }
+        }
+        self.used = total;
+        Ok(true)
     }
 
     fn table_growing(
@@ -303,12 +358,27 @@ mod tests {
 
     #[test]
     fn memory_mb_bounds_all_memories_together() {
-        let mut l = Limiter::new(10);
+        let mut l = Limiter::new(10, None);
         assert!(l.memory_growing(0, 6, None).expect("grow"));
         assert!(!l.memory_growing(0, 6, None).expect("grow"), "6 + 6 > 10");
-        assert!(l.hit.load(Ordering::Relaxed));
+        assert!(l.hit.by_memory_mb() && l.hit.by_budget().is_none());
         assert!(l.memory_growing(0, 4, None).expect("grow"), "6 + 4 fits");
         assert!(l.memory_growing(6, 6, None).expect("no change"));
+    }
+
+    #[tokio::test]
+    async fn the_host_budget_refuses_growth_past_it() {
+        use crate::runtime::budget::Admission;
+        let budget = Arc::new(MemoryBudget::new(1));
+        let charge = budget.admit(0, Admission::Request(Duration::ZERO)).await;
+        let mut l = Limiter::new(4 << 20, charge);
+        assert!(l.memory_growing(0, 1 << 20, None).expect("grow"));
+        assert!(!l.memory_growing(1 << 20, 2 << 20, None).expect("grow"));
+        assert_eq!(l.hit.by_budget(), Some(1));
+        assert!(!l.hit.by_memory_mb());
+        assert_eq!(budget.refused(), 1);
+        drop(l);
+        assert_eq!(budget.used(), 0, "given back with the instance");
     }
 
     #[tokio::test]

@@ -27,6 +27,7 @@ use crate::capabilities::Backends;
 use crate::manifest::{Manifest, MessagingBackend, Storage};
 use crate::registry::store::DeployStore;
 use crate::registry::Registry;
+use crate::runtime::budget::MemoryBudget;
 use crate::runtime::engine::{new_engine, Compiler, EpochTicker, PoolSize};
 use crate::triggers::cluster::Changed;
 use crate::triggers::http::GatewayBackend;
@@ -68,6 +69,8 @@ pub struct RunOptions {
     pub cluster_auth: panal_nats::Auth,
     /// Join a cluster over a NATS server that lets anyone in (warned at every start).
     pub insecure_cluster: bool,
+    /// The host-wide guest memory budget, MiB (default: half of the machine's).
+    pub guest_memory_mb: Option<u32>,
     /// Serve the gateway over HTTPS with these files (overrides `[gateway.tls]`).
     pub tls: Option<crate::manifest::TlsFiles>,
 }
@@ -384,9 +387,14 @@ async fn open_backends(
             broker
         }
     };
+    let memory = opts
+        .guest_memory_mb
+        .unwrap_or_else(MemoryBudget::default_mb);
+    tracing::info!(budget_mb = memory, "guest memory budget");
     Ok(Backends {
         kv: Some(kv),
         broker: Some(broker),
+        memory: Arc::new(MemoryBudget::new(memory)),
     })
 }
 

@@ -5,7 +5,7 @@
 //! request and a streamed response, [`super::messaging`] a delivery and its settlement.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use crate::capabilities::CallContext;
 use crate::manifest::Limits;
 use crate::metrics::Stats;
 use crate::registry::{Deployed, Registry};
+use crate::runtime::limits::Refused;
 use crate::runtime::Failure;
 
 /// Runs components for every trigger.
@@ -121,20 +122,16 @@ pub(crate) async fn slot(
 }
 
 /// Run `work` (an instance's whole run: instantiation, the call, a streamed body) under
-/// the component's `timeout_ms`, and name what went wrong. `out_of_memory` is the
-/// instance's limiter flag, so a trap after refused growth is reported as the limit.
+/// the component's `timeout_ms`, and name what went wrong. `refused` is the instance's
+/// limiter note, so a trap after refused growth is reported as the limit that refused it.
 pub(crate) async fn deadline<T>(
     limits: &Limits,
-    out_of_memory: &AtomicBool,
+    refused: &Refused,
     work: impl Future<Output = wasmtime::Result<T>>,
 ) -> Result<T, Failure> {
     match tokio::time::timeout(Duration::from_millis(limits.timeout_ms), work).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(Failure::of(
-            &err,
-            out_of_memory.load(Ordering::Relaxed),
-            limits,
-        )),
+        Ok(Err(err)) => Err(Failure::of(&err, refused, limits)),
         Err(_) => Err(Failure::Stopped {
             timeout_ms: limits.timeout_ms,
         }),

@@ -24,7 +24,8 @@ use super::executor::{deadline, slot, Executor, InFlight};
 use crate::capabilities::context::Admitted;
 use crate::capabilities::{trace_of, CallContext, State};
 use crate::registry::{Ask, Deployed, CAUSE_WAIT};
-use crate::runtime::limits::{Capped, Ending, Guarded};
+use crate::runtime::budget::Admission;
+use crate::runtime::limits::{Capped, Ending, Guarded, Refused};
 use crate::runtime::Failure;
 use crate::traces;
 use panal_gateway::auth::{CLIENT_IP_HEADER, ROLES_HEADER, USER_ID_HEADER};
@@ -104,7 +105,14 @@ impl Executor {
             let guard = |body| Guarded::new(body, Arc::default(), over, component, limits);
             return Ok(answer?.map(|body| guard(body).holding(permit).boxed_unsync()));
         }
-        let store = deployed.store(self.registry().engine(), &ctx);
+        let queue = Duration::from_millis(limits.queue_ms);
+        let store = deployed
+            .store(
+                self.registry().engine(),
+                &ctx,
+                Some(Admission::Request(queue)),
+            )
+            .await?;
         let ending = Arc::new(Ending::default());
         let (head, task) = start(deployed, store, req, permit, ending.clone())?;
         let stop = task.abort_handle();
@@ -301,7 +309,8 @@ async fn concurrent_failure(
         };
     }
     if let Some(i) = e.downcast_ref::<InstantiationError<Ask>>() {
-        return Failure::of(&i.error, false, limits);
+        // Nothing was refused that it could note: admission charged its initial memory.
+        return Failure::of(&i.error, &Refused::default(), limits);
     }
     Failure::ErrorCode(format!("{e:#}"))
 }

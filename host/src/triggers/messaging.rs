@@ -24,6 +24,7 @@ use crate::capabilities::messaging::{
 };
 use crate::capabilities::trace_of;
 use crate::metrics::MsgOp;
+use crate::runtime::budget::Admission;
 use crate::runtime::Failure;
 use crate::traces;
 
@@ -221,7 +222,13 @@ async fn handle(executor: &Executor, name: &str, msg: Msg) -> Result<(), String>
         (format!("process {} {name}", msg.subject), attrs)
     });
     let ctx = executor.context(0, None, traces::under(&trace, span.as_ref()));
-    let mut store = deployed.store(executor.registry().engine(), &ctx);
+    // A message waits for room in the memory budget as long as it takes (back-pressure
+    // on the broker, not a failed delivery), and leaves a quarter of it to requests.
+    let engine = executor.registry().engine();
+    let mut store = deployed
+        .store(engine, &ctx, Some(Admission::Background))
+        .await
+        .map_err(|f| f.why())?;
     let message = match store.data_mut().table.push(Message::from_msg(msg)) {
         Ok(m) => m,
         Err(e) => {
