@@ -400,17 +400,25 @@ async fn forge_roles(a: &Panal, b: &Panal, js: &async_nats::jetstream::Context) 
         "the revocation did not reach a: {}",
         a.log()
     );
+    // One at a time: the bucket keeps only the newest record, so a record overwritten
+    // before a host's watch delivered it is never seen there.
     bucket.put("table", sealed).await.expect("replay");
-    let own = serde_json::json!({"grants": {"mallory": ["admin"]}});
-    let own = serde_json::to_vec(&own).expect("json");
-    bucket.put("table", own.into()).await.expect("forge");
-    // Refused on arrival (the metrics say so, checked by the caller); nothing held.
-    let refused = panal_tests::eventually(wait, || async {
+    let stale = panal_tests::eventually(wait, || async {
         let m = b.metrics().await;
         m.contains("panal_cluster_refused_total{reason=\"stale\"} 1")
             .then_some(())
     });
-    assert!(refused.await.is_some(), "{}", b.log());
+    assert!(stale.await.is_some(), "{}", b.log());
+    let own = serde_json::json!({"grants": {"mallory": ["admin"]}});
+    let own = serde_json::to_vec(&own).expect("json");
+    bucket.put("table", own.into()).await.expect("forge");
+    // Refused on arrival (the caller counts it among the unsigned); nothing held.
+    let unsigned = panal_tests::eventually(wait, || async {
+        let m = b.metrics().await;
+        m.contains("panal_cluster_refused_total{reason=\"unsigned\"} 3")
+            .then_some(())
+    });
+    assert!(unsigned.await.is_some(), "{}", b.log());
     assert_eq!(roles_on(b).await, serde_json::json!({}));
 }
 
