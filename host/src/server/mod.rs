@@ -4,18 +4,15 @@
 //! caller bound, until a shutdown future resolves, so a test can start it in-process.
 
 mod cluster;
+mod start;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use panal_gateway::server::Gateway;
-
-use crate::admin::Admin;
 use crate::capabilities::keyvalue::nats::NatsKvBackend;
 use crate::capabilities::keyvalue::postgres::PostgresBackend;
 use crate::capabilities::keyvalue::sqlite::SqliteBackend;
@@ -29,9 +26,7 @@ use crate::registry::store::DeployStore;
 use crate::registry::Registry;
 use crate::runtime::budget::MemoryBudget;
 use crate::runtime::engine::{new_engine, Compiler, EpochTicker, PoolSize};
-use crate::triggers::cluster::Changed;
-use crate::triggers::http::GatewayBackend;
-use crate::triggers::Executor;
+use start::{Host, Plan, Serving};
 
 /// How long a start waits for NATS before serving anyway (and catching up later).
 const NATS_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -149,180 +144,29 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (public_addr, admin_addr) = (
-        listeners.public.local_addr()?,
-        listeners.admin.local_addr()?,
-    );
-    let admin_token = std::env::var("PANAL_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
-    if admin_token.is_none() && !admin_addr.ip().is_loopback() {
-        return Err(Refused(format!(
-            "--admin-listen {admin_addr} is not a loopback address: set PANAL_ADMIN_TOKEN so \
-             the admin API (deploy, rollback, undeploy) needs a bearer token"
-        ))
-        .into());
-    }
-    let mut manifest = load_manifest(&opts.manifest)?;
-    if let Some(spec) = &manifest.traces {
-        crate::traces::init(&spec.otlp, &spec.service_name)?;
-    }
-    std::fs::create_dir_all(&opts.data_dir)
-        .with_context(|| format!("cannot create the data dir {}", opts.data_dir.display()))?;
-    let secret = jwt_secret(&mut manifest, &opts.data_dir)?;
-    let cluster = cluster::cluster_of(&manifest, opts)?
-        .map(cluster::keyed)
-        .transpose()?;
-    let elsewhere =
-        cluster::run_here(&mut manifest, opts.components.as_deref(), cluster.is_some())?;
-    // In a cluster, streams are kept in as many copies as its buckets unless they say.
-    for stream in manifest.streams.iter_mut().filter(|s| s.replicas == 0) {
-        stream.replicas = cluster.as_ref().map_or(1, |c| c.replicas);
-    }
-    let cluster_name = cluster.as_ref().map(|c| c.name.as_str());
-    let backends = open_backends(&manifest, opts, cluster_name).await?;
-    let deployments = open_deployments(opts)?;
-    let (registry, _ticker) = load_registry(
-        &manifest,
-        &opts.data_dir,
-        backends.clone(),
-        Some(deployments),
-    )
-    .await?;
-    let executor = Executor::new(registry.clone());
-    registry.run_elsewhere(&elsewhere);
-    let roles = crate::roles::Roles::load(Some(opts.data_dir.join("roles.json")))
-        .map_err(|e| Refused(format!("roles: {e}")))?;
-    let roles = Arc::new(roles);
-    // Deploys that come from the cluster move the gateway's routes too, once it exists.
-    let routed: Arc<OnceLock<Arc<Gateway>>> = Arc::default();
-    if let Some(spec) = &cluster {
-        let changed: Changed = {
-            let (routed, registry) = (routed.clone(), registry.clone());
-            Arc::new(move |outcome| {
-                if let Some(gateway) = routed.get() {
-                    crate::admin::follow_routes(&registry, gateway, outcome);
-                }
-            })
-        };
-        let joined = (public_addr, changed, roles.clone());
-        let cluster = cluster::join_cluster(spec, opts, &executor, &elsewhere, joined).await?;
-        executor.join(cluster);
-    }
-    let triggers = start_triggers(&executor, &backends, &manifest).await?;
-    let tls = opts.tls.as_ref().or(manifest.gateway.tls.as_ref());
-    let gateway = Arc::new(gateway(&manifest, &executor, secret, tls)?.with_roles(roles.clone()));
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let public = listeners.public.local_addr()?;
+    let admin = listeners.admin.local_addr()?;
+    let token = start::admin_token(admin)?;
+    let plan = Plan::read(opts)?;
+    let host = Host::start(opts, &plan).await?;
+    let routed = host.join(opts, &plan, public).await?;
+    let mut tasks = host.triggers(&plan.manifest).await?;
+    let gateway = host.gateway(opts, &plan)?;
     let _ = routed.set(gateway.clone());
-    let admin_api = Arc::new(Admin {
-        registry: registry.clone(),
-        gateway: gateway.clone(),
-        token: admin_token,
-        hosts: manifest.gateway.admin_hosts.clone(),
-        cluster: executor.cluster().cloned(),
-        roles,
-    });
-    let watcher = opts.watch.then(|| {
-        let files = manifest
-            .components
-            .iter()
-            .map(|c| (c.name.clone(), c.source.clone()))
-            .collect();
-        crate::registry::watch::start(registry.clone(), files)
-    });
-
-    tracing::info!(%public_addr, %admin_addr, "panal is serving");
+    let admin_api = host.admin(&plan, gateway.clone(), token);
+    tasks.extend(opts.watch.then(|| host.watch(&plan.manifest)));
+    let tls = opts.tls.is_some() || plan.manifest.gateway.tls.is_some();
+    let scheme = if tls { "https" } else { "http" };
+    tracing::info!(%public, %admin, "panal is serving");
     // Scripts and tests read the bound ports from this line (with `--listen :0`).
-    println!("panal listening on {scheme}://{public_addr} (admin http://{admin_addr})");
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let limits = manifest.gateway.limits;
-    let public_task = tokio::spawn(panal_gateway::serve(
-        listeners.public,
-        gateway,
-        stopped(stop_rx.clone()),
-    ));
-    let admin_task = tokio::spawn(panal_gateway::server::accept_loop(
-        listeners.admin,
-        limits,
-        None,
-        stopped(stop_rx),
-        move |req| {
-            let admin_api = admin_api.clone();
-            async move { admin_api.handle(req).await }
-        },
-    ));
-
+    println!("panal listening on {scheme}://{public} (admin http://{admin})");
+    let limits = plan.manifest.gateway.limits;
+    let serving = Serving::start(listeners, gateway, admin_api, limits);
     shutdown.await;
-    // Out of the queue groups first, so other hosts take the calls from now on.
-    if let Some(cluster) = executor.cluster() {
-        cluster.leave().await;
-    }
-    tracing::info!("shutting down: no new connections; finishing in-flight requests");
-    let _ = stop_tx.send(true);
-    if let Some(watcher) = watcher {
-        watcher.abort();
-    }
-    let _ = public_task.await;
-    let _ = admin_task.await;
-    for task in triggers {
-        task.abort();
-    }
-    close(&backends).await;
+    host.stop(serving, tasks).await;
     Ok(())
 }
 
-/// Flush what the backends buffer: messages first (their outbox is on disk), then
-/// storage.
-async fn close(backends: &Backends) {
-    if let Some(broker) = &backends.broker {
-        broker.flush().await;
-    }
-    if let Some(kv) = &backends.kv {
-        kv.close().await;
-    }
-    // The exporter blocks while it sends the last spans.
-    let _ = tokio::task::spawn_blocking(crate::traces::flush).await;
-    tracing::info!("storage flushed; bye");
-}
-
-/// Start the triggers other than HTTP: every subscription and every schedule.
-async fn start_triggers(
-    executor: &Arc<Executor>,
-    backends: &Backends,
-    manifest: &Manifest,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let mut tasks = match &backends.broker {
-        Some(broker) => crate::triggers::messaging::start(executor, broker, &manifest.streams)
-            .await
-            .map_err(|e| Refused(format!("{e:#}")))?,
-        None => Vec::new(),
-    };
-    tasks.extend(crate::triggers::timer::start(
-        executor,
-        &manifest.components,
-    ));
-    Ok(tasks)
-}
-
-/// The JWT secret: the manifest's, or one generated once into the data dir; given to
-/// the issuing components as config `jwt_secret`.
-fn jwt_secret(manifest: &mut Manifest, data_dir: &Path) -> anyhow::Result<String> {
-    let secret = match &manifest.auth.jwt_secret {
-        Some(secret) => secret.clone(),
-        None => crate::secret::load_or_create(&data_dir.join("jwt-secret"))?,
-    };
-    for issuer in &manifest.auth.issuers {
-        if let Some(spec) = manifest.components.iter_mut().find(|c| c.name == *issuer) {
-            spec.config.push(("jwt_secret".into(), secret.clone()));
-        }
-    }
-    Ok(secret)
-}
-
-/// Storage and messaging as the manifest (or `--nats`) asks.
 /// The storage and messaging backends; a cluster's shared storage is named by the
 /// cluster (`cluster`), so clusters sharing one PostgreSQL or NATS keep apart.
 async fn open_backends(
@@ -396,49 +240,6 @@ async fn open_backends(
         broker: Some(broker),
         memory: Arc::new(MemoryBudget::new(memory)),
     })
-}
-
-fn open_deployments(opts: &RunOptions) -> anyhow::Result<DeployStore> {
-    let dir = opts.data_dir.join("deployments");
-    if opts.reset_deployments && dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot reset {}", dir.display()))?;
-        tracing::info!("deployments reset: serving the manifest's files");
-    }
-    DeployStore::open(dir)
-}
-
-/// The public gateway over `executor`, with the manifest's aggregates, OpenAPI document
-/// and limits.
-fn gateway(
-    manifest: &Manifest,
-    executor: &Arc<Executor>,
-    secret: String,
-    tls: Option<&crate::manifest::TlsFiles>,
-) -> anyhow::Result<Gateway> {
-    // From the registry, not the manifest: deployed versions may have other routes.
-    let table = panal_gateway::RouteTable::new(executor.registry().routes())
-        .map_err(|e| Refused(e.to_string()))?;
-    let aggregates = manifest.aggregates.clone();
-    let mut gateway = Gateway::new(
-        table,
-        Arc::new(GatewayBackend(executor.clone())),
-        Some(panal_gateway::auth::Verifier::new(secret.into_bytes())),
-        aggregates,
-    );
-    if let Some(doc) = manifest.openapi.clone() {
-        gateway = gateway.with_openapi(doc);
-    }
-    if crate::traces::enabled() {
-        gateway = gateway.with_observer(Arc::new(crate::traces::GatewaySpans));
-    }
-    if let Some(files) = tls {
-        let acceptor = panal_gateway::tls::acceptor(&files.cert, &files.key)
-            .map_err(|e| Refused(e.to_string()))?;
-        gateway = gateway.with_tls(acceptor);
-    }
-    Ok(gateway
-        .with_limits(manifest.gateway.limits)
-        .with_rate_buckets(manifest.gateway.max_rate_buckets))
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
