@@ -1,7 +1,10 @@
 //! `limits.reuse`: an instance serves up to N requests one after another, and one that
-//! failed is never handed another request. Counted with `panal_instances_created_total`.
+//! failed is never handed another request. Counted with `panal_instances_created_total`;
+//! messages are handled the same way, counted by the probe itself.
 
-use panal_tests::{client, component, Panal};
+use std::time::Duration;
+
+use panal_tests::{client, component, eventually, Panal};
 
 fn manifest() -> String {
     format!(
@@ -10,12 +13,14 @@ fn manifest() -> String {
 source = "{probe}"
 routes = ["/probe"]
 keyvalue = ["default"]
-limits = {{ reuse = 4 }}
+messaging = {{ publish = ["work.>", "plain.>"], subscribe = ["work.*"] }}
+limits = {{ reuse = 4, idle_ms = 60000 }}
 
 [components.fresh]
 source = "{probe}"
 routes = ["/fresh"]
 keyvalue = ["default"]
+messaging = {{ subscribe = ["plain.*"] }}
 "#,
         probe = component("probe"),
     )
@@ -87,5 +92,57 @@ async fn after_a_deploy_no_idle_instance_of_the_old_version_answers() {
         panal_tests::sha_prefix(&bytes),
         "the new version answered"
     );
+    panal.stop();
+}
+
+/// Read `key` from `who`'s default bucket as a number (0 when missing).
+async fn number(panal: &Panal, who: &str, key: &str) -> u64 {
+    let url = panal.at(&format!("/{who}/kv/default/{key}"));
+    let resp = client().get(url).send().await.expect("get");
+    if resp.status() == 404 {
+        return 0;
+    }
+    resp.text().await.expect("text").parse().expect("number")
+}
+
+/// Publish one message on `subject` from the probe and wait until `who` handled it,
+/// counted by `key` (`count:` for handled, `tries:` for tried); what the instance that
+/// handled it had handled by then (`seen:`).
+async fn one_message(panal: &Panal, who: &str, subject: &str, key: &str) -> u64 {
+    let before = number(panal, who, &format!("{key}:{subject}")).await;
+    let url = panal.at(&format!("/probe/msg/publish/{subject}"));
+    let sent = client().post(url).body("m").send().await.expect("publish");
+    assert_eq!(sent.status(), 204);
+    let handled = eventually(Duration::from_secs(10), || async {
+        (number(panal, who, &format!("{key}:{subject}")).await > before).then_some(())
+    });
+    assert!(
+        handled.await.is_some(),
+        "{subject} was not handled: {}",
+        panal.log()
+    );
+    number(panal, who, &format!("seen:{subject}")).await
+}
+
+#[tokio::test]
+async fn messages_are_handled_by_kept_instances_as_requests_are() {
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start(&manifest(), data.path());
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(one_message(&panal, "probe", "work.one", "count").await);
+    }
+    assert_eq!(
+        seen,
+        [1, 2, 3, 4, 1, 2],
+        "4 messages per instance, one at a time"
+    );
+    // A trap ends the kept instance under it: the next message gets a fresh one.
+    one_message(&panal, "probe", "work.trap", "tries").await;
+    assert_eq!(one_message(&panal, "probe", "work.one", "count").await, 1);
+    // Without `reuse`, every message gets a fresh instance.
+    for _ in 0..3 {
+        assert_eq!(one_message(&panal, "fresh", "plain.one", "count").await, 1);
+    }
     panal.stop();
 }

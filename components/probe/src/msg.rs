@@ -78,6 +78,9 @@ pub fn request(out: ResponseOutparam, subject: &str, body: Vec<u8>, query: Optio
     }
 }
 
+/// Messages this instance has handled without failing.
+static HANDLED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// The `wasi:messaging/incoming-handler` export.
 pub fn handle(message: types::Message) -> Result<(), types::Error> {
     let subject = message.topic().unwrap_or_default();
@@ -98,6 +101,12 @@ pub fn handle(message: types::Message) -> Result<(), types::Error> {
         )));
     }
     atomics::increment(&bucket, &format!("count:{subject}"), 1)
+        .map_err(|e| types::Error::Other(format!("{e:?}")))?;
+    // How many messages this instance has handled, this one included: 1 in a fresh
+    // instance, more in one the host kept (`limits.reuse`).
+    let seen = HANDLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    bucket
+        .set(&format!("seen:{subject}"), seen.to_string().as_bytes())
         .map_err(|e| types::Error::Other(format!("{e:?}")))?;
     bucket
         .set(&format!("last:{subject}"), &data)

@@ -11,6 +11,7 @@
 
 pub mod deploy;
 pub mod error;
+mod handlers;
 mod load;
 pub mod store;
 mod version;
@@ -27,6 +28,7 @@ use serde_json::{json, Value};
 use wasmtime::Engine;
 
 pub use error::{ChangeError, Phase};
+pub(crate) use handlers::Handler;
 pub use load::{LoadError, LoadStats};
 pub(crate) use version::Ask;
 pub use version::Deployed;

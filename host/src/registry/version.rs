@@ -1,7 +1,8 @@
 //! One version of a component, ready to serve: compiled, linked, checked against every
 //! capability's grant rules and pre-instantiated ([`prepare`]), with its counters, its
 //! concurrency slots and the instances it keeps for reuse (`workers`: a 0.3 service's
-//! serve several requests at once, a 0.2 proxy's one at a time).
+//! serve several requests at once, a 0.2 proxy's one at a time; `kept`: its messaging
+//! handler's, one message at a time).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -13,6 +14,7 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::handler::{ProxyHandler, ProxyPre};
 
 use super::error::{ChangeError, Phase};
+use super::handlers::Kept;
 pub(crate) use super::workers::Ask;
 use super::workers::Pool;
 use crate::capabilities::bindings::Host_Pre as HostPre;
@@ -57,6 +59,8 @@ pub struct Deployed {
     /// Its kept instances (`limits.reuse` > 1): several requests at once each for a 0.3
     /// service, one at a time for a 0.2 proxy; made on its first request.
     workers: OnceLock<ProxyHandler<Pool>>,
+    /// Its idle messaging handler instances (`limits.reuse` > 1).
+    pub(super) kept: Kept,
 }
 
 impl Deployed {
@@ -200,6 +204,7 @@ pub(crate) async fn prepare(
             |p| p.running.clone(),
         ),
         workers: OnceLock::new(),
+        kept: Kept::default(),
         budget: env.backends.memory.clone(),
         initial_memory: initial_memory(&component, spec.limits.memory_mb),
     };

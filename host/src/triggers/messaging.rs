@@ -1,7 +1,8 @@
 //! The messaging trigger: each component's subscriptions on the broker, every message
-//! handled by the component's `wasi:messaging/incoming-handler` in a fresh instance
-//! from the [`Executor`], with the same limits, deadline and failure naming as an HTTP
-//! request. The current version is looked up per message, so a
+//! handled by the component's `wasi:messaging/incoming-handler` with the same limits,
+//! deadline and failure naming as an HTTP request: in a fresh instance, or with
+//! `limits.reuse` > 1 in one the version keeps (`registry/handlers.rs`). The current
+//! version is looked up once per message, for its slot and its instance both, so a
 //! redeployed component takes over its subscriptions at once.
 //!
 //! Plain subscriptions are at most once. Durable ones are at least once: settled after
@@ -18,12 +19,14 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::executor::{deadline, slot, Executor};
+use crate::capabilities::bindings::Host_Pre as HostPre;
 use crate::capabilities::messaging::host::Message;
 use crate::capabilities::messaging::{
     Broker, DurableSub, Incoming, Msg, MsgError, Settle, StreamSpec,
 };
-use crate::capabilities::trace_of;
+use crate::capabilities::{trace_of, CallContext, State};
 use crate::metrics::MsgOp;
+use crate::registry::{Deployed, Handler};
 use crate::runtime::budget::Admission;
 use crate::runtime::Failure;
 use crate::traces;
@@ -102,13 +105,12 @@ async fn plain(executor: Arc<Executor>, name: String, mut stream: BoxStream<'sta
             break;
         };
         let executor = executor.clone();
-        let name = name.clone();
         let span = tracing::info_span!("message", component = %name, subject = %msg.subject);
         tokio::spawn(
             async move {
                 let _permit = permit;
                 // Logged in `handle`; a plain delivery is at most once.
-                let _ = handle(&executor, &name, msg).await;
+                let _ = handle(&executor, &current, msg).await;
             }
             .instrument(span),
         );
@@ -138,21 +140,19 @@ async fn durably(
         };
         let executor = executor.clone();
         let settings = settings.clone();
-        let name = name.clone();
-        let stats = current.stats.clone();
         let span = tracing::info_span!("message", component = %name,
             subject = %incoming.msg.subject, attempt = incoming.attempt);
         tokio::spawn(
             async move {
                 let _permit = permit;
                 let Incoming { msg, attempt, ack } = incoming;
-                let how = match handle(&executor, &name, msg.clone()).await {
+                let how = match handle(&executor, &current, msg.clone()).await {
                     Ok(()) => Settle::Done,
                     Err(_) if attempt < settings.max_attempts => Settle::Retry(backoff(attempt)),
                     Err(why) => dead_letter(&settings, msg, attempt, &why).await,
                 };
                 if matches!(how, Settle::GiveUp) {
-                    stats.msg(MsgOp::DeadLettered);
+                    current.stats.msg(MsgOp::DeadLettered);
                 }
                 if let Err(e) = ack.settle(how).await {
                     tracing::warn!(%e, ?how, "cannot settle a delivery; the broker will redeliver it");
@@ -197,12 +197,11 @@ async fn dead_letter(settings: &DurableSettings, msg: Msg, attempts: u32, why: &
     }
 }
 
-/// Run one delivery; a failure is logged and returned as why.
-async fn handle(executor: &Executor, name: &str, msg: Msg) -> Result<(), String> {
-    let Some(deployed) = executor.registry().current(name) else {
-        return Err(format!("component `{name}` is gone"));
-    };
-    let Some(pre) = deployed.handler.clone() else {
+/// Run one delivery on `deployed` (the version whose slot it holds); a failure is logged
+/// and returned as why.
+async fn handle(executor: &Executor, deployed: &Arc<Deployed>, msg: Msg) -> Result<(), String> {
+    let name = &*deployed.name;
+    let Some(pre) = deployed.handler.as_ref() else {
         return Err(format!("component `{name}` has no message handler"));
     };
     let header = |name: &str| {
@@ -222,30 +221,7 @@ async fn handle(executor: &Executor, name: &str, msg: Msg) -> Result<(), String>
         (format!("process {} {name}", msg.subject), attrs)
     });
     let ctx = executor.context(0, None, traces::under(&trace, span.as_ref()));
-    // A message waits for room in the memory budget as long as it takes (back-pressure
-    // on the broker, not a failed delivery), and leaves a quarter of it to requests.
-    let engine = executor.registry().engine();
-    let mut store = deployed
-        .store(engine, &ctx, Some(Admission::Background))
-        .await
-        .map_err(|f| f.why())?;
-    let message = match store.data_mut().table.push(Message::from_msg(msg)) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!(%e, "cannot hand the message to the component");
-            return Err(e.to_string());
-        }
-    };
-    let hit = store.data().limits.hit.clone();
-    let outcome = deadline(&deployed.limits, &hit, async {
-        let instance = pre.instantiate_async(&mut store).await?;
-        instance
-            .wasi_messaging_incoming_handler()
-            .call_handle(&mut store, message)
-            .await
-    })
-    .await
-    .and_then(|handled| handled.map_err(|e| Failure::Handler(format!("{e:?}"))));
+    let outcome = run(executor, deployed, pre, &ctx, msg).await;
     let op = if outcome.is_ok() {
         MsgOp::Delivered
     } else {
@@ -259,4 +235,51 @@ async fn handle(executor: &Executor, name: &str, msg: Msg) -> Result<(), String>
         }
         failure.why()
     })
+}
+
+/// Hand `msg` to a kept instance of the handler or a fresh one, under the deadline;
+/// keep the instance for the next message when it ran cleanly.
+async fn run(
+    executor: &Executor,
+    deployed: &Arc<Deployed>,
+    pre: &HostPre<State>,
+    ctx: &CallContext,
+    msg: Msg,
+) -> Result<(), Failure> {
+    let limits = &deployed.limits;
+    let mut handler = match deployed.kept_handler(ctx) {
+        Some(kept) => kept,
+        None => {
+            // A message waits for room in the memory budget as long as it takes
+            // (back-pressure on the broker, not a failed delivery), and leaves a quarter
+            // of it to requests.
+            let engine = executor.registry().engine();
+            let mut store = deployed
+                .store(engine, ctx, Some(Admission::Background))
+                .await?;
+            let hit = store.data().limits.hit.clone();
+            let bindings = deadline(limits, &hit, pre.instantiate_async(&mut store)).await?;
+            Handler::new(store, bindings)
+        }
+    };
+    let message = handler
+        .store
+        .data_mut()
+        .table
+        .push(Message::from_msg(msg))
+        .map_err(|e| Failure::Handler(format!("cannot hand the message over: {e}")))?;
+    let hit = handler.store.data().limits.hit.clone();
+    let Handler {
+        store, bindings, ..
+    } = &mut handler;
+    deadline(limits, &hit, async {
+        bindings
+            .wasi_messaging_incoming_handler()
+            .call_handle(&mut *store, message)
+            .await
+    })
+    .await?
+    .map_err(|e| Failure::Handler(format!("{e:?}")))?;
+    deployed.keep_handler(handler);
+    Ok(())
 }
