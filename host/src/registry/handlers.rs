@@ -6,6 +6,7 @@
 //! that failed (a trap, the deadline, a memory limit) is never kept, so a message never
 //! lands in an instance in a state its guest did not expect.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -33,28 +34,33 @@ impl Handler {
     }
 }
 
-/// A version's idle handler instances, newest last.
+/// A version's idle handler instances, newest last, and whether a sweeper task is
+/// watching them (one per version, not one per message).
 #[derive(Default)]
-pub(crate) struct Kept(Mutex<Vec<(Handler, Instant)>>);
+pub(crate) struct Kept {
+    idle: Mutex<Vec<(Handler, Instant)>>,
+    swept: AtomicBool,
+}
 
 impl Kept {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Handler, Instant)>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Drop the instances idle for `idle` or longer (outside the lock: dropping a store
-    /// gives its memory back).
-    fn sweep(&self, idle: Duration) {
-        let expired: Vec<_> = {
+    /// gives its memory back); whether any are left.
+    fn sweep(&self, idle: Duration) -> bool {
+        let (expired, left): (Vec<_>, bool) = {
             let mut kept = self.lock();
             let now = Instant::now();
             let (old, fresh) = kept
                 .drain(..)
                 .partition(|(_, since)| now.duration_since(*since) >= idle);
             *kept = fresh;
-            old
+            (old, !kept.is_empty())
         };
         drop(expired);
+        left
     }
 }
 
@@ -79,12 +85,27 @@ impl Deployed {
             return;
         }
         self.kept.lock().push((handler, Instant::now()));
+        if self.kept.swept.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let idle = Duration::from_millis(self.limits.idle_ms);
         let version: Weak<Self> = Arc::downgrade(self);
+        // Sweeps every `idle` while anything is kept; the next keep starts it again.
         tokio::spawn(async move {
-            tokio::time::sleep(idle).await;
-            if let Some(version) = version.upgrade() {
-                version.kept.sweep(idle);
+            loop {
+                tokio::time::sleep(idle).await;
+                let Some(version) = version.upgrade() else {
+                    return;
+                };
+                if !version.kept.sweep(idle) {
+                    version.kept.swept.store(false, Ordering::Release);
+                    // Kept again between the sweep and the flag: keep sweeping.
+                    if version.kept.lock().is_empty()
+                        || version.kept.swept.swap(true, Ordering::AcqRel)
+                    {
+                        return;
+                    }
+                }
             }
         });
     }
