@@ -19,7 +19,9 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -113,10 +115,7 @@ impl Tracker {
 
     /// Count a new connection from `ip`, or say why it may not open.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Open, Refusal> {
-        let mut per_ip = self
-            .per_ip
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut per_ip = self.per_ip.lock();
         if self.total.load(Ordering::Relaxed) >= self.limits.max_connections {
             return Err(Refusal::Total(self.limits.max_connections));
         }
@@ -147,11 +146,7 @@ pub struct Open {
 
 impl Drop for Open {
     fn drop(&mut self) {
-        let mut per_ip = self
-            .tracker
-            .per_ip
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut per_ip = self.tracker.per_ip.lock();
         // Remove empty entries, so the map holds only clients with open connections.
         if let Some(n) = per_ip.get_mut(&self.ip) {
             *n -= 1;

@@ -9,9 +9,9 @@
 //! `max_buckets` the fullest tenth is forgotten at once (those clients get their burst
 //! back: the limit weakens for them, never for memory or for every request's time).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -162,10 +162,8 @@ impl Limiter {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Buckets> {
-        self.buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Buckets> {
+        self.buckets.lock()
     }
 
     /// Take a token for a request to `route` from `ip` (and `user`, when verified);

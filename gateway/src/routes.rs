@@ -67,7 +67,7 @@ pub enum RouteMatch<'a> {
 }
 
 /// Routes sorted most specific prefix first.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteTable {
     routes: Vec<Route>,
     /// Each route's prefix with parameter names blanked (`/jobs/{}/report`): routes

@@ -7,7 +7,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use http::{HeaderValue, StatusCode};
 use tokio::net::TcpListener;
 
@@ -30,10 +29,15 @@ pub struct ClientAddr(pub std::net::SocketAddr);
 #[derive(Debug, Clone, Copy)]
 pub struct LocalAddr(pub std::net::SocketAddr);
 
+/// The route table a gateway follows: a new one sent on its channel takes effect with
+/// the next request.
+pub type Routes = tokio::sync::watch::Receiver<Arc<RouteTable>>;
+
 /// The public side: route table, aggregates, auth, and the backend that runs components.
 pub struct Gateway {
-    /// Swapped whole when a deploy adds, changes or removes routes.
-    table: ArcSwap<RouteTable>,
+    /// The route table, swapped whole by whoever holds the sender (the host's registry)
+    /// when a deploy adds, changes or removes routes; read once per request.
+    routes: Routes,
     backend: Arc<dyn Backend>,
     auth: Option<Verifier>,
     aggregates: Vec<Aggregate>,
@@ -51,16 +55,16 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway over `table` answering through `backend`. Protected routes and
-    /// aggregates need `auth`; without it they answer 401.
+    /// A gateway over the route table `routes` follows, answering through `backend`.
+    /// Protected routes and aggregates need `auth`; without it they answer 401.
     pub fn new(
-        table: RouteTable,
+        routes: Routes,
         backend: Arc<dyn Backend>,
         auth: Option<Verifier>,
         aggregates: Vec<Aggregate>,
     ) -> Self {
         Self {
-            table: ArcSwap::from_pointee(table),
+            routes,
             backend,
             auth,
             aggregates,
@@ -118,11 +122,6 @@ impl Gateway {
     pub fn with_openapi(mut self, doc: impl Into<bytes::Bytes>) -> Self {
         self.openapi = Some(doc.into());
         self
-    }
-
-    /// Replace the route table; requests already routed are not affected.
-    pub fn set_routes(&self, table: RouteTable) {
-        self.table.store(Arc::new(table));
     }
 
     /// Route and answer one request, and log it (the access line).
@@ -222,7 +221,8 @@ impl Gateway {
             served.route = agg.pattern().to_string();
             return self.aggregate(agg, &params, req).await;
         }
-        let table = self.table.load();
+        // Requests already routed keep the table they were routed by.
+        let table = self.routes.borrow().clone();
         match table.lookup(req.method(), &path) {
             RouteMatch::Found(route) => {
                 served.component.clone_from(&route.component);

@@ -6,7 +6,9 @@
 //! does not is logged, and the old one keeps serving).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -71,7 +73,7 @@ impl Reloading {
 
     /// Take a renewed pair when the files changed since the last look.
     fn recheck(&self) {
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seen = self.seen.lock();
         if seen.checked.elapsed() < RECHECK {
             return;
         }

@@ -9,7 +9,9 @@
 //!   behind one [`capabilities::Capability`] interface; the per-instance
 //!   [`capabilities::State`].
 //! - [`registry`]: the versions of each component (load, deploy, rollback, history).
-//! - [`triggers`]: HTTP, messaging and timer, all through one
+//! - [`cluster`]: several hosts as one over NATS: membership, rollout of deploys,
+//!   calls to components that run on other hosts, the cluster's roles.
+//! - [`triggers`]: HTTP, messaging, timers and calls from other hosts, all through one
 //!   [`triggers::Executor`].
 //! - [`admin`]: the admin API; [`server`]: `panal run` / `panal check` and
 //!   [`server::serve`] on listeners the caller bound.
@@ -20,6 +22,7 @@
 pub mod admin;
 pub mod capabilities;
 pub mod cli;
+pub mod cluster;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;

@@ -10,7 +10,9 @@
 
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -48,7 +50,7 @@ pub fn init() {
 
 /// Write the buffered access-log lines now.
 pub fn flush() {
-    let mut buffered = BUFFERED.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut buffered = BUFFERED.lock();
     write_out(&mut buffered);
 }
 
@@ -83,7 +85,7 @@ struct Line {
 
 impl Write for Line {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut buffered = BUFFERED.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut buffered = BUFFERED.lock();
         if self.buffered {
             buffered.extend_from_slice(buf);
             if buffered.len() > BUFFER_MAX {
@@ -172,12 +174,7 @@ impl LineWriter {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\r');
         let component = &*self.log.component;
-        let tag = self
-            .log
-            .request
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let tag = self.log.request.lock().clone();
         let request_id = tag.request_id.as_deref().unwrap_or("-");
         let trace_id = tag.trace_id.as_deref().unwrap_or("-");
         match self.log.output {

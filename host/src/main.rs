@@ -278,101 +278,94 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Run(run) => {
-                let RunArgs {
-                    manifest,
-                    listen,
-                    admin_listen,
-                    data_dir,
-                    nats,
-                    storage_url,
-                    cluster,
-                    components,
-                    replicas,
-                    reset_deployments,
-                    watch,
-                    nats_auth,
-                    insecure_cluster,
-                    tls_cert,
-                    tls_key,
-                    guest_memory_mb,
-                } = *run;
-                let (nats_auth, cluster_auth) = nats_auth.split();
-                panal::server::run(panal::server::RunOptions {
-                    manifest,
-                    listen,
-                    admin_listen,
-                    data_dir,
-                    nats,
-                    storage_url,
-                    cluster,
-                    components,
-                    replicas: replicas.map(usize::from),
-                    reset_deployments,
-                    watch,
-                    nats_auth,
-                    cluster_auth,
-                    insecure_cluster,
-                    guest_memory_mb,
-                    tls: tls_cert
-                        .zip(tls_key)
-                        .map(|(cert, key)| panal::manifest::TlsFiles { cert, key }),
-                })
-                .await
-            }
-            Command::Deploy {
-                name,
-                file,
-                routes,
-                routes_file,
-                protected_routes,
-                keyvalue,
-                outbound,
-                publish,
-                admin,
-            } => {
-                let args = panal::cli::DeployArgs {
-                    routes,
-                    protected_routes,
-                    keyvalue,
-                    outbound,
-                    publish,
-                    routes_file,
-                };
-                panal::cli::deploy(&admin.url, &name, &file, &args).await
-            }
-            Command::Rollback { name, admin } => panal::cli::rollback(&admin.url, &name).await,
-            Command::Undeploy { name, admin } => panal::cli::undeploy(&admin.url, &name).await,
-            Command::Status { json, admin } => panal::cli::status(&admin.url, json).await,
-            Command::Roles { action, admin } => match action {
-                RolesAction::Grant { account, role } => {
-                    panal::cli::roles_change(&admin.url, true, &account, &role).await
-                }
-                RolesAction::Revoke { account, role } => {
-                    panal::cli::roles_change(&admin.url, false, &account, &role).await
-                }
-                RolesAction::List => panal::cli::roles_list(&admin.url).await,
-            },
-            Command::Check { manifest, data_dir } => {
-                panal::server::check(&manifest, &data_dir).await
-            }
-        }
-    });
+    let result = runtime.block_on(dispatch(cli.command));
     panal::logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            match err.downcast_ref::<panal::server::Refused>() {
-                Some(refused) => {
-                    for line in refused.0.lines() {
-                        eprintln!("error: {line}");
-                    }
-                }
-                None => eprintln!("error: {err:#}"),
-            }
+            report(&err);
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run one command.
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(run) => panal::server::run(run.options()).await,
+        Command::Deploy {
+            name,
+            file,
+            routes,
+            routes_file,
+            protected_routes,
+            keyvalue,
+            outbound,
+            publish,
+            admin,
+        } => {
+            let args = panal::cli::DeployArgs {
+                routes,
+                protected_routes,
+                keyvalue,
+                outbound,
+                publish,
+                routes_file,
+            };
+            panal::cli::deploy(&admin.url, &name, &file, &args).await
+        }
+        Command::Rollback { name, admin } => panal::cli::rollback(&admin.url, &name).await,
+        Command::Undeploy { name, admin } => panal::cli::undeploy(&admin.url, &name).await,
+        Command::Status { json, admin } => panal::cli::status(&admin.url, json).await,
+        Command::Roles { action, admin } => match action {
+            RolesAction::Grant { account, role } => {
+                panal::cli::roles_change(&admin.url, true, &account, &role).await
+            }
+            RolesAction::Revoke { account, role } => {
+                panal::cli::roles_change(&admin.url, false, &account, &role).await
+            }
+            RolesAction::List => panal::cli::roles_list(&admin.url).await,
+        },
+        Command::Check { manifest, data_dir } => panal::server::check(&manifest, &data_dir).await,
+    }
+}
+
+/// Say why a command failed: a refusal line by line, anything else with its causes.
+fn report(err: &anyhow::Error) {
+    match err.downcast_ref::<panal::server::Refused>() {
+        Some(refused) => {
+            for line in refused.0.lines() {
+                eprintln!("error: {line}");
+            }
+        }
+        None => eprintln!("error: {err:#}"),
+    }
+}
+
+impl RunArgs {
+    /// What `panal run` was asked, for the server.
+    fn options(self) -> panal::server::RunOptions {
+        let (nats_auth, cluster_auth) = self.nats_auth.split();
+        panal::server::RunOptions {
+            manifest: self.manifest,
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            data_dir: self.data_dir,
+            nats: self.nats,
+            storage_url: self.storage_url,
+            cluster: self.cluster,
+            components: self.components,
+            replicas: self.replicas.map(usize::from),
+            reset_deployments: self.reset_deployments,
+            watch: self.watch,
+            nats_auth,
+            cluster_auth,
+            insecure_cluster: self.insecure_cluster,
+            guest_memory_mb: self.guest_memory_mb,
+            tls: self
+                .tls_cert
+                .zip(self.tls_key)
+                .map(|(cert, key)| panal::manifest::TlsFiles { cert, key }),
         }
     }
 }

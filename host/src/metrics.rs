@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 /// Upper bounds of the request latency histogram, in seconds.
@@ -92,13 +94,10 @@ const MSG_OPS: [&str; 6] = [
     "dead_lettered",
 ];
 
-/// Counters of one component, across its versions.
+/// Counters of one component, across its versions (its answers are counted per
+/// version: [`VersionStats`]).
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Requests answered.
-    pub requests: AtomicU64,
-    /// Of those, answered with a 5xx (traps, timeouts, overload included).
-    pub errors: AtomicU64,
     /// Running right now.
     pub in_flight: AtomicI64,
     kv: [AtomicU64; KV_OPS.len()],
@@ -190,7 +189,8 @@ pub struct Metrics {
 impl Metrics {
     /// The counters of component `name` (made on first use).
     pub fn component(&self, name: &str) -> Arc<Stats> {
-        lock(&self.components)
+        self.components
+            .lock()
             .entry(name.to_string())
             .or_default()
             .clone()
@@ -198,15 +198,31 @@ impl Metrics {
 
     /// The counters of `version` of component `name` (made on first use).
     pub fn version(&self, name: &str, version: &str) -> Arc<VersionStats> {
-        lock(&self.versions)
+        self.versions
+            .lock()
             .entry((name.to_string(), version.to_string()))
             .or_default()
             .clone()
     }
 
+    /// Requests component `name` answered, all its versions together, and how many of
+    /// them with a 5xx (traps, timeouts, overload included).
+    pub fn answered(&self, name: &str) -> (u64, u64) {
+        let versions = self.versions.lock();
+        let count = |from: usize| -> u64 {
+            let of_name = versions.range((name.to_string(), String::new())..);
+            let by_status = of_name.take_while(|((c, _), _)| c == name);
+            let counts = by_status.flat_map(|(_, s)| s.by_status[from..].iter());
+            counts.map(|n| n.load(Ordering::Relaxed)).sum()
+        };
+        (count(0), count(400))
+    }
+
     /// Count one deploy, rollback or undeploy of `name`.
     pub fn change(&self, name: &str, change: Change, ok: bool) {
-        *lock(&self.changes)
+        *self
+            .changes
+            .lock()
             .entry((name.to_string(), change, ok))
             .or_default() += 1;
     }
@@ -215,7 +231,7 @@ impl Metrics {
     /// serves now.
     pub fn render(&self, current: &[(String, String)]) -> String {
         let mut out = String::with_capacity(4096);
-        let components = lock(&self.components).clone();
+        let components = self.components.lock().clone();
         self.render_versions(&mut out);
         family(
             &mut out,
@@ -253,7 +269,7 @@ impl Metrics {
             "counter",
             "Deploys, rollbacks and undeploys, by outcome (ok or failed).",
         );
-        for ((c, change, ok), n) in lock(&self.changes).iter() {
+        for ((c, change, ok), n) in self.changes.lock().iter() {
             let outcome = if *ok { "ok" } else { "failed" };
             sample(
                 &mut out,
@@ -299,7 +315,7 @@ impl Metrics {
 
     /// The families counted per version: requests, their durations, instances.
     fn render_versions(&self, out: &mut String) {
-        let versions = lock(&self.versions).clone();
+        let versions = self.versions.lock().clone();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         family(
             out,
@@ -431,11 +447,6 @@ fn escape(out: &mut String, value: &str) {
             c => out.push(c),
         }
     }
-}
-
-/// A poisoned lock still holds sound counters: take them.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -3,11 +3,13 @@
 //! gateway looks a verified user's roles up here on every request, so a revocation
 //! counts from the next request, whatever tokens are out. Kept in `DATA_DIR/roles.json`;
 //! in a cluster the cluster's roles bucket is the truth, which every host follows
-//! (`triggers/cluster/roles.rs`).
+//! (`cluster/roles.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use arc_swap::ArcSwap;
 use panal_gateway::auth::{valid_role, valid_user, RoleSource};
@@ -184,7 +186,7 @@ impl Roles {
 
     /// Apply `change` here; whether anything changed.
     pub fn change(&self, change: Change, user: &str, role: &str) -> Result<bool, RoleError> {
-        let _one = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
+        let _one = self.changing.lock();
         match self.table().changed(change, user, role)? {
             Some(next) => self.set(next).map(|()| true),
             None => Ok(false),
@@ -193,7 +195,7 @@ impl Roles {
 
     /// Make `table` the grants (kept first, then applied).
     pub fn set(&self, table: Table) -> Result<(), RoleError> {
-        let _one = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let _one = self.writing.lock();
         if let Some(path) = &self.file {
             let io = |e: std::io::Error| RoleError::Io(format!("{}: {e}", path.display()));
             let json =

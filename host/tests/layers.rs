@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["runtime"],
     &["capabilities"],
     &["registry"],
+    &["cluster"],
     &["triggers"],
     &["admin"],
     &["server"],

@@ -13,7 +13,9 @@ pub mod objects;
 mod replies;
 pub mod service;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 pub use auth::{redact, Auth};
@@ -86,9 +88,7 @@ impl Nats {
                     if let async_nats::Event::ServerError(_) | async_nats::Event::ClientError(_) =
                         &event
                     {
-                        if let Ok(mut last) = seen.lock() {
-                            *last = Some(event.to_string());
-                        }
+                        *seen.lock() = Some(event.to_string());
                     }
                     tracing::info!(target: "panal::nats", %event, "nats connection event");
                 }
@@ -110,7 +110,7 @@ impl Nats {
 
     /// The last error the server or the connection reported, if any.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|l| l.clone())
+        self.last_error.lock().clone()
     }
 
     /// Whether the server requires clients to authenticate and this client did (so a
@@ -260,12 +260,36 @@ impl Nats {
         Ok(sub.map(from_message).boxed())
     }
 
-    /// Send what the client buffered.
+    /// Send what the client buffered (it is on the socket, not yet taken by the server).
     pub async fn flush(&self) -> Result<(), MsgError> {
         self.client
             .flush()
             .await
             .map_err(|e| MsgError::Connection(e.to_string()))
+    }
+
+    /// Wait, at most `wait`, until the server has taken everything this client sent so
+    /// far, its subscriptions included: a message to an inbox of its own, sent after
+    /// them on the same connection, comes back. (`flush` only writes to the socket; a
+    /// message another client sends next could reach the server first.)
+    pub async fn synced(&self, wait: Duration) -> Result<(), MsgError> {
+        let lost = |e: &dyn std::fmt::Display| MsgError::Connection(e.to_string());
+        let inbox = self.client.new_inbox();
+        let mut echo = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| lost(&e))?;
+        self.client
+            .publish(inbox, Bytes::new())
+            .await
+            .map_err(|e| lost(&e))?;
+        self.flush().await?;
+        match tokio::time::timeout(wait, echo.next()).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(MsgError::Connection("the connection closed".into())),
+            Err(_) => Err(MsgError::Timeout),
+        }
     }
 }
 

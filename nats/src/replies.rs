@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll};
 
 use async_nats::{Client, Message};
@@ -51,7 +53,7 @@ impl Replies {
                             break;
                         };
                         let token = m.subject.rsplit('.').next().and_then(|t| t.parse().ok());
-                        let map = waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                        let map = waiting.lock();
                         if let Some(to) = token.and_then(|t| map.get(&t)) {
                             let _ = to.send(m);
                         }
@@ -62,10 +64,7 @@ impl Replies {
             .await?;
         let token = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(token, tx);
+        self.waiting.lock().insert(token, tx);
         let inbox = Inbox {
             rx,
             token,
@@ -92,9 +91,6 @@ impl Stream for Inbox {
 
 impl Drop for Inbox {
     fn drop(&mut self) {
-        self.waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.token);
+        self.waiting.lock().remove(&self.token);
     }
 }

@@ -13,7 +13,9 @@
 //! messages to one subscriber.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -174,7 +176,7 @@ impl Service {
             .map_err(|e| MsgError::Connection(format!("endpoint `{name}`: {e}")))?;
         let (stop_this, this_stopped) = watch::channel(false);
         {
-            let mut endpoints = self.info.endpoints.lock().map_err(poisoned)?;
+            let mut endpoints = self.info.endpoints.lock();
             endpoints.push(Endpoint {
                 stop: Some(Arc::new(stop_this)),
                 name: name.to_string(),
@@ -198,7 +200,8 @@ impl Service {
     /// Take endpoint `name` out of the service: it drains as on [`Service::stop`] (its
     /// stream yields what was already on its way, then ends) and is no longer listed.
     pub async fn remove(&self, name: &str) {
-        if let Ok(mut endpoints) = self.info.endpoints.lock() {
+        {
+            let mut endpoints = self.info.endpoints.lock();
             endpoints.retain(|e| {
                 if e.name != name {
                     return true;
@@ -215,7 +218,8 @@ impl Service {
 
     /// Set `key` in the metadata of endpoint `name` (what `nats micro info` shows).
     pub fn set_metadata(&self, name: &str, key: &str, value: &str) {
-        if let Ok(mut endpoints) = self.info.endpoints.lock() {
+        {
+            let mut endpoints = self.info.endpoints.lock();
             for e in endpoints.iter_mut().filter(|e| e.name == name) {
                 e.metadata.insert(key.to_string(), value.to_string());
             }
@@ -258,7 +262,8 @@ impl Call {
         error: Option<String>,
     ) -> Result<(), MsgError> {
         let sent = self.part(headers, payload).await;
-        if let Ok(mut endpoints) = self.info.endpoints.lock() {
+        {
+            let mut endpoints = self.info.endpoints.lock();
             if let Some(e) = endpoints.iter_mut().find(|e| e.name == self.endpoint) {
                 e.requests += 1;
                 e.processing += self.issued.elapsed();
@@ -331,7 +336,7 @@ async fn answer_verbs(
 impl Instance {
     /// The answer to `$SRV.<verb>`, in the shapes ADR-32 gives.
     fn answer(&self, verb: &str) -> Result<Value, MsgError> {
-        let endpoints = self.endpoints.lock().map_err(poisoned)?.clone();
+        let endpoints = self.endpoints.lock().clone();
         let mut out = json!({
             "name": self.name,
             "id": self.id,
@@ -375,10 +380,6 @@ impl Endpoint {
             "average_processing_time": total.checked_div(self.requests).unwrap_or(0),
         })
     }
-}
-
-fn poisoned<T>(_: std::sync::PoisonError<T>) -> MsgError {
-    MsgError::Other("service state poisoned".into())
 }
 
 /// `at` as RFC 3339 in UTC (`2026-12-01T14:05:09Z`).

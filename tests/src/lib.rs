@@ -169,35 +169,76 @@ pub struct Panal {
     _dir: tempfile::TempDir,
 }
 
+/// A test host to start: its manifest, its storage, extra environment and `panal run`
+/// flags ([`Panal::with`], [`Panal::with_file`]).
+pub struct Start {
+    manifest: Result<String, PathBuf>,
+    data_dir: PathBuf,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
+impl Start {
+    /// With these environment variables too.
+    #[must_use]
+    pub fn env(mut self, env: &[(&str, &str)]) -> Self {
+        let owned = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        self.env.extend(owned);
+        self
+    }
+
+    /// With these `panal run` flags too.
+    #[must_use]
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Start it; returns once it listens (panics with its log if it does not).
+    pub fn start(self) -> Panal {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manifest_path = match self.manifest {
+            Ok(text) => {
+                let path = dir.path().join("panal.toml");
+                std::fs::write(&path, text).expect("write manifest");
+                path
+            }
+            Err(path) => path,
+        };
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        Panal::start_in(dir, &manifest_path, &self.data_dir, &env, &args)
+    }
+}
+
 impl Panal {
     /// Start panal with `manifest` (TOML text) and storage in `data_dir`.
     pub fn start(manifest: &str, data_dir: &Path) -> Self {
-        Self::start_with_env(manifest, data_dir, &[])
+        Self::with(manifest, data_dir).start()
     }
 
-    /// Like [`Panal::start`], with extra environment variables.
-    pub fn start_with_env(manifest: &str, data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        Self::start_full(manifest, data_dir, env, &[])
+    /// A host with `manifest` (TOML text) and storage in `data_dir`, to give more
+    /// environment or flags before [`Start::start`].
+    pub fn with(manifest: &str, data_dir: &Path) -> Start {
+        Start {
+            manifest: Ok(manifest.to_string()),
+            data_dir: data_dir.to_path_buf(),
+            env: Vec::new(),
+            args: Vec::new(),
+        }
     }
 
-    /// Like [`Panal::start`], with extra environment variables and `panal run` flags.
-    pub fn start_full(
-        manifest: &str,
-        data_dir: &Path,
-        env: &[(&str, &str)],
-        args: &[&str],
-    ) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let manifest_path = dir.path().join("panal.toml");
-        std::fs::write(&manifest_path, manifest).expect("write manifest");
-        Self::start_in(dir, &manifest_path, data_dir, env, args)
-    }
-
-    /// Start panal with the manifest file at `path` (e.g. the repository's own
-    /// `panal.toml`), storage in `data_dir`, extra environment variables and flags.
-    pub fn start_path(path: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Self::start_in(dir, path, data_dir, env, &[])
+    /// A host with the manifest file at `path` (e.g. the repository's own
+    /// `panal.toml`) and storage in `data_dir`.
+    pub fn with_file(path: &Path, data_dir: &Path) -> Start {
+        Start {
+            manifest: Err(path.to_path_buf()),
+            ..Self::with("", data_dir)
+        }
     }
 
     fn start_in(

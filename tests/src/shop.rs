@@ -149,7 +149,9 @@ pub fn token_of(account: &str) -> String {
 
 /// Start the shop manifest with the test secret.
 pub fn start(data: &std::path::Path) -> Panal {
-    Panal::start_with_env(&manifest(), data, &[("PANAL_TEST_JWT_SECRET", SECRET)])
+    Panal::with(&manifest(), data)
+        .env(&[("PANAL_TEST_JWT_SECRET", SECRET)])
+        .start()
 }
 
 /// A client of the shop's API.

@@ -39,7 +39,9 @@ async fn a_broken_payment_fails_orders_fast_opens_its_circuit_and_recovers() {
         "",
     );
     let data = tempfile::tempdir().expect("tmp");
-    let panal = Panal::start_with_env(&manifest, data.path(), &[("PANAL_TEST_JWT_SECRET", SECRET)]);
+    let panal = Panal::with(&manifest, data.path())
+        .env(&[("PANAL_TEST_JWT_SECRET", SECRET)])
+        .start();
     let shop = Shop {
         panal: &panal,
         c: client(),
@@ -216,7 +218,9 @@ schedule = [{ every = "1s", path = "/internal/reconcile" }]"#,
         "the order service has a timer"
     );
     let data = tempfile::tempdir().expect("tmp");
-    let panal = Panal::start_with_env(&manifest, data.path(), &[("PANAL_TEST_JWT_SECRET", SECRET)]);
+    let panal = Panal::with(&manifest, data.path())
+        .env(&[("PANAL_TEST_JWT_SECRET", SECRET)])
+        .start();
     let shop = Shop {
         panal: &panal,
         c: client(),

@@ -56,12 +56,9 @@ struct Hosts {
 fn start_hosts(manifest: &str) -> Hosts {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
     let host = |i: usize, components: &str| {
-        Panal::start_full(
-            manifest,
-            dirs[i].path(),
-            &[],
-            &["--components", components, "--insecure-cluster"],
-        )
+        Panal::with(manifest, dirs[i].path())
+            .args(&["--components", components, "--insecure-cluster"])
+            .start()
     };
     let (a, b, c) = (host(0, "front"), host(1, "back"), host(2, "back"));
     Hosts {
@@ -269,12 +266,9 @@ async fn hosts_serve_every_route_share_calls_and_survive_losing_one() {
     // sent again (they are idempotent), so not one fails; new calls go to B at once.
     let b_dir = tempfile::tempdir().expect("dir");
     let manifest_text = manifest(&nats.urls(), &url);
-    let b = Panal::start_full(
-        &manifest_text,
-        b_dir.path(),
-        &[],
-        &["--components", "back", "--insecure-cluster"],
-    );
+    let b = Panal::with(&manifest_text, b_dir.path())
+        .args(&["--components", "back", "--insecure-cluster"])
+        .start();
     let load = Load::start(&hosts.a.at("/back/config/who"), 16);
     load.wait_for(100).await;
     // B started late, with no deploy history of its own: it serves the cluster's v3.

@@ -4,12 +4,13 @@
 //! under load loses no order (the shop's orders repeat their stock calls under one
 //! reservation), and the shop keeps selling when one NATS server stops.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use panal_tests::cluster::{change, served_everywhere};
 use panal_tests::load::Load;
 use panal_tests::postgres::Postgres;
+use panal_tests::shop::{manifest, Shop, SECRET};
 use panal_tests::{client, component, sha_prefix, variant, NatsCluster, Panal};
 
 /// The shop split over three hosts (product on two of them), storage shared in
@@ -19,42 +20,57 @@ use panal_tests::{client, component, sha_prefix, variant, NatsCluster, Panal};
 /// three stops, and the shop keeps selling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_shop_over_three_hosts_sells_exactly_and_outlives_a_killed_host() {
-    use panal_tests::shop::{manifest, Shop, SECRET};
-    use std::sync::atomic::AtomicUsize;
-    let nats = NatsCluster::start().await;
+    let mut nats = NatsCluster::start().await;
     let pg = Postgres::start();
     let db = format!("panal_shop_cluster_{}", std::process::id());
     let url = pg.database(&db).await;
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let urls = nats.urls();
+    let mut hosts = start_hosts(&nats.urls(), &url, &dirs);
+    let (token, last) = racing_orders_sell_exactly_the_stock(&hosts).await;
+    a_deploy_and_a_rollback_reach_both_product_hosts(&hosts, &last).await;
+    a_killed_product_host_loses_no_order(&mut hosts).await;
+    // One NATS server of three stops: the hosts fail over to the others, and the shop
+    // (calls between hosts, replicated streams and buckets) keeps serving.
+    nats.stop(0);
+    the_shop_keeps_selling(&hosts, &token).await;
+    drop(hosts);
+    pg.drop_database(&db).await;
+}
+
+/// The shop over three hosts (product on the last two), storage shared in PostgreSQL
+/// at `url`, messaging and calls on the NATS cluster at `urls`.
+fn start_hosts(urls: &str, url: &str, dirs: &[tempfile::TempDir]) -> Vec<Panal> {
     let host = |i: usize, components: &str| {
         let args = [
             "--cluster",
-            urls.as_str(),
+            urls,
             "--nats",
-            urls.as_str(),
+            urls,
             "--storage-url",
-            url.as_str(),
+            url,
             "--replicas",
             "3",
             "--components",
             components,
             "--insecure-cluster",
         ];
-        Panal::start_full(
-            &manifest(),
-            dirs[i].path(),
-            &[("PANAL_TEST_JWT_SECRET", SECRET)],
-            &args,
-        )
+        Panal::with(&manifest(), dirs[i].path())
+            .env(&[("PANAL_TEST_JWT_SECRET", SECRET)])
+            .args(&args)
+            .start()
     };
     let everything_else =
         "user,order,payment,notification,shipping,probe,storefront,storefront-broken";
-    let mut hosts = vec![
+    vec![
         host(0, everything_else),
         host(1, "product"),
         host(2, "product"),
-    ];
+    ]
+}
+
+/// 40 orders racing for 10 units through the three gateways sell exactly 10, every
+/// one paid, and the stock ends at 0. The racer's token and the product.
+async fn racing_orders_sell_exactly_the_stock(hosts: &[Panal]) -> (String, String) {
     let shops: Vec<Shop> = hosts
         .iter()
         .map(|panal| Shop { panal, c: client() })
@@ -80,8 +96,12 @@ async fn the_shop_over_three_hosts_sells_exactly_and_outlives_a_killed_host() {
     let ordered = shops[1].paid_units(&token).await;
     assert_eq!(ordered + stock, 10, "units conserved");
 
-    // Product v2 deployed through host 0, which does not run product: hosts 1 and 2
-    // both swap to it, then roll back through host 1, with no failed read meanwhile.
+    (token, last)
+}
+
+/// Product v2 deployed through host 0, which does not run product: hosts 1 and 2 both
+/// swap to it, then roll back through host 1, with no failed read meanwhile.
+async fn a_deploy_and_a_rollback_reach_both_product_hosts(hosts: &[Panal], last: &str) {
     let v1_bytes = std::fs::read(component("product")).expect("product");
     let v2_bytes = variant(&v1_bytes, "v2");
     let path = format!("/products/{last}");
@@ -103,13 +123,13 @@ async fn the_shop_over_three_hosts_sells_exactly_and_outlives_a_killed_host() {
         "{failed} of {} failed: {failures:?}",
         ok + failed
     );
+}
 
-    drop(shops);
-
-    // SIGKILL on a product host under 16 clients ordering through host 0. A stock call
-    // the dead host held is sent again, to the other product host, under the same
-    // reservation: no order started a second after the kill fails, every accepted
-    // order is stored paid, and stock plus paid units stays what it was.
+/// SIGKILL on a product host under 16 clients ordering through host 0. A stock call
+/// the dead host held is sent again, to the other product host, under the same
+/// reservation: no order started a second after the kill fails, every accepted order
+/// is stored paid, and stock plus paid units stays what it was.
+async fn a_killed_product_host_loses_no_order(hosts: &mut Vec<Panal>) {
     let front = &hosts[0];
     let buyers: Vec<String> = futures::future::join_all((0..4).map(|i| async move {
         let shop = Shop {
@@ -169,12 +189,16 @@ async fn the_shop_over_three_hosts_sells_exactly_and_outlives_a_killed_host() {
     );
     let left = shops[1].stock(&many).await;
     assert_eq!(left + paid, stocked, "units conserved; failures: {why:?}");
+}
 
-    // One NATS server of three stops: the hosts fail over to the others, and the shop
-    // (calls between hosts, replicated streams and buckets) keeps serving.
+/// With one NATS server of three stopped, the shop takes a product and an order
+/// through host 0 (whose calls to product cross hosts) within 20 s each.
+async fn the_shop_keeps_selling(hosts: &[Panal], token: &str) {
+    let shops: Vec<Shop> = hosts
+        .iter()
+        .map(|panal| Shop { panal, c: client() })
+        .collect();
     let admin = panal_tests::shop::admin_token(shops[1].panal).await;
-    let mut nats = nats;
-    nats.stop(0);
     let restocked = panal_tests::eventually(Duration::from_secs(20), || async {
         let jar = shops[1]
             .post(
@@ -192,7 +216,7 @@ async fn the_shop_over_three_hosts_sells_exactly_and_outlives_a_killed_host() {
     let order = panal_tests::eventually(Duration::from_secs(20), || async {
         let (status, order) = shops[0]
             .order(
-                &token,
+                token,
                 serde_json::json!([{"product_id": restocked, "quantity": 2}]),
                 "4242424242424242",
             )
@@ -203,9 +227,6 @@ async fn the_shop_over_three_hosts_sells_exactly_and_outlives_a_killed_host() {
     .expect("orders cross hosts again within 20 s of losing a NATS server");
     assert_eq!(order["status"], "paid", "{order}");
     assert_eq!(shops[1].stock(&restocked).await, 8);
-    drop(shops);
-    drop(hosts);
-    pg.drop_database(&db).await;
 }
 
 /// The body of an order for one unit of `product`.

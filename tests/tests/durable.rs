@@ -161,7 +161,9 @@ fn durable_shop(nats: &NatsServer) -> String {
 }
 
 fn start_shop(manifest: &str, data: &std::path::Path) -> Panal {
-    Panal::start_with_env(manifest, data, &[("PANAL_TEST_JWT_SECRET", SECRET)])
+    Panal::with(manifest, data)
+        .env(&[("PANAL_TEST_JWT_SECRET", SECRET)])
+        .start()
 }
 
 /// Per order id, the event types in `token`'s inbox once all `orders` have their two

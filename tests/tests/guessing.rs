@@ -67,11 +67,9 @@ fn login(email: &str, password: &str) -> Value {
 #[tokio::test]
 async fn guessing_is_held_back_per_address_and_floods_get_429() {
     let data = tempfile::tempdir().expect("tmp");
-    let panal = Panal::start_path(
-        &panal_tests::repo().join("panal.toml"),
-        data.path(),
-        &[("PANAL_JWT_SECRET", SECRET)],
-    );
+    let panal = Panal::with_file(&panal_tests::repo().join("panal.toml"), data.path())
+        .env(&[("PANAL_JWT_SECRET", SECRET)])
+        .start();
     let (owner, attacker) = (from(1), from(2));
     let ana = json!({"email": "ana@example.com", "name": "Ana", "password": "correct horse"});
     let (s, _, u) = post(&owner, &panal, "/users", ana).await;

@@ -71,11 +71,9 @@ async fn raw(addr: &str, head: &str) -> String {
 #[tokio::test]
 async fn the_sample_manifest_serves_the_shop_and_hello_and_guards_the_catalogue() {
     let data = tempfile::tempdir().expect("tmp");
-    let panal = Panal::start_path(
-        &panal_tests::repo().join("panal.toml"),
-        data.path(),
-        &[("PANAL_JWT_SECRET", SECRET)],
-    );
+    let panal = Panal::with_file(&panal_tests::repo().join("panal.toml"), data.path())
+        .env(&[("PANAL_JWT_SECRET", SECRET)])
+        .start();
     let shop = Shop {
         panal: &panal,
         c: client(),

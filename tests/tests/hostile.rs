@@ -131,12 +131,9 @@ async fn a_message_nats_will_never_take_is_dead_lettered_not_retried_forever() {
         .expect("free port")
         .port();
     let data = tempfile::tempdir().expect("tmp");
-    let panal = Panal::start_full(
-        &manifest(""),
-        data.path(),
-        &[],
-        &["--nats", &format!("nats://127.0.0.1:{port}")],
-    );
+    let panal = Panal::with(&manifest(""), data.path())
+        .args(&["--nats", &format!("nats://127.0.0.1:{port}")])
+        .start();
     // A metadata name NATS cannot carry: refused now, never queued.
     let (s, body) = publish(&panal, "work.bad?meta=a%3Ab").await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
@@ -270,7 +267,9 @@ async fn instances_past_the_guest_memory_budget_wait_then_get_503() {
         component("probe")
     );
     let data = tempfile::tempdir().expect("tmp");
-    let panal = Panal::start_full(&manifest, data.path(), &[], &["--guest-memory-mb", "64"]);
+    let panal = Panal::with(&manifest, data.path())
+        .args(&["--guest-memory-mb", "64"])
+        .start();
     let c = client();
     let holder = tokio::spawn({
         let (c, url) = (c.clone(), panal.at("/p/grow?pages=4096&hold_ms=3000"));

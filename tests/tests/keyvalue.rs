@@ -11,7 +11,7 @@ use panal::capabilities::keyvalue::nats::NatsKvBackend;
 use panal::capabilities::keyvalue::postgres::PostgresBackend;
 use panal::capabilities::keyvalue::quota::KvLimits;
 use panal::capabilities::keyvalue::sqlite::SqliteBackend;
-use panal::capabilities::keyvalue::{KvBackend, KvStore, LIST_PAGE};
+use panal::capabilities::keyvalue::{KvBackend, KvError, KvStore, LIST_PAGE};
 use panal_tests::postgres::Postgres;
 use panal_tests::{eventually, NatsCluster, NatsServer};
 
@@ -121,12 +121,18 @@ async fn conformance(what: &str, backend: &dyn KvBackend) {
         .increment("c", "word", 1)
         .await
         .expect_err("not a counter");
-    assert!(err.0.contains("not an integer counter"), "{what}: {err}");
+    assert!(
+        matches!(&err, KvError::NotACounter { key } if key == "word"),
+        "{what}: {err}"
+    );
     a.set("c", "big", i64::MAX.to_string().as_bytes())
         .await
         .expect("set");
     let err = a.increment("c", "big", 1).await.expect_err("overflow");
-    assert!(err.0.contains("overflows"), "{what}: {err}");
+    assert!(
+        matches!(&err, KvError::Overflow { key, delta: 1 } if key == "big"),
+        "{what}: {err}"
+    );
 
     // Compare-and-swap: on the value seen, and "only if absent".
     assert!(
@@ -303,7 +309,9 @@ async fn two_hosts_share_one_postgres_through_their_gateways() {
         )),
         one_dir.path(),
     );
-    let two = Panal::start_full(&manifest(""), two_dir.path(), &[], &["--storage-url", &url]);
+    let two = Panal::with(&manifest(""), two_dir.path())
+        .args(&["--storage-url", &url])
+        .start();
     let c = client();
     let put = c
         .put(one.at("/probe/kv/shared/greeting"))
@@ -371,18 +379,12 @@ async fn two_clusters_on_one_postgres_keep_their_data_apart() {
         |name: &str| format!("[cluster]\nname = \"{name}\"\nnats = \"{}\"\n", nats.url);
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
     let insecure = ["--insecure-cluster"];
-    let alpha = Panal::start_full(
-        &manifest(&in_cluster("alpha")),
-        dirs[0].path(),
-        &[],
-        &insecure,
-    );
-    let beta = Panal::start_full(
-        &manifest(&in_cluster("beta")),
-        dirs[1].path(),
-        &[],
-        &insecure,
-    );
+    let alpha = Panal::with(&manifest(&in_cluster("alpha")), dirs[0].path())
+        .args(&insecure)
+        .start();
+    let beta = Panal::with(&manifest(&in_cluster("beta")), dirs[1].path())
+        .args(&insecure)
+        .start();
     let alone = Panal::start(&manifest(""), dirs[2].path());
     let c = client();
     for (host, text) in [(&alpha, "alpha's"), (&beta, "beta's")] {

@@ -339,7 +339,9 @@ async fn run_nats_overrides_the_manifest_backend() {
     let nats = NatsServer::start();
     let data = tempfile::tempdir().expect("tmp");
     // The manifest says in-process; the flag moves messaging to this NATS server.
-    let panal = Panal::start_full(&manifest(""), data.path(), &[], &["--nats", &nats.url]);
+    let panal = Panal::with(&manifest(""), data.path())
+        .args(&["--nats", &nats.url])
+        .start();
     let outside = async_nats::connect(&nats.url).await.expect("connect");
     let mut watch = outside.subscribe("events.>").await.expect("subscribe");
     synced(&outside).await;

@@ -205,7 +205,9 @@ async fn paths_cannot_climb_into_another_route_and_admin_is_not_public() {
 #[tokio::test]
 async fn components_get_no_environment_files_or_sockets() {
     let data = tempfile::tempdir().expect("tmp");
-    let panal = Panal::start_with_env(&manifest(), data.path(), &[("PANAL_LEAK_ME", "secret")]);
+    let panal = Panal::with(&manifest(), data.path())
+        .env(&[("PANAL_LEAK_ME", "secret")])
+        .start();
     // Something to connect to, so a refusal is the sandbox's and not an empty port's.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

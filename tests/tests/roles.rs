@@ -77,7 +77,9 @@ fn cli(panal: &Panal, args: &[&str]) -> (bool, String) {
 }
 
 fn start(data: &std::path::Path) -> Panal {
-    Panal::start_with_env(&manifest(), data, &[("PANAL_TEST_JWT_SECRET", SECRET)])
+    Panal::with(&manifest(), data)
+        .env(&[("PANAL_TEST_JWT_SECRET", SECRET)])
+        .start()
 }
 
 #[tokio::test]

@@ -16,8 +16,24 @@ async fn the_whole_flow_through_the_gateway_survives_a_restart() {
         panal: &panal,
         c: client(),
     };
+    let ana_token = registration_is_checked(&shop).await;
+    let honey = shop.product("Honey", 750, 10).await;
+    let wax = shop.product("Wax", 300, 5).await;
+    let paid = orders_pay_or_put_everything_back(&shop, &ana_token, &honey, &wax).await;
+    order_events_reach_the_inbox(&shop, &ana_token).await;
+    let paid_id = paid["id"].as_str().expect("id");
+    let bob_token = orders_are_their_owners_only(&shop, &ana_token, paid_id, &honey).await;
+    summaries_name_what_is_missing(&shop, &ana_token, paid_id).await;
+    the_overview_fans_out(&shop, &ana_token, paid_id).await;
+    let payment_id = payments_are_idempotent_and_private(&shop, &ana_token, &bob_token).await;
+    drop(shop);
+    panal.stop();
+    everything_is_kept_across_a_restart(data.path(), &ana_token, &honey, &payment_id).await;
+}
 
-    // Registration rules.
+/// Registration rules: bad fields named, one account per email, logins checked;
+/// ana's token.
+async fn registration_is_checked(shop: &Shop<'_>) -> String {
     let (s, bad) = shop
         .post(
             "/users",
@@ -55,41 +71,53 @@ async fn the_whole_flow_through_the_gateway_survives_a_restart() {
         (StatusCode::OK, Some("ana@example.com"))
     );
 
-    let honey = shop.product("Honey", 750, 10).await;
-    let wax = shop.product("Wax", 300, 5).await;
+    ana_token
+}
 
+/// A paid order, a declined card whose compensation puts every reserved unit back,
+/// and orders refused for stock or an unknown product; the paid order.
+async fn orders_pay_or_put_everything_back(
+    shop: &Shop<'_>,
+    ana_token: &str,
+    honey: &str,
+    wax: &str,
+) -> Value {
     // Paid order.
     let items = json!([{"product_id": honey, "quantity": 2}, {"product_id": wax, "quantity": 1}]);
-    let (s, paid) = shop.order(&ana_token, items, "4242424242424242").await;
+    let (s, paid) = shop.order(ana_token, items, "4242424242424242").await;
     assert_eq!(s, StatusCode::CREATED, "{paid}");
     assert_eq!(paid["status"], "paid");
     assert_eq!(paid["total_cents"], 1800);
     assert_eq!(paid["items"][0]["price_cents"], 750);
     assert!(paid["payment_id"].is_string());
-    assert_eq!((shop.stock(&honey).await, shop.stock(&wax).await), (8, 4));
+    assert_eq!((shop.stock(honey).await, shop.stock(wax).await), (8, 4));
 
     // Declined card: compensation puts every reserved unit back.
     let items = json!([{"product_id": honey, "quantity": 3}, {"product_id": wax, "quantity": 2}]);
-    let (s, declined) = shop.order(&ana_token, items, "4000000000000002").await;
+    let (s, declined) = shop.order(ana_token, items, "4000000000000002").await;
     assert_eq!(s, StatusCode::CREATED, "{declined}");
     assert_eq!(declined["status"], "payment_failed");
-    assert_eq!((shop.stock(&honey).await, shop.stock(&wax).await), (8, 4));
+    assert_eq!((shop.stock(honey).await, shop.stock(wax).await), (8, 4));
 
     // Not enough stock or an unknown product: named, nothing reserved.
     let items = json!([{"product_id": honey, "quantity": 1}, {"product_id": wax, "quantity": 50}]);
-    let (s, short) = shop.order(&ana_token, items, "4242424242424242").await;
+    let (s, short) = shop.order(ana_token, items, "4242424242424242").await;
     assert_eq!(s, StatusCode::CONFLICT, "{short}");
-    assert_eq!(short["product_id"], wax.as_str());
-    assert_eq!(shop.stock(&honey).await, 8);
+    assert_eq!(short["product_id"], wax);
+    assert_eq!(shop.stock(honey).await, 8);
     let items = json!([{"product_id": "0123456789abcdef0123456789abcdef", "quantity": 1}]);
-    let (s, unknown) = shop.order(&ana_token, items, "4242424242424242").await;
+    let (s, unknown) = shop.order(ana_token, items, "4242424242424242").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{unknown}");
     assert_eq!(unknown["product_id"], "0123456789abcdef0123456789abcdef");
 
-    // The order events reach the notification service: ana's inbox, newest first (the
-    // shipment's events are there too, see tests/shipping.rs).
+    paid
+}
+
+/// The order events reach the notification service: ana's inbox, newest first (the
+/// shipment's events are there too, see tests/shipping.rs).
+async fn order_events_reach_the_inbox(shop: &Shop<'_>, ana_token: &str) {
     let inbox = panal_tests::eventually(std::time::Duration::from_secs(10), || async {
-        let (s, inbox) = shop.get("/notifications", Some(&ana_token)).await;
+        let (s, inbox) = shop.get("/notifications", Some(ana_token)).await;
         let types: Vec<String> = inbox["items"]
             .as_array()?
             .iter()
@@ -108,11 +136,17 @@ async fn the_whole_flow_through_the_gateway_survives_a_restart() {
             "orders.created".to_string(),
         ])
     );
+}
 
-    // Orders are the owner's only; no token is 401.
-    let paid_id = paid["id"].as_str().expect("id");
+/// Orders are the owner's only; no token is 401. Bob's token.
+async fn orders_are_their_owners_only(
+    shop: &Shop<'_>,
+    ana_token: &str,
+    paid_id: &str,
+    honey: &str,
+) -> String {
     let (s, mine) = shop
-        .get(&format!("/orders/{paid_id}"), Some(&ana_token))
+        .get(&format!("/orders/{paid_id}"), Some(ana_token))
         .await;
     assert_eq!((s, mine["status"].as_str()), (StatusCode::OK, Some("paid")));
     let (_, bob_token) = shop.user("bob@example.com").await;
@@ -135,9 +169,14 @@ async fn the_whole_flow_through_the_gateway_survives_a_restart() {
     let (s, _) = shop.post("/orders", None, body).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
-    // The summary: order, product names and payment status in one document.
+    bob_token
+}
+
+/// The summary: order, product names and payment status in one document; with one
+/// part down it says which, and the rest is still there.
+async fn summaries_name_what_is_missing(shop: &Shop<'_>, ana_token: &str, paid_id: &str) {
     let (s, summary) = shop
-        .get(&format!("/orders/{paid_id}/summary"), Some(&ana_token))
+        .get(&format!("/orders/{paid_id}/summary"), Some(ana_token))
         .await;
     assert_eq!(s, StatusCode::OK, "{summary}");
     assert_eq!(summary["order"]["id"], paid_id);
@@ -149,7 +188,7 @@ async fn the_whole_flow_through_the_gateway_survives_a_restart() {
     let (s, broken) = shop
         .get(
             &format!("/orders/{paid_id}/broken-summary"),
-            Some(&ana_token),
+            Some(ana_token),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{broken}");
@@ -159,9 +198,11 @@ async fn the_whole_flow_through_the_gateway_survives_a_restart() {
     assert_eq!(broken["complete"], false);
     let (s, _) = shop.get(&format!("/orders/{paid_id}/summary"), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
 
-    // The gateway's own fan-out: profile, orders and inbox in one document.
-    let (s, me) = shop.get("/me/overview", Some(&ana_token)).await;
+/// The gateway's own fan-out: profile, orders and inbox in one document.
+async fn the_overview_fans_out(shop: &Shop<'_>, ana_token: &str, paid_id: &str) {
+    let (s, me) = shop.get("/me/overview", Some(ana_token)).await;
     assert_eq!(s, StatusCode::OK, "{me}");
     assert_eq!(me["profile"]["email"], "ana@example.com", "{me}");
     assert!(
@@ -177,12 +218,20 @@ async fn the_whole_flow_through_the_gateway_survives_a_restart() {
     );
     let (s, _) = shop.get("/me/overview", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
 
-    // Idempotent payments: same key → same payment, other body → 422.
+/// Idempotent payments: same key, same payment; another body, 422; payments are their
+/// owner's. The payment's id.
+async fn payments_are_idempotent_and_private(
+    shop: &Shop<'_>,
+    ana_token: &str,
+    bob_token: &str,
+) -> String {
+    let panal = shop.panal;
     let pay = |key: &'static str, amount: i64| {
         shop.c
             .post(panal.at("/payments"))
-            .bearer_auth(&ana_token)
+            .bearer_auth(ana_token)
             .header("idempotency-key", key)
             .json(&json!({"order_id": "o-1", "amount_cents": amount, "card_number": "4242424242424242"}))
     };
@@ -202,33 +251,40 @@ async fn the_whole_flow_through_the_gateway_survives_a_restart() {
     let payment_id = first["id"].as_str().expect("id").to_string();
     // Payments are their owner's: another user neither reads them nor shares their keys.
     let (s, _) = shop
-        .get(&format!("/payments/{payment_id}"), Some(&bob_token))
+        .get(&format!("/payments/{payment_id}"), Some(bob_token))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let bob_pay = shop
         .c
         .post(panal.at("/payments"))
-        .bearer_auth(&bob_token)
+        .bearer_auth(bob_token)
         .header("idempotency-key", "key-1")
         .json(&json!({"order_id": "o-1", "amount_cents": 500, "card_number": "4242424242424242"}));
     let (s, bobs) = shop.send(bob_pay).await;
     assert_eq!(s, StatusCode::CREATED, "{bobs}");
     assert_ne!(bobs["id"], first["id"]);
-    drop(shop);
-    panal.stop();
+    payment_id
+}
 
-    // Everything is still there after a restart, and old tokens still work.
-    let panal = start(data.path());
+/// Everything is still there after a restart, old tokens still work, and card numbers
+/// never reach storage whole.
+async fn everything_is_kept_across_a_restart(
+    data: &std::path::Path,
+    ana_token: &str,
+    honey: &str,
+    payment_id: &str,
+) {
+    let panal = start(data);
     let shop = Shop {
         panal: &panal,
         c: client(),
     };
-    let (s, mine) = shop.get("/orders", Some(&ana_token)).await;
+    let (s, mine) = shop.get("/orders", Some(ana_token)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(mine["items"].as_array().map(Vec::len), Some(2));
-    assert_eq!(shop.stock(&honey).await, 8);
+    assert_eq!(shop.stock(honey).await, 8);
     let (s, p) = shop
-        .get(&format!("/payments/{payment_id}"), Some(&ana_token))
+        .get(&format!("/payments/{payment_id}"), Some(ana_token))
         .await;
     assert_eq!(
         (s, p["status"].as_str()),
@@ -245,7 +301,7 @@ async fn the_whole_flow_through_the_gateway_survives_a_restart() {
     drop(shop);
     panal.stop();
     // Card numbers never reach storage whole.
-    for entry in std::fs::read_dir(data.path().join("kv")).expect("kv dir") {
+    for entry in std::fs::read_dir(data.join("kv")).expect("kv dir") {
         let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
         assert!(!bytes.windows(16).any(|w| w == b"4242424242424242"));
     }
@@ -260,7 +316,9 @@ async fn orders_can_pay_over_request_reply() {
         false,
         &format!("backend = \"nats\"\nurl = \"{}\"", nats.url),
     );
-    let panal = Panal::start_with_env(&manifest, data.path(), &[("PANAL_TEST_JWT_SECRET", SECRET)]);
+    let panal = Panal::with(&manifest, data.path())
+        .env(&[("PANAL_TEST_JWT_SECRET", SECRET)])
+        .start();
     let shop = Shop {
         panal: &panal,
         c: client(),

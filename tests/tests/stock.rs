@@ -51,7 +51,7 @@ outbound = ["product"]
     );
     let data = tempfile::tempdir().expect("tmp");
     let env = [("PANAL_TEST_JWT_SECRET", SECRET)];
-    let panal = Panal::start_with_env(&manifest, data.path(), &env);
+    let panal = Panal::with(&manifest, data.path()).env(&env).start();
     let shop = Shop {
         panal: &panal,
         c: client(),

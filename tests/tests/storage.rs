@@ -25,7 +25,9 @@ keyvalue = ["default"]
 }
 
 fn start(data: &std::path::Path) -> Panal {
-    Panal::start_with_env(&manifest(), data, &[("PANAL_TEST_GREETING", "from env")])
+    Panal::with(&manifest(), data)
+        .env(&[("PANAL_TEST_GREETING", "from env")])
+        .start()
 }
 
 #[tokio::test]

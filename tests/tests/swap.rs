@@ -248,7 +248,9 @@ async fn deployments_survive_a_restart_and_roll_back() {
     panal.stop();
 
     // --reset-deployments goes back to the manifest.
-    let panal = Panal::start_full(&manifest(), data.path(), &[], &["--reset-deployments"]);
+    let panal = Panal::with(&manifest(), data.path())
+        .args(&["--reset-deployments"])
+        .start();
     assert_eq!(version(&panal).await, v1);
     panal.stop();
 }
@@ -334,11 +336,9 @@ async fn a_new_component_is_added_routed_and_undeployed() {
 #[tokio::test]
 async fn the_admin_api_wants_the_token_when_one_is_set() {
     let data = tempfile::tempdir().expect("tmp");
-    let panal = Panal::start_with_env(
-        &manifest(),
-        data.path(),
-        &[("PANAL_ADMIN_TOKEN", "tok-123")],
-    );
+    let panal = Panal::with(&manifest(), data.path())
+        .env(&[("PANAL_ADMIN_TOKEN", "tok-123")])
+        .start();
     let c = client();
     let url = format!("{}/components", panal.admin);
     assert_eq!(c.get(&url).send().await.expect("get").status(), 401);

@@ -37,12 +37,9 @@ async fn the_gateway_serves_https_and_takes_a_renewed_certificate() {
         live_cert.display().to_string(),
         live_key.display().to_string(),
     );
-    let panal = Panal::start_full(
-        &manifest(),
-        data.path(),
-        &[],
-        &["--tls-cert", &c, "--tls-key", &k],
-    );
+    let panal = Panal::with(&manifest(), data.path())
+        .args(&["--tls-cert", &c, "--tls-key", &k])
+        .start();
     let addr = panal
         .url
         .strip_prefix("https://")

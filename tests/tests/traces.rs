@@ -60,7 +60,9 @@ async fn one_order_is_one_trace_across_the_shop() {
         receiver.url
     );
     let data = tempfile::tempdir().expect("tmp");
-    let panal = Panal::start_with_env(&manifest, data.path(), &[("PANAL_TEST_JWT_SECRET", SECRET)]);
+    let panal = Panal::with(&manifest, data.path())
+        .env(&[("PANAL_TEST_JWT_SECRET", SECRET)])
+        .start();
     let shop = Shop {
         panal: &panal,
         c: client(),

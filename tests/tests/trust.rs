@@ -43,12 +43,9 @@ async fn an_open_nats_is_refused_unless_insecure_and_a_tiny_max_payload_always()
     assert!(err.contains("--insecure-cluster"), "{err}");
 
     let data = tempfile::tempdir().expect("dir");
-    let host = Panal::start_full(
-        &manifest(&open.url),
-        data.path(),
-        &[],
-        &["--insecure-cluster"],
-    );
+    let host = Panal::with(&manifest(&open.url), data.path())
+        .args(&["--insecure-cluster"])
+        .start();
     let log = host.stop();
     assert!(
         log.contains("WARN")
@@ -91,20 +88,14 @@ async fn hosts_authenticate_with_a_password_or_an_nkey_and_strangers_are_kept_ou
     );
 
     let a_dir = tempfile::tempdir().expect("dir");
-    let a = Panal::start_full(
-        &manifest(&at("panal:hosts-pw")),
-        a_dir.path(),
-        &[],
-        &["--components", "front", "--nats", &at("app:app-pw")],
-    );
+    let a = Panal::with(&manifest(&at("panal:hosts-pw")), a_dir.path())
+        .args(&["--components", "front", "--nats", &at("app:app-pw")])
+        .start();
     let b_dir = tempfile::tempdir().expect("dir");
     let seed_arg = seed.display().to_string();
-    let b = Panal::start_full(
-        &manifest(&format!("nats://127.0.0.1:{port}")),
-        b_dir.path(),
-        &[],
-        &["--components", "back", "--cluster-nkey", &seed_arg],
-    );
+    let b = Panal::with(&manifest(&format!("nats://127.0.0.1:{port}")), b_dir.path())
+        .args(&["--components", "back", "--cluster-nkey", &seed_arg])
+        .start();
 
     // A's gateway reaches `back` on B over the authenticated connections.
     let who = client()
@@ -201,12 +192,10 @@ async fn a_host_reaches_nats_over_tls_with_a_ca_and_a_client_certificate() {
     );
 
     let dir = tempfile::tempdir().expect("dir");
-    let host = Panal::start_full(
-        &manifest(&url),
-        dir.path(),
-        &[("PANAL_NATS_CA", ca.as_str())],
-        &["--nats-cert", &cert, "--nats-key", &key],
-    );
+    let host = Panal::with(&manifest(&url), dir.path())
+        .env(&[("PANAL_NATS_CA", ca.as_str())])
+        .args(&["--nats-cert", &cert, "--nats-key", &key])
+        .start();
     let who = client()
         .get(host.at("/back/config/who"))
         .send()
@@ -257,8 +246,12 @@ async fn a_client_on_nats_cannot_forge_a_call_or_a_deploy() {
         tempfile::tempdir().expect("dir"),
     );
     let args = |only: &'static str| ["--components", only, "--insecure-cluster"];
-    let a = Panal::start_full(&manifest(&nats.url), a_dir.path(), &[], &args("front"));
-    let b = Panal::start_full(&manifest(&nats.url), b_dir.path(), &[], &args("back"));
+    let a = Panal::with(&manifest(&nats.url), a_dir.path())
+        .args(&args("front"))
+        .start();
+    let b = Panal::with(&manifest(&nats.url), b_dir.path())
+        .args(&args("back"))
+        .start();
     let c = client();
     let served = c.get(a.at("/back/config/who")).send().await.expect("get");
     assert_eq!(served.status(), 200, "{}", a.log());

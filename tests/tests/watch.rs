@@ -27,7 +27,11 @@ async fn watch_redeploys_a_rebuilt_file_and_never_a_half_written_one() {
         "version = 1\n\n[components.hello]\nsource = \"{}\"\nroutes = [\"/hello\"]\n",
         file.display()
     );
-    let panal = Arc::new(Panal::start_full(&manifest, data.path(), &[], &["--watch"]));
+    let panal = Arc::new(
+        Panal::with(&manifest, data.path())
+            .args(&["--watch"])
+            .start(),
+    );
     let c = client();
     let v1 = sha_prefix(&original);
     assert_eq!(version(&c, &panal).await, v1);

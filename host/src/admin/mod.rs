@@ -25,11 +25,11 @@ use panal_gateway::server::Gateway;
 use panal_gateway::{json_error, json_response, Body};
 use serde_json::json;
 
+use crate::cluster::Cluster;
 use crate::registry::deploy::Outcome;
 use crate::registry::error::ChangeError;
 use crate::registry::Registry;
 use crate::roles::Change;
-use crate::triggers::cluster::Cluster;
 
 /// The largest `.wasm` a deploy takes.
 pub const MAX_UPLOAD: usize = 256 << 20;
@@ -91,8 +91,8 @@ impl Admin {
             .filter(|c| c.runs_elsewhere(name) && self.registry.current(name).is_none())
     }
 
-    /// The answer to a change made here: the gateway takes the new routes and the
-    /// cluster's other hosts the change (with `routes`, those a deploy set).
+    /// The answer to a change made here (the gateway already follows its routes): the
+    /// cluster's other hosts are told of it (with `routes`, those a deploy set).
     async fn changed(
         &self,
         result: Result<Outcome, ChangeError>,
@@ -110,7 +110,6 @@ impl Admin {
                 );
             }
         };
-        follow_routes(&self.registry, &self.gateway, &outcome);
         let mut answer = outcome.json();
         if let Some(cluster) = &self.cluster {
             let published = cluster.publish(&self.registry, &outcome, routes).await;
@@ -123,23 +122,11 @@ impl Admin {
     }
 }
 
-/// After `outcome`, give `gateway` the registry's routes if they changed.
-pub fn follow_routes(registry: &Registry, gateway: &Gateway, outcome: &Outcome) {
-    if !outcome.routes_changed {
-        return;
-    }
-    match panal_gateway::RouteTable::new(registry.routes()) {
-        Ok(table) => gateway.set_routes(table),
-        // Checked before the swap; reaching this is a bug worth a loud line.
-        Err(e) => tracing::error!(%e, "route table rejected after a deploy"),
-    }
-}
-
 /// The answer to a change of a component that runs only on other hosts: published
 /// (with the new version's sha256, none for an undeploy), or refused and why.
 fn published_elsewhere(
     name: &str,
-    published: Result<Option<String>, String>,
+    published: Result<Option<String>, impl std::fmt::Display>,
 ) -> http::Response<Body> {
     match published {
         Ok(sha) => {
@@ -154,7 +141,7 @@ fn published_elsewhere(
             json_error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "refused; nothing changed",
-                json!({ "reason": why, "phase": "request", "component": name }),
+                json!({ "reason": why.to_string(), "phase": "request", "component": name }),
             )
         }
     }

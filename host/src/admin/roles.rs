@@ -36,11 +36,10 @@ impl Admin {
         };
         let (user, role) = (decode(account), decode(role));
         let changed = match &self.cluster {
-            Some(cluster) => {
-                cluster
-                    .change_roles(&self.roles, change, &user, &role)
-                    .await
-            }
+            Some(cluster) => cluster
+                .change_roles(&self.roles, change, &user, &role)
+                .await
+                .map_err(|e| e.to_string()),
             None => self
                 .roles
                 .change(change, &user, &role)

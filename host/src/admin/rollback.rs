@@ -12,7 +12,7 @@ impl Admin {
         if self.elsewhere(name).is_some() {
             let why = "it runs only on other hosts of the cluster: send the rollback to \
                        one of them (`panal status` lists them)";
-            return published_elsewhere(name, Err(why.into()));
+            return published_elsewhere(name, Err(why));
         }
         let result = self.registry.rollback(name).await;
         self.changed(result, None).await

@@ -66,15 +66,36 @@ pub const TRACE_HEADERS: [&str; 3] = ["x-request-id", "traceparent", "tracestate
 /// The longest `tracestate` passed on (W3C's own limit is 512 characters).
 pub const MAX_TRACESTATE: usize = 512;
 
-/// The trace headers found by `get` that are well formed: a request id as the gateway
+/// Where trace headers are read from: a request's headers, a message's, a context's.
+pub trait Headers {
+    /// The value of header `name` (lowercase), if it is there and is text.
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+impl Headers for http::HeaderMap {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Headers for [(String, String)] {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The trace headers among `headers` that are well formed: a request id as the gateway
 /// accepts one, a W3C `traceparent`, a `tracestate` of at most [`MAX_TRACESTATE`]
 /// visible characters. Others are dropped: a message or a call from another host may
 /// carry anything, and these end up in other components' log lines and requests.
-pub fn trace_of(get: impl Fn(&str) -> Option<String>) -> Arc<[(String, String)]> {
+pub fn trace_of(headers: &(impl Headers + ?Sized)) -> Arc<[(String, String)]> {
     TRACE_HEADERS
         .iter()
-        .filter_map(|name| get(name).map(|v| (name.to_string(), v)))
+        .filter_map(|name| headers.header(name).map(|v| (name.to_string(), v)))
         .filter(|(name, value)| well_formed(name, value))
+        .map(|(name, value)| (name, value.to_string()))
         .collect()
 }
 
@@ -93,6 +114,13 @@ fn well_formed(name: &str, value: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn owned(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
     #[test]
     fn odd_trace_headers_are_dropped() {
         let good = [
@@ -103,14 +131,14 @@ mod tests {
             ),
             ("tracestate", "vendor=x,other=y".to_string()),
         ];
-        let kept = trace_of(|n| good.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()));
+        let kept = trace_of(&owned(&good)[..]);
         assert_eq!(kept.len(), 3);
         let bad = [
             ("x-request-id", "has space".to_string()),
             ("traceparent", "00-nothex".to_string()),
             ("tracestate", "x".repeat(MAX_TRACESTATE + 1)),
         ];
-        let kept = trace_of(|n| bad.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()));
+        let kept = trace_of(&owned(&bad)[..]);
         assert!(kept.is_empty(), "{kept:?}");
     }
 }

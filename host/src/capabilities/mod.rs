@@ -6,9 +6,10 @@
 //! They all speak one small interface, [`Capability`] (after Spin's factors):
 //! `link` adds its interfaces to the host's one linker; `configure` checks one version
 //! of a component against its grants and builds what that version holds of it (its
-//! [`Grants`]); `prepare` makes its part of one instance's [`State`]. Adding a
-//! capability is a new folder plus one line in each of [`linker`], [`Grants`] and
-//! [`State`].
+//! [`Grants`]); `prepare` makes its part of one instance's [`State`]; `enter` has a kept
+//! instance take on its next request. The wiring ([`Grants`], `Instances`, [`linker`])
+//! is generated from one list, `capabilities!`, so adding a capability is a new folder
+//! (with its view of the [`State`]) plus one line there.
 
 pub(crate) mod bindings;
 pub mod config;
@@ -89,24 +90,54 @@ pub struct Backends {
     pub memory: Arc<crate::runtime::budget::MemoryBudget>,
 }
 
-/// What one version of a component holds of every capability.
-pub struct Grants {
-    pub(crate) http_out: <http_out::HttpOut as Capability>::Grant,
-    pub(crate) keyvalue: <keyvalue::Keyvalue as Capability>::Grant,
-    pub(crate) messaging: <messaging::Messaging as Capability>::Grant,
-    pub(crate) config: <config::Config as Capability>::Grant,
+/// Every capability, once: the list [`Grants`] (what a version holds of each),
+/// `Instances` (what one instance holds of each, in its [`State`]) and the linker's
+/// lines are generated from.
+macro_rules! capabilities {
+    ($($field:ident: $cap:ty,)*) => {
+        /// What one version of a component holds of every capability.
+        pub struct Grants {
+            $(pub(crate) $field: <$cap as Capability>::Grant,)*
+        }
+
+        impl Grants {
+            /// Configure every capability for `version`.
+            pub async fn configure(version: &Version<'_>) -> Result<Self, GrantError> {
+                Ok(Self {
+                    $($field: <$cap>::configure(version).await?,)*
+                })
+            }
+        }
+
+        /// What one instance holds of every capability.
+        pub(crate) struct Instances {
+            $(pub(crate) $field: <$cap as Capability>::Instance,)*
+        }
+
+        impl Instances {
+            fn prepare(grants: &Grants, ctx: &CallContext) -> Self {
+                Self {
+                    $($field: <$cap>::prepare(&grants.$field, ctx),)*
+                }
+            }
+
+            fn enter(&mut self, ctx: &CallContext) {
+                $(<$cap>::enter(&mut self.$field, ctx);)*
+            }
+        }
+
+        fn link_all(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+            $(<$cap>::link(linker)?;)*
+            Ok(())
+        }
+    };
 }
 
-impl Grants {
-    /// Configure every capability for `version`.
-    pub async fn configure(version: &Version<'_>) -> Result<Self, GrantError> {
-        Ok(Self {
-            http_out: http_out::HttpOut::configure(version).await?,
-            keyvalue: keyvalue::Keyvalue::configure(version).await?,
-            messaging: messaging::Messaging::configure(version).await?,
-            config: config::Config::configure(version).await?,
-        })
-    }
+capabilities! {
+    http_out: http_out::HttpOut,
+    keyvalue: keyvalue::Keyvalue,
+    messaging: messaging::Messaging,
+    config: config::Config,
 }
 
 /// The linker with WASI, `wasi:http` and every capability a component may import.
@@ -118,9 +149,6 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<State>> {
     wasmtime_wasi::p3::clocks::add_to_linker(&mut linker).map_err(fail)?;
     wasmtime_wasi::p3::random::add_to_linker(&mut linker).map_err(fail)?;
     wasmtime_wasi::p3::cli::add_to_linker(&mut linker).map_err(fail)?;
-    http_out::HttpOut::link(&mut linker).map_err(fail)?;
-    keyvalue::Keyvalue::link(&mut linker).map_err(fail)?;
-    messaging::Messaging::link(&mut linker).map_err(fail)?;
-    config::Config::link(&mut linker).map_err(fail)?;
+    link_all(&mut linker).map_err(fail)?;
     Ok(linker)
 }

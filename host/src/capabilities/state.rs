@@ -1,18 +1,16 @@
 //! The state of one `Store`: one instance. Each capability gets its own view of it (the
 //! wasmtime `*View` pattern), so capability code never sees the rest.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::config::{Config, ConfigView};
-use super::http_out::HttpOut;
-use super::keyvalue::{host::KvView, Keyvalue};
-use super::messaging::{host::MsgView, Messaging};
 use super::tasks;
-use super::{CallContext, Capability, Grants};
+use super::{CallContext, Grants, Instances};
 use crate::logging::{ComponentLog, Output, RequestTag, Tag};
 use crate::runtime::budget::Charge;
 use crate::runtime::instance::Limited;
@@ -24,10 +22,9 @@ pub struct State {
     http: WasiHttpCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limits: Limiter,
-    http_out: <HttpOut as Capability>::Instance,
-    keyvalue: <Keyvalue as Capability>::Instance,
-    messaging: <Messaging as Capability>::Instance,
-    config: <Config as Capability>::Instance,
+    /// Each capability's part; the request's context is its outbound side's
+    /// (`caps.http_out.ctx`: wasi:http's hooks need it), which the other views borrow.
+    pub(crate) caps: Instances,
     /// In an instance serving several requests at once: each one's context, and the
     /// serial of the one taken on last.
     tasks: Option<(tasks::Shared, u64)>,
@@ -59,10 +56,7 @@ impl State {
             http: WasiHttpCtx::new(),
             table,
             limits: Limiter::new(memory, charge),
-            http_out: HttpOut::prepare(&grants.http_out, ctx),
-            keyvalue: Keyvalue::prepare(&grants.keyvalue, ctx),
-            messaging: Messaging::prepare(&grants.messaging, ctx),
-            config: Config::prepare(&grants.config, ctx),
+            caps: Instances::prepare(grants, ctx),
             tasks: None,
             request,
         }
@@ -87,8 +81,9 @@ impl State {
         }
     }
 
-    /// Take on the context of the guest task running now, before a capability reads it.
-    fn sync(&mut self) {
+    /// Take on the context of the guest task running now, before a capability reads it
+    /// (every view calls it first).
+    pub(crate) fn sync(&mut self) {
         let Some((shared, entered)) = &self.tasks else {
             return;
         };
@@ -103,42 +98,18 @@ impl State {
 
     /// Take on the context of the request this kept instance serves next.
     pub fn enter(&mut self, ctx: &CallContext) {
-        HttpOut::enter(&mut self.http_out, ctx);
-        Keyvalue::enter(&mut self.keyvalue, ctx);
-        Messaging::enter(&mut self.messaging, ctx);
-        Config::enter(&mut self.config, ctx);
-        *self.request.lock().unwrap_or_else(PoisonError::into_inner) = tag(ctx);
-    }
-
-    pub(crate) fn kv(&mut self) -> KvView<'_> {
-        self.sync();
-        KvView {
-            grant: &self.keyvalue,
-            table: &mut self.table,
-            trace: &self.http_out.trace,
-        }
-    }
-
-    pub(crate) fn msg(&mut self) -> MsgView<'_> {
-        self.sync();
-        let m = &mut self.messaging;
-        MsgView {
-            grant: &m.grant,
-            table: &mut self.table,
-            trace: &m.trace,
-            held: &mut m.held,
-        }
-    }
-
-    pub(crate) fn config(&mut self) -> ConfigView<'_> {
-        self.sync();
-        ConfigView(&self.config)
+        self.caps.enter(ctx);
+        *self.request.lock() = tag(ctx);
     }
 }
 
 impl Limited for State {
     fn limiter(&mut self) -> &mut Limiter {
         &mut self.limits
+    }
+
+    fn refused(&self) -> &Arc<crate::runtime::limits::Refused> {
+        &self.limits.hit
     }
 }
 
@@ -163,11 +134,11 @@ impl State {
     /// always that send's own.
     fn http_view(&mut self, forwarding: bool) -> WasiHttpCtxView<'_> {
         self.sync();
-        self.http_out.forwarding = forwarding;
+        self.caps.http_out.forwarding = forwarding;
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.http_out,
+            hooks: &mut self.caps.http_out,
         }
     }
 }
@@ -195,15 +166,12 @@ pub fn resource_cap(memory_mb: u64) -> usize {
 
 /// The request id and trace id in `ctx`'s trace headers, for the output lines.
 fn tag(ctx: &CallContext) -> Tag {
-    let header = |wanted: &str| {
-        ctx.trace
-            .iter()
-            .find(|(name, _)| name == wanted)
-            .map(|(_, v)| v.as_str())
-    };
+    use super::context::Headers;
     Tag {
-        request_id: header("x-request-id").map(Arc::from),
-        trace_id: header(crate::traces::TRACEPARENT)
+        request_id: ctx.trace.header("x-request-id").map(Arc::from),
+        trace_id: ctx
+            .trace
+            .header(crate::traces::TRACEPARENT)
             .and_then(crate::traces::trace_id_of)
             .map(Arc::from),
     }

@@ -5,7 +5,9 @@
 //! task's. An instance serving one request at a time never has this and pays nothing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use wasmtime::component::{TaskGroupHook, TaskGroupId};
 
@@ -39,7 +41,7 @@ impl Tasks {
 pub(crate) type Shared = Arc<Mutex<Tasks>>;
 
 pub(crate) fn lock(tasks: &Shared) -> MutexGuard<'_, Tasks> {
-    tasks.lock().unwrap_or_else(PoisonError::into_inner)
+    tasks.lock()
 }
 
 /// The store's task-group hook: notes which task runs, forgets the ones that ended.

@@ -39,8 +39,6 @@ pub struct Outcome {
     pub version: Option<String>,
     /// Version it replaced.
     pub previous: Option<String>,
-    /// Whether the route table changed (the gateway must take the new one).
-    pub routes_changed: bool,
     /// From the call to the new version serving.
     pub took: Duration,
 }
@@ -155,10 +153,10 @@ impl Registry {
                 )
             }
         };
-        let routes_changed = existing
+        if existing
             .as_ref()
-            .is_none_or(|old| old.spec.routes != spec.routes);
-        if routes_changed {
+            .is_none_or(|old| old.spec.routes != spec.routes)
+        {
             self.check_routes(name, &spec.routes)?;
         }
         let deployed = self.trial(spec, bytes, existing.as_deref()).await?;
@@ -174,7 +172,7 @@ impl Registry {
             .put_blob(&deployed.sha256, bytes)
             .map_err(&record_err)?;
         store.save(name, &record).map_err(&record_err)?;
-        Ok(self.swap_in(deployed, existing.as_deref(), routes_changed, "deployed"))
+        Ok(self.swap_in(deployed, existing.as_deref(), "deployed"))
     }
 
     async fn try_rollback(self: &Arc<Self>, name: &str) -> Result<Outcome, ChangeError> {
@@ -197,24 +195,17 @@ impl Registry {
             .map_err(ChangeError::at(name, Phase::Read))?;
         let mut spec = ComponentSpec::clone(&current.spec);
         spec.routes = back.routes.iter().map(|r| r.route(name)).collect();
-        let routes_changed = spec.routes != current.spec.routes;
-        if routes_changed {
+        if spec.routes != current.spec.routes {
             self.check_routes(name, &spec.routes)?;
         }
         let deployed = self.trial(spec, &bytes, Some(&current)).await?;
         record.versions.pop();
         store.save(name, &record).map_err(&record_err)?;
-        Ok(self.swap_in(deployed, Some(&current), routes_changed, "rolled back"))
+        Ok(self.swap_in(deployed, Some(&current), "rolled back"))
     }
 
     /// Make `deployed` current (the one swap), log it and say what changed.
-    fn swap_in(
-        &self,
-        deployed: Deployed,
-        previous: Option<&Deployed>,
-        routes_changed: bool,
-        what: &str,
-    ) -> Outcome {
+    fn swap_in(&self, deployed: Deployed, previous: Option<&Deployed>, what: &str) -> Outcome {
         let name = deployed.name.to_string();
         let version = deployed.version().to_string();
         let previous = previous.map(|d| d.version().to_string());
@@ -224,7 +215,6 @@ impl Registry {
             name,
             version: Some(version),
             previous,
-            routes_changed,
             took: Duration::ZERO, // set by `one_change`
         }
     }
@@ -245,7 +235,6 @@ impl Registry {
             name: name.to_string(),
             version: None,
             previous: Some(current.version().to_string()),
-            routes_changed: true,
             took: Duration::ZERO, // set by `one_change`
         })
     }

@@ -65,9 +65,9 @@ impl ChangeError {
         }
     }
 
-    /// A mapper for `map_err`: any message about `component` becomes a [`ChangeError`]
-    /// in `phase`.
-    pub fn at(component: &str, phase: Phase) -> impl Fn(String) -> Self + '_ {
-        move |message| Self::new(component, phase, message)
+    /// A mapper for `map_err`: any error about `component` becomes a [`ChangeError`]
+    /// in `phase`, its text the message.
+    pub fn at<E: std::fmt::Display>(component: &str, phase: Phase) -> impl Fn(E) -> Self + '_ {
+        move |error| Self::new(component, phase, error.to_string())
     }
 }

@@ -7,7 +7,9 @@
 //! lands in an instance in a state its guest did not expect.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
@@ -43,8 +45,8 @@ pub(crate) struct Kept {
 }
 
 impl Kept {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Handler, Instant)>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<(Handler, Instant)>> {
+        self.idle.lock()
     }
 
     /// Drop the instances idle for `idle` or longer (outside the lock: dropping a store

@@ -109,8 +109,8 @@ async fn load_one(
     store: Option<&DeployStore>,
 ) -> Result<(Deployed, Compiled), ChangeError> {
     let bytes = match (deployed_sha, store) {
-        (Some(sha), Some(store)) => store.blob(sha),
-        (Some(_), None) => Err("no deployment store".into()),
+        (Some(sha), Some(store)) => store.blob(sha).map_err(|e| e.to_string()),
+        (Some(_), None) => Err(super::store::StoreError::NoDeployments.to_string()),
         (None, _) => read(&spec.source),
     }
     .map_err(ChangeError::at(&spec.name, Phase::Read))?;

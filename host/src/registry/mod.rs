@@ -24,6 +24,8 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use arc_swap::ArcSwap;
+use panal_gateway::RouteTable;
+
 use serde_json::{json, Value};
 use wasmtime::Engine;
 
@@ -48,7 +50,10 @@ pub struct Registry {
     pub(crate) deploy_lock: tokio::sync::Mutex<()>,
     /// Routes of the components that run on other hosts of the cluster (the gateway
     /// serves them too, calling over NATS), by component.
-    elsewhere: std::sync::RwLock<BTreeMap<String, Vec<panal_gateway::Route>>>,
+    elsewhere: parking_lot::RwLock<BTreeMap<String, Vec<panal_gateway::Route>>>,
+    /// The route table of every component here and elsewhere, sent anew whenever a
+    /// change moves a route; the gateway follows it ([`Registry::route_table`]).
+    table: tokio::sync::watch::Sender<Arc<RouteTable>>,
 }
 
 impl Registry {
@@ -57,13 +62,17 @@ impl Registry {
         env: Env,
         deployments: Option<DeployStore>,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let registry = Arc::new(Self {
             components: ArcSwap::from_pointee(components),
             env,
             deployments,
             deploy_lock: tokio::sync::Mutex::new(()),
-            elsewhere: std::sync::RwLock::default(),
-        })
+            elsewhere: parking_lot::RwLock::default(),
+            table: tokio::sync::watch::Sender::new(Arc::default()),
+        });
+        // A clash fails the start, in `run_elsewhere`.
+        let _ = registry.publish_routes();
+        registry
     }
 
     /// The engine every version is compiled for.
@@ -102,10 +111,7 @@ impl Registry {
     /// Every route of every component, for the gateway's table: those run here, and
     /// those run on other hosts of the cluster (unless one of the same name runs here).
     pub fn routes(&self) -> Vec<panal_gateway::Route> {
-        let elsewhere = self
-            .elsewhere
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let elsewhere = self.elsewhere.read();
         self.routes_with(&elsewhere)
     }
 
@@ -127,47 +133,76 @@ impl Registry {
     }
 
     /// The bytes of version `sha256`, if this host keeps them (every version it ran).
-    pub fn blob(&self, sha256: &str) -> Result<Vec<u8>, String> {
+    pub fn blob(&self, sha256: &str) -> Result<Vec<u8>, store::StoreError> {
         self.deployments
             .as_ref()
-            .ok_or_else(|| "this host keeps no deployments".to_string())?
+            .ok_or(store::StoreError::NoDeployments)?
             .blob(sha256)
     }
 
     /// Serve `specs`' routes too: these components run on other hosts (at start).
-    pub fn run_elsewhere(&self, specs: &[crate::manifest::ComponentSpec]) {
-        let mut elsewhere = self
-            .elsewhere
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// Refused when the routes here and there clash.
+    pub fn run_elsewhere(
+        &self,
+        specs: &[crate::manifest::ComponentSpec],
+    ) -> Result<(), panal_gateway::RouteError> {
+        let mut elsewhere = self.elsewhere.write();
         for spec in specs {
             elsewhere.insert(spec.name.clone(), spec.routes.clone());
+        }
+        drop(elsewhere);
+        self.publish_routes()
+    }
+
+    /// The route table the gateway follows: every change that moves a route sends it
+    /// a new one, in effect before the change is answered.
+    pub fn route_table(&self) -> panal_gateway::server::Routes {
+        self.table.subscribe()
+    }
+
+    /// Send the routes of now to the gateway, when they changed.
+    fn publish_routes(&self) -> Result<(), panal_gateway::RouteError> {
+        let table = RouteTable::new(self.routes())?;
+        self.table.send_if_modified(|now| {
+            let changed = **now != table;
+            if changed {
+                *now = Arc::new(table);
+            }
+            changed
+        });
+        Ok(())
+    }
+
+    /// After a change that may move routes. The change checked them first, so a clash
+    /// here is a bug worth a loud line: the gateway keeps the last table.
+    fn routes_moved(&self) {
+        if let Err(e) = self.publish_routes() {
+            tracing::error!(%e, "route table rejected after a change");
         }
     }
 
     /// Serve `routes` for `name`, which runs on other hosts (none: it is undeployed
-    /// there). Whether the routes changed; refused when they clash with the others.
+    /// there); refused when they clash with the others.
     pub fn reach_elsewhere(
         &self,
         name: &str,
         routes: Vec<panal_gateway::Route>,
-    ) -> Result<bool, String> {
-        let mut elsewhere = self
-            .elsewhere
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    ) -> Result<(), panal_gateway::RouteError> {
+        let mut elsewhere = self.elsewhere.write();
         if elsewhere.get(name) == Some(&routes) {
-            return Ok(false);
+            return Ok(());
         }
         let before = elsewhere.insert(name.to_string(), routes);
-        if let Err(e) = panal_gateway::RouteTable::new(self.routes_with(&elsewhere)) {
+        if let Err(e) = RouteTable::new(self.routes_with(&elsewhere)) {
             match before {
                 Some(routes) => elsewhere.insert(name.to_string(), routes),
                 None => elsewhere.remove(name),
             };
-            return Err(e.to_string());
+            return Err(e);
         }
-        Ok(true)
+        drop(elsewhere);
+        self.routes_moved();
+        Ok(())
     }
 
     /// Make `deployed` the current version of its component (adding the component when
@@ -177,11 +212,12 @@ impl Registry {
         if let Some(slot) = self.components.load().get(&name) {
             // The old version's kept instances end once idle (`limits.idle_ms`).
             slot.swap(Arc::new(deployed));
-            return;
+        } else {
+            let mut map = HashMap::clone(&self.components.load());
+            map.insert(name, Arc::new(ArcSwap::from_pointee(deployed)));
+            self.components.store(Arc::new(map));
         }
-        let mut map = HashMap::clone(&self.components.load());
-        map.insert(name, Arc::new(ArcSwap::from_pointee(deployed)));
-        self.components.store(Arc::new(map));
+        self.routes_moved();
     }
 
     /// Remove `name`; whether it was there.
@@ -189,6 +225,7 @@ impl Registry {
         let mut map = HashMap::clone(&self.components.load());
         let was = map.remove(name).is_some();
         self.components.store(Arc::new(map));
+        self.routes_moved();
         was
     }
 
@@ -219,16 +256,16 @@ impl Registry {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |t| t.as_secs());
         let routes: Vec<&str> = d.spec.routes.iter().map(|r| r.prefix.as_str()).collect();
-        let stats = &d.stats;
+        let (requests, errors) = self.env.metrics.answered(&d.name);
         json!({
             "name": &*d.name,
             "version": d.version(),
             "sha256": d.sha256,
             "deployed_at": at,
             "routes": routes,
-            "requests": stats.requests.load(Ordering::Relaxed),
-            "errors": stats.errors.load(Ordering::Relaxed),
-            "in_flight": stats.in_flight.load(Ordering::Relaxed),
+            "requests": requests,
+            "errors": errors,
+            "in_flight": d.stats.in_flight.load(Ordering::Relaxed),
             "versions": history,
         })
     }

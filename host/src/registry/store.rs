@@ -14,6 +14,42 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::{ComponentSpec, Limits, Location, Outbound};
 
+/// A record or blob that could not be read or written, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing the file failed.
+    #[error("cannot {what} {}: {source}", .path.display())]
+    Io {
+        /// `read` or `write`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record that is not what this version of Panal writes.
+    #[error("{}: {source}", .path.display())]
+    Json {
+        /// The record's file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// This host keeps no deployments (`panal check`, a test host).
+    #[error("this host keeps no deployments")]
+    NoDeployments,
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// One component's deployment history.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,25 +185,29 @@ impl DeployStore {
     }
 
     /// The record of `name`, if it was ever deployed.
-    pub fn record(&self, name: &str) -> Result<Option<Record>, String> {
+    pub fn record(&self, name: &str) -> Result<Option<Record>, StoreError> {
         let path = self.record_path(name);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| format!("{}: {e}", path.display())),
+                .map_err(|source| StoreError::Json { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(io("read", &path)(e)),
         }
     }
 
     /// Replace the record of `name`, keeping its last [`HISTORY`] versions. The blobs of
     /// versions dropped from it go too, unless another record still names them.
-    pub fn save(&self, name: &str, record: &Record) -> Result<(), String> {
+    pub fn save(&self, name: &str, record: &Record) -> Result<(), StoreError> {
         let excess = record.versions.len().saturating_sub(HISTORY);
         let mut kept = record.clone();
         let dropped: Vec<VersionRecord> = kept.versions.drain(..excess).collect();
-        let bytes = serde_json::to_vec_pretty(&kept).map_err(|e| e.to_string())?;
-        write_atomically(&self.record_path(name), &bytes)?;
+        let path = self.record_path(name);
+        let bytes = serde_json::to_vec_pretty(&kept).map_err(|source| StoreError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        write_atomically(&path, &bytes)?;
         if !dropped.is_empty() {
             let needed: BTreeSet<String> = self
                 .names()
@@ -184,7 +224,7 @@ impl DeployStore {
     }
 
     /// Keep `bytes` as the blob `sha256` (once).
-    pub fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), String> {
+    pub fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.blob_path(sha256);
         if path.exists() {
             return Ok(());
@@ -193,9 +233,9 @@ impl DeployStore {
     }
 
     /// The blob `sha256`.
-    pub fn blob(&self, sha256: &str) -> Result<Vec<u8>, String> {
+    pub fn blob(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.blob_path(sha256);
-        std::fs::read(&path).map_err(|e| format!("cannot read deployed `{}`: {e}", path.display()))
+        std::fs::read(&path).map_err(io("read", &path))
     }
 
     /// What to load: each manifest component (with the routes and bytes of its last
@@ -294,7 +334,7 @@ pub fn added_spec(
 
 /// Write to a temporary file, flush it to disk, rename it over `path`: after a crash or
 /// a power cut the old or the new content is there, never a part.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     use std::io::Write;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     std::fs::File::create(&tmp)
@@ -303,7 +343,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
             f.sync_all()
         })
         .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(io("write", path))
 }
 
 #[cfg(test)]

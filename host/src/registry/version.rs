@@ -149,30 +149,7 @@ pub(crate) async fn prepare(
         .linker
         .instantiate_pre(&component)
         .map_err(|e| failed(Phase::Link, format!("cannot link: {e:#}")))?;
-    let handler = if spec.subscribe.is_empty() {
-        None
-    } else {
-        Some(HostPre::new(pre.clone()).map_err(|e| {
-            failed(
-                Phase::Exports,
-                format!(
-                    "subscribes to messages but does not export \
-                     `wasi:messaging/incoming-handler@0.2.0-draft` ({e:#})"
-                ),
-            )
-        })?)
-    };
-    let pre =
-        entry(&component, pre, env.linker.engine()).map_err(|why| failed(Phase::Exports, why))?;
-    if let (ProxyPre::P2(_), Some(n @ 2..)) = (&pre, spec.limits.concurrent) {
-        return Err(failed(
-            Phase::Exports,
-            format!(
-                "`limits.concurrent` is {n}, but `{name}` is a WASI 0.2 proxy, which serves \
-                 one request at a time: drop the limit, or build it as a 0.3 service"
-            ),
-        ));
-    }
+    let (pre, handler) = exports(&spec, &component, pre, env.linker.engine())?;
     // Last: storage is opened only for a version that links.
     let stats = env.metrics.component(&spec.name);
     let grants = Grants::configure(&Version {
@@ -209,6 +186,36 @@ pub(crate) async fn prepare(
         initial_memory: initial_memory(&component, spec.limits.memory_mb),
     };
     Ok((deployed, how))
+}
+
+/// What `component` (linked as `pre`) exports for its triggers: `wasi:http` as a 0.2
+/// proxy or a 0.3 service, and the messaging handler when `spec` subscribes.
+fn exports(
+    spec: &ComponentSpec,
+    component: &wasmtime::component::Component,
+    pre: wasmtime::component::InstancePre<State>,
+    engine: &Engine,
+) -> Result<(ProxyPre<State>, Option<HostPre<State>>), ChangeError> {
+    let failed = |message: String| ChangeError::new(&spec.name, Phase::Exports, message);
+    let handler = if spec.subscribe.is_empty() {
+        None
+    } else {
+        Some(HostPre::new(pre.clone()).map_err(|e| {
+            failed(format!(
+                "subscribes to messages but does not export \
+                 `wasi:messaging/incoming-handler@0.2.0-draft` ({e:#})"
+            ))
+        })?)
+    };
+    let pre = entry(component, pre, engine).map_err(failed)?;
+    if let (ProxyPre::P2(_), Some(n @ 2..)) = (&pre, spec.limits.concurrent) {
+        return Err(failed(format!(
+            "`limits.concurrent` is {n}, but `{}` is a WASI 0.2 proxy, which serves \
+             one request at a time: drop the limit, or build it as a 0.3 service",
+            spec.name
+        )));
+    }
+    Ok((pre, handler))
 }
 
 /// The most linear memory an instance of `component` starts with, all its memories

@@ -16,7 +16,9 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -32,6 +34,7 @@ use super::Deployed;
 use crate::capabilities::{CallContext, State};
 use crate::manifest::Limits;
 use crate::runtime::budget::Admission;
+use crate::runtime::instance::Deadline;
 use crate::runtime::Failure;
 
 /// What a request hands the instance that takes it: its context, and where the cause
@@ -74,9 +77,9 @@ impl HandlerState for Pool {
         // It outlives any one request: every tick yields (a busy guest shares the
         // thread), and a request past its deadline is stopped by `Expiry`.
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-        let proxy = tokio::time::timeout(timeout, deployed.pre.instantiate_async(&mut store))
-            .await
-            .map_err(|_| wasmtime::format_err!("instantiation took longer than timeout_ms"))??;
+        let proxy = Deadline::of(&store, limits)
+            .run(deployed.pre.instantiate_async(&mut store))
+            .await?;
         let expired = Arc::new(AtomicBool::new(false));
         let hit = store.data().limits.hit.clone();
         Ok(handler::Instance {
@@ -177,7 +180,7 @@ impl WorkerState for Worker {
         } else {
             store.data_mut().enter(&ask.ctx);
         }
-        let mut causes = self.causes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut causes = self.causes.lock();
         causes.retain(|c| !c.is_closed());
         causes.push(ask.cause);
         Box::pin(tokio::time::sleep(Duration::from_millis(
@@ -187,8 +190,7 @@ impl WorkerState for Worker {
 
     fn drop(&self, store: Store<State>, result: wasmtime::Result<()>) {
         let Err(e) = result else { return };
-        let causes =
-            std::mem::take(&mut *self.causes.lock().unwrap_or_else(PoisonError::into_inner));
+        let causes = std::mem::take(&mut *self.causes.lock());
         // The worker's task was dropped, not failed: the runtime is shutting down. An
         // instance holding no request then has nothing to report. (A real panic has
         // already been printed by the panic hook.)

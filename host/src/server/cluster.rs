@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::{Refused, RunOptions, NATS_READY_WAIT};
+use crate::cluster::seal::Seal;
+use crate::cluster::wire::MIN_PAYLOAD;
+use crate::cluster::Cluster;
 use crate::manifest::{ClusterSpec, ComponentSpec, Manifest, Storage};
-use crate::triggers::cluster::seal::Seal;
-use crate::triggers::cluster::wire::MIN_PAYLOAD;
-use crate::triggers::cluster::{Changed, Cluster};
 use crate::triggers::Executor;
 
 /// The cluster to join: `--cluster URL` (named by the manifest, else `panal`) or the
@@ -102,13 +102,14 @@ pub(super) fn keyed(mut spec: ClusterSpec) -> anyhow::Result<ClusterSpec> {
 }
 
 /// Connect to the cluster's NATS and join it with `executor`'s components, listed at
-/// `public_addr`; `changed` hears of the cluster's deploys, `roles` follows its grants.
+/// `public_addr` (they answer the cluster's calls through the remote-call trigger);
+/// `roles` follows its grants.
 pub(super) async fn join_cluster(
     spec: &ClusterSpec,
     opts: &RunOptions,
     executor: &Arc<Executor>,
     elsewhere: &[ComponentSpec],
-    (public_addr, changed, roles): (SocketAddr, Changed, Arc<crate::roles::Roles>),
+    (public_addr, roles): (SocketAddr, Arc<crate::roles::Roles>),
 ) -> anyhow::Result<Arc<Cluster>> {
     let nats = panal_nats::Nats::connect(&spec.nats, &opts.cluster_auth)
         .await
@@ -122,7 +123,9 @@ pub(super) async fn join_cluster(
         .map(|c| (c.name.clone(), c.limits))
         .collect();
     let host = format!("{}@{public_addr}", std::process::id());
-    Cluster::join(nats, spec, &host, executor, limits, changed, roles)
+    let answers = Arc::new(crate::triggers::remote::Remote(Arc::downgrade(executor)));
+    let local = (executor.registry().clone(), answers as _);
+    Cluster::join(nats, spec, &host, local, limits, roles)
         .await
         .map_err(|e| Refused(format!("{e:#}")).into())
 }

@@ -149,10 +149,9 @@ pub async fn serve(
     let token = start::admin_token(admin)?;
     let plan = Plan::read(opts)?;
     let host = Host::start(opts, &plan).await?;
-    let routed = host.join(opts, &plan, public).await?;
+    host.join(opts, &plan, public).await?;
     let mut tasks = host.triggers(&plan.manifest).await?;
     let gateway = host.gateway(opts, &plan)?;
-    let _ = routed.set(gateway.clone());
     let admin_api = host.admin(&plan, gateway.clone(), token);
     tasks.extend(opts.watch.then(|| host.watch(&plan.manifest)));
     let tls = opts.tls.is_some() || plan.manifest.gateway.tls.is_some();

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
@@ -20,7 +20,6 @@ use crate::manifest::{ClusterSpec, ComponentSpec, Manifest};
 use crate::registry::store::DeployStore;
 use crate::registry::Registry;
 use crate::runtime::engine::EpochTicker;
-use crate::triggers::cluster::Changed;
 use crate::triggers::http::GatewayBackend;
 use crate::triggers::Executor;
 
@@ -118,7 +117,9 @@ impl Host {
         )
         .await?;
         let executor = Executor::new(registry.clone());
-        registry.run_elsewhere(&plan.elsewhere);
+        registry
+            .run_elsewhere(&plan.elsewhere)
+            .map_err(|e| Refused(e.to_string()))?;
         let roles = crate::roles::Roles::load(Some(opts.data_dir.join("roles.json")))
             .map_err(|e| Refused(format!("roles: {e}")))?;
         Ok(Self {
@@ -130,31 +131,22 @@ impl Host {
         })
     }
 
-    /// Join the plan's cluster, if any. Deploys that come from the cluster move the
-    /// gateway's routes too, once the gateway is set in the answer.
+    /// Join the plan's cluster, if any: deploys that come from the cluster move the
+    /// gateway's routes as local ones do, through the registry's route table.
     pub async fn join(
         &self,
         opts: &RunOptions,
         plan: &Plan,
         public: SocketAddr,
-    ) -> anyhow::Result<Arc<OnceLock<Arc<Gateway>>>> {
-        let routed: Arc<OnceLock<Arc<Gateway>>> = Arc::default();
+    ) -> anyhow::Result<()> {
         let Some(spec) = &plan.cluster else {
-            return Ok(routed);
+            return Ok(());
         };
-        let changed: Changed = {
-            let (routed, registry) = (routed.clone(), self.registry.clone());
-            Arc::new(move |outcome| {
-                if let Some(gateway) = routed.get() {
-                    crate::admin::follow_routes(&registry, gateway, outcome);
-                }
-            })
-        };
-        let joined = (public, changed, self.roles.clone());
+        let joined = (public, self.roles.clone());
         let cluster =
             cluster::join_cluster(spec, opts, &self.executor, &plan.elsewhere, joined).await?;
         self.executor.join(cluster);
-        Ok(routed)
+        Ok(())
     }
 
     /// Start the triggers other than HTTP: every subscription and every schedule.
@@ -179,10 +171,8 @@ impl Host {
     pub fn gateway(&self, opts: &RunOptions, plan: &Plan) -> anyhow::Result<Arc<Gateway>> {
         let manifest = &plan.manifest;
         // From the registry, not the manifest: deployed versions may have other routes.
-        let table = panal_gateway::RouteTable::new(self.registry.routes())
-            .map_err(|e| Refused(e.to_string()))?;
         let mut gateway = Gateway::new(
-            table,
+            self.registry.route_table(),
             Arc::new(GatewayBackend(self.executor.clone())),
             Some(panal_gateway::auth::Verifier::new(
                 plan.secret.clone().into_bytes(),

@@ -4,21 +4,20 @@
 //! the counters. Each trigger only adapts its input and output: [`super::http`] a
 //! request and a streamed response, [`super::messaging`] a delivery and its settlement.
 
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use http::StatusCode;
 use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::WasiBody;
 
 use crate::capabilities::http_out::{Breakers, Calls};
-use crate::capabilities::CallContext;
-use crate::manifest::Limits;
+use crate::capabilities::{CallContext, State};
 use crate::metrics::Stats;
 use crate::registry::{Deployed, Registry};
-use crate::runtime::limits::Refused;
+use crate::runtime::budget::Admission;
+use crate::runtime::instance::Deadline;
 use crate::runtime::Failure;
 
 /// Runs components for every trigger.
@@ -30,7 +29,7 @@ pub struct Executor {
     me: Weak<Executor>,
     /// The cluster this host is part of, if any: where calls to components that run
     /// on other hosts go.
-    cluster: OnceLock<Arc<super::cluster::Cluster>>,
+    cluster: OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl Executor {
@@ -45,31 +44,13 @@ impl Executor {
     }
 
     /// Send calls to components this host does not run to `cluster` (once).
-    pub fn join(&self, cluster: Arc<super::cluster::Cluster>) {
+    pub fn join(&self, cluster: Arc<crate::cluster::Cluster>) {
         let _ = self.cluster.set(cluster);
     }
 
     /// The cluster this host is part of.
-    pub fn cluster(&self) -> Option<&Arc<super::cluster::Cluster>> {
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
         self.cluster.get()
-    }
-
-    /// Answer `req` with component `name`, here when it runs here, else on a host of
-    /// the cluster that runs it. `depth` counts the hops so far.
-    pub async fn route(
-        &self,
-        name: &str,
-        req: http::Request<WasiBody>,
-        depth: u32,
-    ) -> http::Response<WasiBody> {
-        match self.cluster.get() {
-            Some(cluster)
-                if self.registry.current(name).is_none() && cluster.runs_elsewhere(name) =>
-            {
-                cluster.call(name, req, depth).await
-            }
-            _ => self.call_http(name, req, depth).await,
-        }
     }
 
     /// The components it runs.
@@ -98,43 +79,71 @@ impl Executor {
     }
 }
 
-/// A slot among the component's `max_concurrency`: within `queue_ms` for a request
-/// (else [`Failure::Busy`]); for a message, `None`, as long as it takes (back-pressure
-/// on the broker instead of a refusal).
-pub(crate) async fn slot(
-    deployed: &Deployed,
-    queue: Option<Duration>,
-) -> Result<OwnedSemaphorePermit, Failure> {
-    let busy = Failure::Busy {
-        max_concurrency: deployed.limits.max_concurrency,
-    };
-    match queue {
-        Some(queue) => crate::runtime::limits::slot(&deployed.running, queue)
-            .await
-            .ok_or(busy),
-        None => deployed
-            .running
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| busy),
+/// How a run waits for its slot and for room in the memory budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// A request (from the gateway, a timer, another component or host): within the
+    /// component's `queue_ms`, then 503.
+    Request,
+    /// A message: as long as it takes (back-pressure on the broker instead of a
+    /// refusal), and only while a quarter of the memory budget is left to requests.
+    Message,
+}
+
+/// A run admitted on one version: the version, its slot among `max_concurrency`, and
+/// the context its instance gets. The instance comes from the same version as the slot,
+/// even when a deploy swaps in another meanwhile.
+pub(crate) struct Prepared {
+    pub deployed: Arc<Deployed>,
+    pub ctx: CallContext,
+    pub permit: OwnedSemaphorePermit,
+    wait: Wait,
+}
+
+impl Executor {
+    /// The first step of every run (HTTP, messages, timers, remote calls): a slot on
+    /// `deployed`, waited for as `wait` says.
+    pub(crate) async fn prepare(
+        &self,
+        deployed: Arc<Deployed>,
+        ctx: CallContext,
+        wait: Wait,
+    ) -> Result<Prepared, Failure> {
+        let busy = Failure::Busy {
+            max_concurrency: deployed.limits.max_concurrency,
+        };
+        let permit = match wait {
+            Wait::Request => {
+                let queue = Duration::from_millis(deployed.limits.queue_ms);
+                crate::runtime::limits::slot(&deployed.running, queue).await
+            }
+            Wait::Message => deployed.running.clone().acquire_owned().await.ok(),
+        };
+        Ok(Prepared {
+            permit: permit.ok_or(busy)?,
+            deployed,
+            ctx,
+            wait,
+        })
     }
 }
 
-/// Run `work` (an instance's whole run: instantiation, the call, a streamed body) under
-/// the component's `timeout_ms`, and name what went wrong. `refused` is the instance's
-/// limiter note, so a trap after refused growth is reported as the limit that refused it.
-pub(crate) async fn deadline<T>(
-    limits: &Limits,
-    refused: &Refused,
-    work: impl Future<Output = wasmtime::Result<T>>,
-) -> Result<T, Failure> {
-    match tokio::time::timeout(Duration::from_millis(limits.timeout_ms), work).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(Failure::of(&err, refused, limits)),
-        Err(_) => Err(Failure::Stopped {
-            timeout_ms: limits.timeout_ms,
-        }),
+impl Prepared {
+    /// The second step for a fresh instance: its store, admitted into the host's memory
+    /// budget as the wait allows, and the deadline over its whole run, from now.
+    pub async fn store(&self, engine: &Engine) -> Result<(Store<State>, Deadline), Failure> {
+        let admission = match self.wait {
+            Wait::Request => {
+                Admission::Request(Duration::from_millis(self.deployed.limits.queue_ms))
+            }
+            Wait::Message => Admission::Background,
+        };
+        let store = self
+            .deployed
+            .store(engine, &self.ctx, Some(admission))
+            .await?;
+        let deadline = Deadline::of(&store, self.deployed.limits);
+        Ok((store, deadline))
     }
 }
 
@@ -145,13 +154,6 @@ impl InFlight {
     pub fn enter(stats: Arc<Stats>) -> Self {
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         Self(stats)
-    }
-
-    pub fn answered(self, status: StatusCode) {
-        self.0.requests.fetch_add(1, Ordering::Relaxed);
-        if status.is_server_error() {
-            self.0.errors.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! `max_attempts` published to the dead-letter subject (headers say from where, how
 //! often and why) with one error line in the log.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,16 +19,15 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::executor::{deadline, slot, Executor};
-use crate::capabilities::bindings::Host_Pre as HostPre;
+use super::executor::{Executor, Prepared, Wait};
 use crate::capabilities::messaging::host::Message;
 use crate::capabilities::messaging::{
     Broker, DurableSub, Incoming, Msg, MsgError, Settle, StreamSpec,
 };
-use crate::capabilities::{trace_of, CallContext, State};
+use crate::capabilities::trace_of;
 use crate::metrics::MsgOp;
-use crate::registry::{Deployed, Handler};
-use crate::runtime::budget::Admission;
+use crate::registry::Handler;
+use crate::runtime::instance::Deadline;
 use crate::runtime::Failure;
 use crate::traces;
 
@@ -94,27 +94,62 @@ pub async fn start(
 /// Extra time a durable delivery may stay unacknowledged beyond the handler's deadline.
 const ACK_WAIT_SLACK: Duration = Duration::from_secs(30);
 
-/// At most once: each message handled once, failures logged.
-async fn plain(executor: Arc<Executor>, name: String, mut stream: BoxStream<'static, Msg>) {
-    while let Some(msg) = stream.next().await {
-        let Some(current) = executor.registry().current(&name) else {
+/// A message's run on the component's current version: its slot, and the context its
+/// instance gets (the child of the publisher's trace, with the handler's span).
+struct Delivery {
+    prepared: Prepared,
+    span: Option<traces::Span>,
+}
+
+/// The loop of every subscription: each message of `stream` (read by `msg_of`) waits
+/// for a slot of the current version (back-pressure on the broker, not a refusal), then
+/// `settle` handles it in a task of its own. Ends when the component is undeployed.
+async fn consume<T, F, Fut>(
+    executor: Arc<Executor>,
+    name: String,
+    mut stream: BoxStream<'static, T>,
+    msg_of: fn(&T) -> &Msg,
+    settle: F,
+) where
+    T: Send + 'static,
+    F: Fn(Arc<Executor>, Delivery, T) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    while let Some(item) = stream.next().await {
+        let msg = msg_of(&item);
+        let Some(delivery) = admit(&executor, &name, msg).await else {
             break;
         };
-        // Back-pressure instead of 503: a message waits for a free slot.
-        let Ok(permit) = slot(&current, None).await else {
-            break;
-        };
-        let executor = executor.clone();
-        let span = tracing::info_span!("message", component = %name, subject = %msg.subject);
-        tokio::spawn(
-            async move {
-                let _permit = permit;
-                // Logged in `handle`; a plain delivery is at most once.
-                let _ = handle(&executor, &current, msg).await;
-            }
-            .instrument(span),
-        );
+        let span = tracing::info_span!("message", component = %name, subject = %msg.subject,
+            attempt = tracing::field::Empty);
+        tokio::spawn(settle(executor.clone(), delivery, item).instrument(span));
     }
+}
+
+/// Step one of a message's run: the current version of `name` and a slot on it.
+async fn admit(executor: &Executor, name: &str, msg: &Msg) -> Option<Delivery> {
+    let deployed = executor.registry().current(name)?;
+    let trace = trace_of(&msg.headers[..]);
+    // The handler's span, the child of the span that published the message.
+    let span = traces::start(traces::Kind::Consumer, &trace, || {
+        let attrs = vec![
+            traces::Attr::new("panal.component", name.to_string()),
+            traces::Attr::new("messaging.destination.name", msg.subject.clone()),
+            traces::Attr::new("messaging.operation.name", "process"),
+        ];
+        (format!("process {} {name}", msg.subject), attrs)
+    });
+    let ctx = executor.context(0, None, traces::under(&trace, span.as_ref()));
+    let prepared = executor.prepare(deployed, ctx, Wait::Message).await.ok()?;
+    Some(Delivery { prepared, span })
+}
+
+/// At most once: each message handled once, failures logged (in `handle`).
+async fn plain(executor: Arc<Executor>, name: String, stream: BoxStream<'static, Msg>) {
+    let settle = |executor: Arc<Executor>, delivery, msg| async move {
+        let _ = handle(&executor, delivery, msg).await;
+    };
+    consume(executor, name, stream, |msg| msg, settle).await;
 }
 
 struct DurableSettings {
@@ -128,39 +163,29 @@ struct DurableSettings {
 async fn durably(
     executor: Arc<Executor>,
     name: String,
-    mut stream: BoxStream<'static, Incoming>,
+    stream: BoxStream<'static, Incoming>,
     settings: Arc<DurableSettings>,
 ) {
-    while let Some(incoming) = stream.next().await {
-        let Some(current) = executor.registry().current(&name) else {
-            break;
-        };
-        let Ok(permit) = slot(&current, None).await else {
-            break;
-        };
-        let executor = executor.clone();
+    let settle = move |executor: Arc<Executor>, delivery: Delivery, incoming: Incoming| {
         let settings = settings.clone();
-        let span = tracing::info_span!("message", component = %name,
-            subject = %incoming.msg.subject, attempt = incoming.attempt);
-        tokio::spawn(
-            async move {
-                let _permit = permit;
-                let Incoming { msg, attempt, ack } = incoming;
-                let how = match handle(&executor, &current, msg.clone()).await {
-                    Ok(()) => Settle::Done,
-                    Err(_) if attempt < settings.max_attempts => Settle::Retry(backoff(attempt)),
-                    Err(why) => dead_letter(&settings, msg, attempt, &why).await,
-                };
-                if matches!(how, Settle::GiveUp) {
-                    current.stats.msg(MsgOp::DeadLettered);
-                }
-                if let Err(e) = ack.settle(how).await {
-                    tracing::warn!(%e, ?how, "cannot settle a delivery; the broker will redeliver it");
-                }
+        async move {
+            let Incoming { msg, attempt, ack } = incoming;
+            tracing::Span::current().record("attempt", attempt);
+            let stats = delivery.prepared.deployed.stats.clone();
+            let how = match handle(&executor, delivery, msg.clone()).await {
+                Ok(()) => Settle::Done,
+                Err(_) if attempt < settings.max_attempts => Settle::Retry(backoff(attempt)),
+                Err(why) => dead_letter(&settings, msg, attempt, &why).await,
+            };
+            if matches!(how, Settle::GiveUp) {
+                stats.msg(MsgOp::DeadLettered);
             }
-            .instrument(span),
-        );
-    }
+            if let Err(e) = ack.settle(how).await {
+                tracing::warn!(%e, ?how, "cannot settle a delivery; the broker will redeliver it");
+            }
+        }
+    };
+    consume(executor, name, stream, |incoming| &incoming.msg, settle).await;
 }
 
 /// Wait before attempt `attempt + 1`: 100 ms, doubling, at most 5 s.
@@ -197,31 +222,12 @@ async fn dead_letter(settings: &DurableSettings, msg: Msg, attempts: u32, why: &
     }
 }
 
-/// Run one delivery on `deployed` (the version whose slot it holds); a failure is logged
-/// and returned as why.
-async fn handle(executor: &Executor, deployed: &Arc<Deployed>, msg: Msg) -> Result<(), String> {
-    let name = &*deployed.name;
-    let Some(pre) = deployed.handler.as_ref() else {
-        return Err(format!("component `{name}` has no message handler"));
-    };
-    let header = |name: &str| {
-        msg.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let trace = trace_of(header);
-    // The handler's span, the child of the span that published the message.
-    let mut span = traces::start(traces::Kind::Consumer, &trace, || {
-        let attrs = vec![
-            traces::Attr::new("panal.component", name.to_string()),
-            traces::Attr::new("messaging.destination.name", msg.subject.clone()),
-            traces::Attr::new("messaging.operation.name", "process"),
-        ];
-        (format!("process {} {name}", msg.subject), attrs)
-    });
-    let ctx = executor.context(0, None, traces::under(&trace, span.as_ref()));
-    let outcome = run(executor, deployed, pre, &ctx, msg).await;
+/// Run one delivery on the version whose slot it holds; a failure is logged and
+/// returned as why.
+async fn handle(executor: &Executor, delivery: Delivery, msg: Msg) -> Result<(), String> {
+    let Delivery { prepared, mut span } = delivery;
+    let deployed = &prepared.deployed;
+    let outcome = run(executor, &prepared, msg).await;
     let op = if outcome.is_ok() {
         MsgOp::Delivered
     } else {
@@ -229,7 +235,7 @@ async fn handle(executor: &Executor, deployed: &Arc<Deployed>, msg: Msg) -> Resu
     };
     deployed.stats.msg(op);
     outcome.map_err(|failure| {
-        failure.log(name);
+        failure.log(&deployed.name);
         if let Some(span) = span.as_mut() {
             span.fail(failure.why());
         }
@@ -239,47 +245,40 @@ async fn handle(executor: &Executor, deployed: &Arc<Deployed>, msg: Msg) -> Resu
 
 /// Hand `msg` to a kept instance of the handler or a fresh one, under the deadline;
 /// keep the instance for the next message when it ran cleanly.
-async fn run(
-    executor: &Executor,
-    deployed: &Arc<Deployed>,
-    pre: &HostPre<State>,
-    ctx: &CallContext,
-    msg: Msg,
-) -> Result<(), Failure> {
-    let limits = &deployed.limits;
-    let mut handler = match deployed.kept_handler(ctx) {
-        Some(kept) => kept,
+async fn run(executor: &Executor, prepared: &Prepared, msg: Msg) -> Result<(), Failure> {
+    let deployed = &prepared.deployed;
+    let Some(pre) = deployed.handler.as_ref() else {
+        return Err(Failure::Handler(
+            "the component has no message handler".into(),
+        ));
+    };
+    let (mut handler, deadline) = match deployed.kept_handler(&prepared.ctx) {
+        Some(kept) => {
+            let deadline = Deadline::of(&kept.store, deployed.limits);
+            (kept, deadline)
+        }
         None => {
-            // A message waits for room in the memory budget as long as it takes
-            // (back-pressure on the broker, not a failed delivery), and leaves a quarter
-            // of it to requests.
-            let engine = executor.registry().engine();
-            let mut store = deployed
-                .store(engine, ctx, Some(Admission::Background))
-                .await?;
-            let hit = store.data().limits.hit.clone();
-            let bindings = deadline(limits, &hit, pre.instantiate_async(&mut store)).await?;
-            Handler::new(store, bindings)
+            let (mut store, deadline) = prepared.store(executor.registry().engine()).await?;
+            let bindings = deadline.run(pre.instantiate_async(&mut store)).await?;
+            (Handler::new(store, bindings), deadline)
         }
     };
-    let message = handler
-        .store
+    let Handler {
+        store, bindings, ..
+    } = &mut handler;
+    let message = store
         .data_mut()
         .table
         .push(Message::from_msg(msg))
         .map_err(|e| Failure::Handler(format!("cannot hand the message over: {e}")))?;
-    let hit = handler.store.data().limits.hit.clone();
-    let Handler {
-        store, bindings, ..
-    } = &mut handler;
-    deadline(limits, &hit, async {
-        bindings
-            .wasi_messaging_incoming_handler()
-            .call_handle(&mut *store, message)
-            .await
-    })
-    .await?
-    .map_err(|e| Failure::Handler(format!("{e:?}")))?;
+    deadline
+        .run(
+            bindings
+                .wasi_messaging_incoming_handler()
+                .call_handle(&mut *store, message),
+        )
+        .await?
+        .map_err(|e| Failure::Handler(format!("{e:?}")))?;
     deployed.keep_handler(handler);
     Ok(())
 }

@@ -6,13 +6,13 @@
 //! - [`messaging`]: each component's subscriptions; every delivery to its
 //!   `incoming-handler`, durable ones settled after it.
 //! - [`timer`]: a component's `schedule`, as in-process `POST`s on a period.
-//! - [`cluster`]: calls from other hosts of a cluster (over NATS), and calls to the
-//!   components that run only there.
+//! - [`remote`]: calls from other hosts of the cluster (over NATS); calls to the
+//!   components that run only there go through [`crate::cluster`].
 
-pub mod cluster;
 pub mod executor;
 pub mod http;
 pub mod messaging;
+pub mod remote;
 pub mod timer;
 
 pub use executor::Executor;

@@ -33,6 +33,14 @@ impl Capability for Config {
 /// A component's config values.
 pub struct ConfigView<'a>(pub &'a Arc<[(String, String)]>);
 
+impl State {
+    /// The config capability's view of one instance.
+    pub(crate) fn config(&mut self) -> ConfigView<'_> {
+        self.sync();
+        ConfigView(&self.caps.config)
+    }
+}
+
 /// [`HasData`] marker for linking with [`ConfigView`].
 struct ConfigData;
 

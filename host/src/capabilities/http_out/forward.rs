@@ -49,7 +49,7 @@ impl Outbound {
     /// admitted (whose route's roles were checked for those, not for what a middleware
     /// would like to reach).
     fn changed_route(&self, request: &http::Request<WasiBody>) -> Option<String> {
-        let admitted = self.admitted.as_deref()?;
+        let admitted = self.ctx.admitted.as_deref()?;
         let (method, path) = (&admitted.method, &admitted.path);
         (request.method() != method || request.uri().path() != path).then(|| {
             format!(
@@ -63,7 +63,7 @@ impl Outbound {
 
     /// Pass `request` on to the next handler of the route this middleware serves.
     pub(super) fn forward(&mut self, mut request: http::Request<WasiBody>) -> SendFuture {
-        let Some((first, rest)) = self.next.as_deref().and_then(<[String]>::split_first) else {
+        let Some((first, rest)) = self.ctx.next.as_deref().and_then(<[String]>::split_first) else {
             let why = format!(
                 "`{}` called wasi:http/handler but is not middleware on this request's route",
                 self.caller
@@ -80,7 +80,7 @@ impl Outbound {
         // middleware wrote; the request is the client's, not the middleware's call.
         strip_reserved(request.headers_mut());
         self.add_identity(request.headers_mut());
-        if let Some(client) = self.admitted.as_ref().and_then(|a| a.client.clone()) {
+        if let Some(client) = self.ctx.admitted.as_ref().and_then(|a| a.client.clone()) {
             request.headers_mut().insert(CLIENT_IP_HEADER, client);
         }
         self.add_trace(request.headers_mut());
@@ -106,8 +106,8 @@ impl Outbound {
                 .extensions_mut()
                 .insert(panal_gateway::Next(rest.into()));
         }
-        let calls = self.calls.clone();
-        let depth = self.depth + 1;
+        let calls = self.ctx.calls.clone();
+        let depth = self.ctx.depth + 1;
         Box::new(async move {
             if depth > MAX_CALL_DEPTH {
                 return Err(Error::LoopDetected);

@@ -10,7 +10,7 @@ mod forward;
 pub mod resilience;
 
 use std::future::Future;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
@@ -57,30 +57,16 @@ impl Capability for HttpOut {
     }
 
     fn prepare(grant: &HttpOutGrant, ctx: &CallContext) -> Outbound {
-        let mut out = Outbound {
+        Outbound {
             caller: grant.caller.clone(),
             grants: grant.grants.clone(),
-            calls: None,
-            depth: 0,
-            identity: None,
-            roles: None,
-            trace: Arc::from([]),
-            next: None,
-            admitted: None,
+            ctx: ctx.clone(),
             forwarding: false,
-        };
-        Self::enter(&mut out, ctx);
-        out
+        }
     }
 
     fn enter(out: &mut Outbound, ctx: &CallContext) {
-        out.calls.clone_from(&ctx.calls);
-        out.depth = ctx.depth;
-        out.identity.clone_from(&ctx.identity);
-        out.roles.clone_from(&ctx.roles);
-        out.trace = ctx.trace.clone();
-        out.next.clone_from(&ctx.next);
-        out.admitted.clone_from(&ctx.admitted);
+        out.ctx.clone_from(ctx);
     }
 }
 
@@ -97,20 +83,12 @@ pub struct Outbound {
     pub caller: Arc<str>,
     /// The caller's grants.
     pub grants: Arc<manifest::Outbound>,
-    /// Where in-process calls go; weak so instances never keep the host alive.
-    pub calls: Option<Weak<dyn Calls>>,
-    /// How many in-process hops led to this instance (0 for a gateway request).
-    pub depth: u32,
-    /// The verified user of the request this instance serves, if any.
-    pub identity: Option<String>,
-    /// The roles granted to that user.
-    pub roles: Option<Arc<str>>,
-    /// Request id and trace context, added to calls that do not carry their own.
-    pub trace: Arc<[(String, String)]>,
-    /// As middleware: the handlers after it on its route ([`forward`]).
-    pub next: Option<Arc<[String]>>,
-    /// As middleware: the method and path it may pass on ([`forward`]).
-    pub admitted: Option<Arc<crate::capabilities::context::Admitted>>,
+    /// The context of the request the instance serves: where its calls go (weak, so
+    /// instances never keep the host alive), how deep it is, the user and roles, the
+    /// trace headers added to calls that carry none of their own, and as middleware the
+    /// handlers after it and what it may pass on ([`forward`]). The instance's one
+    /// copy: the other capabilities' views borrow it.
+    pub ctx: CallContext,
     /// Whether the request being sent goes to `next` (`wasi:http/handler`) rather than
     /// out (`wasi:http/client`): set by the view each send is made through.
     pub forwarding: bool,
@@ -123,7 +101,7 @@ fn done() -> IoFuture {
 impl Outbound {
     /// The request id and trace context, where the guest did not set its own.
     fn add_trace(&self, headers: &mut http::HeaderMap) {
-        for (name, value) in self.trace.iter() {
+        for (name, value) in self.ctx.trace.iter() {
             if !headers.contains_key(name.as_str()) {
                 if let (Ok(n), Ok(v)) = (
                     http::HeaderName::from_bytes(name.as_bytes()),
@@ -138,7 +116,7 @@ impl Outbound {
     /// The span of a call to `host` (when traces are on), the child of the instance's
     /// context; the request then carries the span's, so the callee is its child.
     fn client_span(&self, request: &mut http::Request<WasiBody>, host: &str) -> Option<Span> {
-        let span = traces::start(traces::Kind::Client, &self.trace, || {
+        let span = traces::start(traces::Kind::Client, &self.ctx.trace, || {
             let attrs = vec![
                 traces::Attr::new("panal.caller", self.caller.to_string()),
                 traces::Attr::new("server.address", host.to_string()),
@@ -155,10 +133,10 @@ impl Outbound {
     /// for an in-process call (after [`strip_reserved`]: only the host sets these).
     fn add_identity(&self, headers: &mut http::HeaderMap) {
         let value = |v: Option<&str>| v.and_then(|v| http::HeaderValue::from_str(v).ok());
-        if let Some(v) = value(self.identity.as_deref()) {
+        if let Some(v) = value(self.ctx.identity.as_deref()) {
             headers.insert(USER_ID_HEADER, v);
         }
-        if let Some(v) = value(self.roles.as_deref()) {
+        if let Some(v) = value(self.ctx.roles.as_deref()) {
             headers.insert(ROLES_HEADER, v);
         }
     }
@@ -199,8 +177,8 @@ impl WasiHttpHooks for Outbound {
             if let Ok(v) = http::HeaderValue::from_str(&self.caller) {
                 request.headers_mut().insert(CALLER_HEADER, v);
             }
-            let calls = self.calls.clone();
-            let depth = self.depth + 1;
+            let calls = self.ctx.calls.clone();
+            let depth = self.ctx.depth + 1;
             return Box::new(async move {
                 if depth > MAX_CALL_DEPTH {
                     return Err(Error::LoopDetected);

@@ -18,8 +18,8 @@
 //!   marked [`HostLost`] (another host died holding the call) is not counted: one dead
 //!   host must not shut a component off on the hosts that still run it.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -103,10 +103,8 @@ pub struct Breakers {
 }
 
 impl Breakers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Breaker>> {
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Breaker>> {
+        self.map.lock()
     }
 
     fn admit(&self, target: &str, now: Instant) -> Admit {

@@ -49,6 +49,18 @@ pub struct KvView<'a> {
     pub trace: &'a [(String, String)],
 }
 
+impl crate::capabilities::State {
+    /// The keyvalue capability's view of one instance.
+    pub(crate) fn kv(&mut self) -> KvView<'_> {
+        self.sync();
+        KvView {
+            grant: &self.caps.keyvalue,
+            table: &mut self.table,
+            trace: &self.caps.http_out.ctx.trace,
+        }
+    }
+}
+
 /// [`HasData`] marker for linking with [`KvView`].
 pub struct Kv;
 
@@ -68,7 +80,7 @@ pub(super) fn add_to_linker<T: Send + 'static>(
 }
 
 fn other(err: KvError) -> store::Error {
-    store::Error::Other(err.0)
+    store::Error::Other(err.to_string())
 }
 
 impl KvView<'_> {

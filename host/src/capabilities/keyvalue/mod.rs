@@ -31,15 +31,43 @@ pub use grant::Keyvalue;
 use async_trait::async_trait;
 use std::sync::Arc;
 
-/// A storage failure, reported to the guest as `error::other`.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct KvError(pub String);
-
-impl From<sqlx::Error> for KvError {
-    fn from(err: sqlx::Error) -> Self {
-        Self(format!("storage error: {err}"))
-    }
+/// A storage failure, reported to the guest as `error::other` with its text.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// The database (SQLite, PostgreSQL) failed.
+    #[error("storage error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The NATS server failed (JetStream KV).
+    #[error("storage error: {0}")]
+    Nats(#[from] panal_nats::MsgError),
+    /// `increment` on a value that is not an integer.
+    #[error("value of key `{key}` is not an integer counter")]
+    NotACounter {
+        /// The key.
+        key: String,
+    },
+    /// `increment` past `i64`.
+    #[error("incrementing key `{key}` by {delta} overflows")]
+    Overflow {
+        /// The key.
+        key: String,
+        /// What was added.
+        delta: i64,
+    },
+    /// A read-modify-write lost to other writers every time it tried.
+    #[error("{op} of key `{key}` lost {races} races in a row; try again")]
+    Contended {
+        /// `increment` or `compare-and-swap`.
+        op: &'static str,
+        /// The key.
+        key: String,
+        /// How many times it tried.
+        races: u32,
+    },
+    /// A limit refused it (the component's quota, a key, value or batch size, what the
+    /// server stores); the text names the limit.
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// Most keys one `list-keys` call returns; the cursor fetches the next page.

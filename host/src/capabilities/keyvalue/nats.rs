@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::try_join_all;
 use panal_nats::kv::{KvBucket, Written};
-use panal_nats::{Auth, MsgError, Nats};
+use panal_nats::{Auth, Nats};
 
 use super::quota::{KvLimits, Namespaces};
 use super::{page, KvBackend, KvError, KvStore, LIST_PAGE};
@@ -29,7 +29,7 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// Operations one batch call keeps in flight.
 const BATCH_IN_FLIGHT: usize = 64;
 /// Lost races one `increment` or compare-and-swap tolerates before it gives up.
-const MAX_RACES: usize = 1000;
+const MAX_RACES: u32 = 1000;
 /// Room for the key and headers next to a value within `max_payload`.
 const ENVELOPE: usize = 4096;
 
@@ -110,12 +110,6 @@ struct NatsStore {
     nats: Nats,
 }
 
-impl From<MsgError> for KvError {
-    fn from(err: MsgError) -> Self {
-        Self(format!("storage error: {err}"))
-    }
-}
-
 /// One part of a NATS key: `A-Z a-z 0-9 - _ /` as they are, other bytes `=HH`, and the
 /// empty string `=`.
 fn escape(part: &str) -> String {
@@ -165,7 +159,7 @@ impl NatsStore {
     fn fits(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
         let max = self.nats.max_payload();
         if max > 0 && value.len() + ENVELOPE > max {
-            return Err(KvError(format!(
+            return Err(KvError::Limit(format!(
                 "value of key `{key}` ({} bytes) is over what the NATS server stores \
                  (max_payload {max} bytes, less {ENVELOPE} for the key): raise max_payload \
                  in nats-server's configuration",
@@ -236,13 +230,16 @@ impl KvStore for NatsStore {
                 Some((value, _)) => std::str::from_utf8(value)
                     .ok()
                     .and_then(|v| v.trim().parse::<i64>().ok())
-                    .ok_or_else(|| {
-                        KvError(format!("value of key `{key}` is not an integer counter"))
+                    .ok_or_else(|| KvError::NotACounter {
+                        key: key.to_string(),
                     })?,
             };
             let next = current
                 .checked_add(delta)
-                .ok_or_else(|| KvError(format!("incrementing key `{key}` by {delta} overflows")))?;
+                .ok_or_else(|| KvError::Overflow {
+                    key: key.to_string(),
+                    delta,
+                })?;
             let seen = entry.map(|(_, revision)| revision);
             if self
                 .write_if(&at, next.to_string().as_bytes(), seen)
@@ -251,9 +248,11 @@ impl KvStore for NatsStore {
                 return Ok(next);
             }
         }
-        Err(KvError(format!(
-            "increment of key `{key}` lost {MAX_RACES} races in a row; try again"
-        )))
+        Err(KvError::Contended {
+            op: "increment",
+            key: key.to_string(),
+            races: MAX_RACES,
+        })
     }
 
     async fn compare_and_swap(
@@ -276,9 +275,11 @@ impl KvStore for NatsStore {
                 return Ok(true);
             }
         }
-        Err(KvError(format!(
-            "compare-and-swap of key `{key}` lost {MAX_RACES} races in a row; try again"
-        )))
+        Err(KvError::Contended {
+            op: "compare-and-swap",
+            key: key.to_string(),
+            races: MAX_RACES,
+        })
     }
 
     async fn get_many(

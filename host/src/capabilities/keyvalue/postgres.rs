@@ -100,10 +100,13 @@ fn counter_error(key: &str, delta: i64, err: sqlx::Error) -> KvError {
         .and_then(|d| d.code())
         .map(|c| c.to_string());
     match code.as_deref() {
-        Some("22003") => KvError(format!("incrementing key `{key}` by {delta} overflows")),
-        Some(c) if c.starts_with("22") => {
-            KvError(format!("value of key `{key}` is not an integer counter"))
-        }
+        Some("22003") => KvError::Overflow {
+            key: key.to_string(),
+            delta,
+        },
+        Some(c) if c.starts_with("22") => KvError::NotACounter {
+            key: key.to_string(),
+        },
         _ => err.into(),
     }
 }

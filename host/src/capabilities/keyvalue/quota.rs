@@ -182,7 +182,7 @@ impl Quota {
         let grows = next.bytes > usage.bytes || next.keys > usage.keys;
         if grows && next.bytes > max_bytes {
             tracing::warn!(bucket, max_bytes, "limit hit: kv_max_mb; write refused");
-            return Err(KvError(format!(
+            return Err(KvError::Limit(format!(
                 "storage quota exceeded: this write would use {} bytes, over limits.kv_max_mb ({} MiB)",
                 next.bytes,
                 max_bytes >> 20
@@ -190,7 +190,7 @@ impl Quota {
         }
         if grows && next.keys > max_keys {
             tracing::warn!(bucket, max_keys, "limit hit: kv_max_keys; write refused");
-            return Err(KvError(format!(
+            return Err(KvError::Limit(format!(
                 "storage quota exceeded: this write would make {} keys, over limits.kv_max_keys ({max_keys})",
                 next.keys
             )));
@@ -205,7 +205,7 @@ impl Quota {
 
 fn check_key(key: &str) -> Result<(), KvError> {
     if key.len() > MAX_KEY_BYTES {
-        return Err(KvError(format!(
+        return Err(KvError::Limit(format!(
             "key of {} bytes is over the {MAX_KEY_BYTES}-byte limit",
             key.len()
         )));
@@ -216,7 +216,7 @@ fn check_key(key: &str) -> Result<(), KvError> {
 fn check_value(key: &str, value: &[u8]) -> Result<(), KvError> {
     check_key(key)?;
     if value.len() > MAX_VALUE_BYTES {
-        return Err(KvError(format!(
+        return Err(KvError::Limit(format!(
             "value of {} bytes is over the {MAX_VALUE_BYTES}-byte limit",
             value.len()
         )));
@@ -226,7 +226,7 @@ fn check_value(key: &str, value: &[u8]) -> Result<(), KvError> {
 
 fn check_batch(n: usize) -> Result<(), KvError> {
     if n > MAX_BATCH_KEYS {
-        return Err(KvError(format!(
+        return Err(KvError::Limit(format!(
             "{n} keys in one batch call; at most {MAX_BATCH_KEYS}"
         )));
     }
@@ -316,7 +316,7 @@ impl KvStore for Quota {
             total += self.inner.value_len(bucket, key).await?.unwrap_or(0);
         }
         if total > MAX_BATCH_BYTES {
-            return Err(KvError(format!(
+            return Err(KvError::Limit(format!(
                 "get-many would return {total} bytes; at most {MAX_BATCH_BYTES}"
             )));
         }
@@ -385,7 +385,7 @@ mod tests {
         // An overwrite adds no key, even when the rough count says it would.
         s.set("b", "k000", b"again").await.expect("overwrite");
         let refused = s.set("b", "k100", b"v").await.expect_err("over");
-        assert!(refused.0.contains("kv_max_keys"), "{}", refused.0);
+        assert!(refused.to_string().contains("kv_max_keys"), "{refused}");
         s.delete("b", "k050").await.expect("delete");
         s.set("b", "k100", b"v").await.expect("room again");
         assert_eq!(s.usage().await.expect("usage").0, 100);

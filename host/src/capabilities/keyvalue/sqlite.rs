@@ -184,14 +184,17 @@ impl KvStore for SqliteStore {
                 std::str::from_utf8(&bytes)
                     .ok()
                     .and_then(|s| s.trim().parse::<i64>().ok())
-                    .ok_or_else(|| {
-                        KvError(format!("value of key `{key}` is not an integer counter"))
+                    .ok_or_else(|| KvError::NotACounter {
+                        key: key.to_string(),
                     })?
             }
         };
         let next = current
             .checked_add(delta)
-            .ok_or_else(|| KvError(format!("incrementing key `{key}` by {delta} overflows")))?;
+            .ok_or_else(|| KvError::Overflow {
+                key: key.to_string(),
+                delta,
+            })?;
         sqlx::query(UPSERT)
             .bind(bucket)
             .bind(key)

@@ -2,8 +2,6 @@
 //! on every send, in [`super::host`]), and per instance the trace context its messages
 //! carry and the bytes its messages hold.
 
-use std::sync::Arc;
-
 use wasmtime::component::Linker;
 
 use super::host::{self, MsgGrant};
@@ -15,8 +13,6 @@ pub struct Messaging;
 /// One instance's messaging state.
 pub struct MsgInstance {
     pub(crate) grant: MsgGrant,
-    /// Request id and trace context of what started the instance.
-    pub(crate) trace: Arc<[(String, String)]>,
     /// Bytes held by the messages this instance made (capped).
     pub(crate) held: usize,
 }
@@ -38,15 +34,10 @@ impl Capability for Messaging {
         })
     }
 
-    fn prepare(grant: &MsgGrant, ctx: &CallContext) -> MsgInstance {
+    fn prepare(grant: &MsgGrant, _ctx: &CallContext) -> MsgInstance {
         MsgInstance {
             grant: grant.clone(),
-            trace: ctx.trace.clone(),
             held: 0,
         }
-    }
-
-    fn enter(instance: &mut MsgInstance, ctx: &CallContext) {
-        instance.trace = ctx.trace.clone();
     }
 }

@@ -198,6 +198,20 @@ pub struct MsgView<'a> {
     pub held: &'a mut usize,
 }
 
+impl crate::capabilities::State {
+    /// The messaging capability's view of one instance.
+    pub(crate) fn msg(&mut self) -> MsgView<'_> {
+        self.sync();
+        let m = &mut self.caps.messaging;
+        MsgView {
+            grant: &m.grant,
+            table: &mut self.table,
+            trace: &self.caps.http_out.ctx.trace,
+            held: &mut m.held,
+        }
+    }
+}
+
 impl MsgView<'_> {
     /// Change message `m` with `edit`, then check the caps and recount what it holds;
     /// past a cap the instance traps, naming the limit.

@@ -3,9 +3,9 @@
 //! Durable subscriptions retry in memory. Nothing survives a restart; use NATS (with
 //! JetStream) for that.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -64,7 +64,7 @@ impl InProcessBroker {
     }
 
     fn route(&self, msg: &Msg) {
-        let mut subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut subs = self.subs.lock();
         subs.retain(|s| !s.tx.is_closed());
         let mut groups: HashMap<(String, String), Vec<&Sub>> = HashMap::new();
         for sub in subs
@@ -83,7 +83,7 @@ impl InProcessBroker {
                     .push(sub),
             }
         }
-        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut turns = self.turns.lock();
         for (key, members) in groups {
             let turn = turns.entry(key).or_insert(0);
             let member = members[*turn % members.len()];
@@ -101,14 +101,11 @@ impl InProcessBroker {
     }
 
     fn push(&self, pattern: &str, queue: Option<&str>, tx: Tx) {
-        self.subs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Sub {
-                pattern: pattern.to_string(),
-                queue: queue.map(str::to_string),
-                tx,
-            });
+        self.subs.lock().push(Sub {
+            pattern: pattern.to_string(),
+            queue: queue.map(str::to_string),
+            tx,
+        });
     }
 }
 

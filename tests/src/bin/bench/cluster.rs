@@ -42,18 +42,12 @@ pub fn calls(b: &mut Bench) {
     let nats = NatsServer::start();
     let manifest = calls_manifest(&nats.url);
     let (a_dir, b_dir) = (tempdir(), tempdir());
-    let a = Panal::start_full(
-        &manifest,
-        a_dir.path(),
-        &[],
-        &["--components", "probe,near", "--insecure-cluster"],
-    );
-    let host_b = Panal::start_full(
-        &manifest,
-        b_dir.path(),
-        &[],
-        &["--components", "hello", "--insecure-cluster"],
-    );
+    let a = Panal::with(&manifest, a_dir.path())
+        .args(&["--components", "probe,near", "--insecure-cluster"])
+        .start();
+    let host_b = Panal::with(&manifest, b_dir.path())
+        .args(&["--components", "hello", "--insecure-cluster"])
+        .start();
     b.started(&format!(
         "nats-server -p {}; two panal hosts of cluster `bench`: A runs probe and near, B runs hello",
         nats.port()
@@ -109,7 +103,7 @@ pub async fn keyvalue(b: &mut Bench) {
     ] {
         let dir = tempdir();
         let args: Vec<&str> = url.map(|u| vec!["--storage-url", u]).unwrap_or_default();
-        let panal = Panal::start_full(&kv_manifest(), dir.path(), &[], &args);
+        let panal = Panal::with(&kv_manifest(), dir.path()).args(&args).start();
         b.load(
             "kv-backends",
             system,
@@ -163,7 +157,10 @@ pub async fn shop(b: &mut Bench) {
                         "--insecure-cluster",
                     ]);
                 }
-                Panal::start_full(&shop::manifest(), dir.path(), &env, &args)
+                Panal::with(&shop::manifest(), dir.path())
+                    .env(&env)
+                    .args(&args)
+                    .start()
             })
             .collect();
         let lua = orders_lua(&panals[0]).await;

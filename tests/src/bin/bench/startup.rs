@@ -10,11 +10,9 @@ use panal_tests::Panal;
 /// restart would leave the data dir).
 pub fn first_200(manifest: &str, data_dir: &Path) -> f64 {
     let started = Instant::now();
-    let panal = Panal::start_with_env(
-        manifest,
-        data_dir,
-        &[("PANAL_TEST_JWT_SECRET", panal_tests::shop::SECRET)],
-    );
+    let panal = Panal::with(manifest, data_dir)
+        .env(&[("PANAL_TEST_JWT_SECRET", panal_tests::shop::SECRET)])
+        .start();
     let addr = panal.url.trim_start_matches("http://").to_string();
     let ms = loop {
         if get_200(&addr) {

@@ -62,7 +62,11 @@ impl Reach {
 }
 
 /// `desired` for component `name`, sealed: the bytes to put in the bucket.
-pub(super) fn seal(seal: &Seal, name: &str, desired: &Desired) -> Result<Vec<u8>, String> {
+pub(super) fn seal(
+    seal: &Seal,
+    name: &str,
+    desired: &Desired,
+) -> Result<Vec<u8>, super::ClusterError> {
     sealed(seal, &purpose(name), desired)
 }
 
@@ -71,8 +75,8 @@ pub(super) fn sealed<T: Serialize>(
     seal: &Seal,
     purpose: &str,
     value: &T,
-) -> Result<Vec<u8>, String> {
-    let json = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+) -> Result<Vec<u8>, super::ClusterError> {
+    let json = serde_json::to_vec(value).map_err(|e| super::ClusterError::Record(e.to_string()))?;
     let mut out = seal.seal(purpose, &json).into_bytes();
     out.push(b'\n');
     out.extend_from_slice(&json);

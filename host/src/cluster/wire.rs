@@ -86,15 +86,16 @@ pub fn frame<H: Serialize>(head: &H, body: &[u8]) -> Bytes {
 }
 
 /// The head and body of a frame, or why it is not one.
-pub fn unframe<H: for<'de> Deserialize<'de>>(payload: &Bytes) -> Result<(H, Bytes), String> {
+pub fn unframe<H: for<'de> Deserialize<'de>>(
+    payload: &Bytes,
+) -> Result<(H, Bytes), super::FrameError> {
+    use super::FrameError::Short;
     let len = payload
         .get(..4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or("a cluster message shorter than its frame header")?;
-    let head = payload
-        .get(4..4 + len)
-        .ok_or("a cluster message shorter than its head")?;
-    let head = serde_json::from_slice(head).map_err(|e| format!("a bad cluster head: {e}"))?;
+        .ok_or(Short("frame header"))?;
+    let head = payload.get(4..4 + len).ok_or(Short("head"))?;
+    let head = serde_json::from_slice(head)?;
     Ok((head, payload.slice(4 + len..)))
 }
 

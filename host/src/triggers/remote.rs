@@ -1,5 +1,6 @@
-//! Answering calls from other hosts: a call's frame becomes an HTTP request for the
-//! local executor (local only: a component that moved away meanwhile answers 502
+//! The remote-call trigger: answering calls from other hosts of the cluster
+//! ([`Remote`], the cluster's [`Answers`]). A call's frame becomes an HTTP request for
+//! the local executor (local only: a component that moved away meanwhile answers 502
 //! rather than bouncing between hosts), and its answer goes back in parts as big as
 //! the server takes.
 
@@ -7,25 +8,43 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use http_body_util::{BodyExt, Full};
 use panal_nats::service::Call;
 use panal_nats::{Msg, Nats};
 use wasmtime_wasi_http::WasiBody;
 
-use super::seal::{self, Seal};
-use super::wire::{self, RequestHead, ResponseHead, BODY, END, MORE, SEND_TO};
+use super::Executor;
 use crate::capabilities::http_out::MAX_CALL_DEPTH;
+use crate::cluster::seal::{self, Seal};
+use crate::cluster::wire::{self, RequestHead, ResponseHead, BODY, END, MORE, SEND_TO};
+use crate::cluster::Answers;
 use crate::runtime::failure::error;
-use crate::triggers::Executor;
 
 /// How long the rest of a request body may take per part.
 const PART_WAIT: Duration = Duration::from_secs(30);
 
+/// What answers the cluster's calls here: the executor (weak: the cluster never keeps
+/// the host alive).
+pub struct Remote(pub Weak<Executor>);
+
+impl Answers for Remote {
+    fn answer_all(
+        &self,
+        component: String,
+        calls: BoxStream<'static, Call>,
+        nats: Nats,
+        seal: Arc<Seal>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(answer_all(calls, self.0.clone(), component, nats, seal))
+    }
+}
+
 /// Answer every call on `calls` with `component`, each in a task of its own, until the
 /// host leaves the cluster (the stream ends once drained); returns when every call
 /// taken has been answered.
-pub(super) async fn answer_all(
+async fn answer_all(
     mut calls: BoxStream<'static, Call>,
     executor: Weak<Executor>,
     component: String,
@@ -79,7 +98,8 @@ async fn request(
     nats: &Nats,
 ) -> Result<(http::Request<WasiBody>, u32), (http::StatusCode, String)> {
     let bad = |why: String| (http::StatusCode::BAD_REQUEST, why);
-    let (head, first): (RequestHead, Bytes) = wire::unframe(&call.msg.payload).map_err(bad)?;
+    let (head, first): (RequestHead, Bytes) =
+        wire::unframe(&call.msg.payload).map_err(|e| bad(e.to_string()))?;
     // Sealed by a host of the cluster, and still held to the rules a local call keeps.
     if head.depth > MAX_CALL_DEPTH {
         return Err(bad(format!(

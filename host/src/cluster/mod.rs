@@ -4,8 +4,11 @@
 //! `panal.CLUSTER.call.COMPONENT`, in the queue group of every host that runs it, so
 //! NATS shares calls among them and stops sending to a host the moment it leaves.
 //!
-//! - `serve`: answering calls from other hosts with the local executor.
-//! - `remote`: calling a component this host does not run, with the same failures as
+//! The cluster is a layer between the registry and the triggers: it knows the
+//! registry (it deploys what the cluster deploys) and no trigger. Answering the calls
+//! other hosts send is a trigger (`triggers::remote`), handed in as [`Answers`].
+//!
+//! - `call`: calling a component this host does not run, with the same failures as
 //!   an in-process call (so retries and breakers apply unchanged).
 //! - [`wire`]: the frames a request and its answer travel in, in parts when big.
 //! - [`rollout`]: deploys made on one host reach every host that runs the component;
@@ -13,28 +16,45 @@
 //! - [`seal`]: the cluster key every call and record is sealed with.
 //! - `roles`: the operator's role grants, one table every host follows.
 
+mod call;
+mod error;
 mod record;
-mod remote;
 mod roles;
 pub mod rollout;
 pub mod seal;
-mod serve;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use panal_nats::kv::KvBucket;
 use panal_nats::objects::ObjectBucket;
-use panal_nats::service::Service;
+use panal_nats::service::{Call, Service};
 use panal_nats::Nats;
+use parking_lot::RwLock;
 use serde_json::Value;
 
-use super::Executor;
 use crate::manifest::{ClusterSpec, Limits};
 use crate::registry::Registry;
-pub use rollout::Changed;
+pub use error::{ClusterError, FrameError};
+
+/// What answers the calls other hosts send to a component here: the remote-call
+/// trigger, which runs them through the executor like any other request.
+pub trait Answers: Send + Sync + 'static {
+    /// Answer every call on `calls` to `component` (each opened with `seal`, answered
+    /// over `nats`) until the stream ends, drained, when the host leaves; done when
+    /// every call taken has been answered.
+    fn answer_all(
+        &self,
+        component: String,
+        calls: BoxStream<'static, Call>,
+        nats: Nats,
+        seal: Arc<seal::Seal>,
+    ) -> BoxFuture<'static, ()>;
+}
 
 /// This host's membership of a cluster.
 pub struct Cluster {
@@ -49,9 +69,9 @@ pub struct Cluster {
     /// long to wait): from the manifest, and those the cluster's deploys told of.
     elsewhere: RwLock<HashMap<String, Limits>>,
     /// Answers the calls that come here.
-    executor: Weak<Executor>,
+    answers: Arc<dyn Answers>,
     /// Components whose calls this host answers now (an endpoint each).
-    served: std::sync::Mutex<HashSet<String>>,
+    served: parking_lot::Mutex<HashSet<String>>,
     /// Desired version per component (`panal-CLUSTER-desired`).
     desired: KvBucket,
     /// Component bytes by sha256 (`panal-CLUSTER-wasm`).
@@ -65,10 +85,13 @@ pub struct Cluster {
     seal: Arc<seal::Seal>,
     /// When the newest desired version taken for each component was sealed (older
     /// ones replayed into the bucket are refused).
-    newest: std::sync::Mutex<HashMap<String, u64>>,
+    newest: parking_lot::Mutex<HashMap<String, u64>>,
     /// One task per component answering its calls; each ends once drained and done.
     answering: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
+
+/// How long joining waits for the cluster's NATS to take this host's endpoints.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
 
 /// How long leaving waits for the calls already taken to be answered.
 const LEAVE_WAIT: Duration = Duration::from_secs(30);
@@ -83,24 +106,16 @@ pub fn service_name(cluster: &str) -> String {
     format!("panal-{cluster}")
 }
 
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Cluster {
     /// When the newest desired version taken for `name` was sealed.
     fn newest(&self, name: &str) -> Option<u64> {
-        let newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
+        let newest = self.newest.lock();
         newest.get(name).copied()
     }
 
     /// Note that a desired version of `name` sealed `at` was taken.
     fn took(&self, name: &str, at: u64) {
-        let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut newest = self.newest.lock();
         let entry = newest.entry(name.to_string()).or_default();
         *entry = (*entry).max(at);
     }
@@ -117,16 +132,15 @@ fn failed(name: &str, e: impl std::fmt::Display) -> anyhow::Error {
 
 impl Cluster {
     /// Join cluster `spec` on `nats` as host `host`: catch up with the cluster's
-    /// deploys, announce every component `executor` runs and answer calls to them, and
-    /// follow later deploys (`changed` hears of each). Calls to the components in
+    /// deploys, announce every component of `registry` and take calls to them (which
+    /// `answers` answers), and follow later deploys. Calls to the components in
     /// `elsewhere` go to the hosts that run them. `grants` follows the cluster's roles.
     pub async fn join(
         nats: Nats,
         spec: &ClusterSpec,
         host: &str,
-        executor: &Arc<Executor>,
+        (registry, answers): (Arc<Registry>, Arc<dyn Answers>),
         elsewhere: HashMap<String, Limits>,
-        changed: Changed,
         grants: Arc<crate::roles::Roles>,
     ) -> anyhow::Result<Arc<Self>> {
         let name = spec.name.as_str();
@@ -144,22 +158,21 @@ impl Cluster {
             .kv_bucket(&format!("panal-{name}-roles"), spec.replicas)
             .await
             .map_err(|e| failed(name, e))?;
-        let registry = executor.registry().clone();
         let cluster = Arc::new(Self {
             nats,
             name: name.to_string(),
             host: host.to_string(),
             runs: RwLock::new(registry.names().into_iter().collect()),
             elsewhere: RwLock::new(elsewhere),
-            executor: Arc::downgrade(executor),
-            served: std::sync::Mutex::default(),
+            answers,
+            served: parking_lot::Mutex::default(),
             desired,
             wasm,
             roles,
             roles_taken: tokio::sync::Notify::new(),
             service: tokio::sync::Mutex::new(None),
             seal,
-            newest: std::sync::Mutex::default(),
+            newest: parking_lot::Mutex::default(),
             answering: tokio::sync::Mutex::new(Vec::new()),
         });
         // The cluster's versions before the first call: a host that starts late, or
@@ -182,7 +195,7 @@ impl Cluster {
             .map_err(|e| failed(name, e))?;
         tokio::spawn(cluster.clone().follow_roles(grants));
         cluster.announce_all(&registry).await?;
-        tokio::spawn(cluster.clone().follow(registry, changed));
+        tokio::spawn(cluster.clone().follow(registry));
         Ok(cluster)
     }
 
@@ -204,8 +217,11 @@ impl Cluster {
         for deployed in &local {
             self.serve(&deployed.name, deployed.version()).await?;
         }
-        // Everything announced reaches the server before the host says it serves.
-        let _ = self.nats.flush().await;
+        // Everything announced is taken by the server before the host says it serves:
+        // a call another host sends from then on finds this one.
+        if let Err(e) = self.nats.synced(SYNC_WAIT).await {
+            tracing::warn!(cluster = %self.name, error = %e, "cannot tell whether the cluster's NATS took this host's endpoints yet");
+        }
         let names: Vec<&str> = local.iter().map(|d| &*d.name).collect();
         tracing::info!(cluster = %self.name, host = %self.host, components = %names.join(","), "joined the cluster");
         Ok(())
@@ -231,10 +247,9 @@ impl Cluster {
         self.answering
             .lock()
             .await
-            .push(tokio::spawn(serve::answer_all(
-                calls,
-                self.executor.clone(),
+            .push(tokio::spawn(self.answers.answer_all(
                 component.to_string(),
+                calls,
                 self.nats.clone(),
                 self.seal.clone(),
             )));
@@ -257,7 +272,7 @@ impl Cluster {
     async fn follow_here(&self, component: &str, version: Option<&str>) {
         match version {
             Some(version) => {
-                write(&self.runs).insert(component.to_string());
+                self.runs.write().insert(component.to_string());
                 if let Err(e) = self.serve(component, version).await {
                     tracing::error!(component, error = %e, "cannot take calls from other hosts");
                 }
@@ -266,23 +281,23 @@ impl Cluster {
         }
     }
 
-    fn served(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.served.lock().unwrap_or_else(PoisonError::into_inner)
+    fn served(&self) -> parking_lot::MutexGuard<'_, HashSet<String>> {
+        self.served.lock()
     }
 
     /// Whether this host runs `component` (as its manifest says, or it was deployed here).
     fn runs(&self, component: &str) -> bool {
-        read(&self.runs).contains(component)
+        self.runs.read().contains(component)
     }
 
     /// Whether `component` runs on other hosts (as this host's manifest says).
     pub fn runs_elsewhere(&self, component: &str) -> bool {
-        read(&self.elsewhere).contains_key(component)
+        self.elsewhere.read().contains_key(component)
     }
 
     /// The limits of `component`, run elsewhere.
     fn limits_elsewhere(&self, component: &str) -> Option<Limits> {
-        read(&self.elsewhere).get(component).copied()
+        self.elsewhere.read().get(component).copied()
     }
 
     /// The largest request body `component` (run elsewhere) takes, in bytes.

@@ -12,7 +12,7 @@ use panal_nats::kv::Written;
 use super::record;
 use super::rollout::RETRY_EVERY;
 use super::seal::Refusal;
-use super::Cluster;
+use super::{Cluster, ClusterError};
 use crate::roles::{Change, Roles, Table};
 
 /// The one key of the roles bucket.
@@ -37,44 +37,43 @@ impl Cluster {
         change: Change,
         user: &str,
         role: &str,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, ClusterError> {
         for _ in 0..TRIES {
-            let current = self.roles.entry(KEY).await.map_err(|e| e.to_string())?;
+            let current = self.roles.entry(KEY).await?;
             let (table, revision) = match &current {
                 Some((value, revision)) => (self.open_roles(value)?.0, Some(*revision)),
                 None => (roles.table(), None),
             };
-            let Some(next) = table
-                .changed(change, user, role)
-                .map_err(|e| e.to_string())?
-            else {
+            let Some(next) = table.changed(change, user, role)? else {
                 return Ok(false);
             };
             let value = bytes::Bytes::from(record::sealed(&self.seal, PURPOSE, &next)?);
             let max = self.nats.max_payload();
             if value.len() > max {
-                return Err(format!(
-                    "the roles table would be {} bytes, past the NATS server's max_payload {max}",
-                    value.len()
-                ));
+                let bytes = value.len();
+                return Err(ClusterError::TooBig { bytes, max });
             }
             let written = match revision {
                 Some(revision) => self.roles.update(KEY, value.clone(), revision).await,
                 None => self.roles.create(KEY, value.clone()).await,
-            }
-            .map_err(|e| e.to_string())?;
+            }?;
             if let Written::At(_) = written {
                 self.until_followed(roles, next, &value).await?;
                 return Ok(true);
             }
         }
-        Err("the cluster's roles kept changing under this change: try again".into())
+        Err(ClusterError::Contended)
     }
 
     /// Wait until this host's follower took the record `value` (of table `next`) this
     /// host wrote, so the answer to a change holds here, and tables are taken in order;
     /// if it does not come within [`FOLLOW_WAIT`], take `next` now.
-    async fn until_followed(&self, roles: &Roles, next: Table, value: &[u8]) -> Result<(), String> {
+    async fn until_followed(
+        &self,
+        roles: &Roles,
+        next: Table,
+        value: &[u8],
+    ) -> Result<(), ClusterError> {
         let (_, at) = self.open_roles(value)?;
         let deadline = tokio::time::Instant::now() + FOLLOW_WAIT;
         loop {
@@ -84,19 +83,22 @@ impl Cluster {
             }
             if tokio::time::timeout_at(deadline, taken).await.is_err() {
                 tracing::warn!("the cluster's roles watch is behind; taking this change here now");
-                return roles.set(next).map_err(|e| e.to_string());
+                return Ok(roles.set(next)?);
             }
         }
     }
 
     /// The table in `value`, opened and checked (see the module doc).
-    fn open_roles(&self, value: &[u8]) -> Result<(Table, u64), String> {
+    fn open_roles(&self, value: &[u8]) -> Result<(Table, u64), ClusterError> {
+        let refused = |why: String| {
+            ClusterError::Record(format!("the cluster's roles record is refused: {why}"))
+        };
         let invalid = |why: String| {
             self.seal.refuse(Refusal::Invalid);
-            format!("the cluster's roles record is refused: {why}")
+            refused(why)
         };
         let (json, at) = record::opened(&self.seal, PURPOSE, value, self.newest(PURPOSE))
-            .map_err(|(_, why)| format!("the cluster's roles record is refused: {why}"))?;
+            .map_err(|(_, why)| refused(why))?;
         let table: Table = serde_json::from_slice(json).map_err(|e| invalid(e.to_string()))?;
         if let Some(why) = table.problem() {
             return Err(invalid(why.to_string()));
@@ -106,25 +108,22 @@ impl Cluster {
 
     /// Take the cluster's table into `roles`, or, when the cluster has none yet, give
     /// it this host's (so grants made before the cluster existed carry over).
-    pub(super) async fn catch_up_roles(&self, roles: &Roles) -> Result<(), String> {
-        match self.roles.entry(KEY).await.map_err(|e| e.to_string())? {
+    pub(super) async fn catch_up_roles(&self, roles: &Roles) -> Result<(), ClusterError> {
+        match self.roles.entry(KEY).await? {
             Some((value, _)) => self.take_roles(roles, &value),
             None if roles.table().grants.is_empty() => Ok(()),
             None => {
                 let value = record::sealed(&self.seal, PURPOSE, &roles.table())?;
                 // Another host's table may have come first: the watch brings it.
-                self.roles
-                    .create(KEY, value.into())
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                self.roles.create(KEY, value.into()).await?;
+                Ok(())
             }
         }
     }
 
-    fn take_roles(&self, roles: &Roles, value: &[u8]) -> Result<(), String> {
+    fn take_roles(&self, roles: &Roles, value: &[u8]) -> Result<(), ClusterError> {
         let (table, at) = self.open_roles(value)?;
-        roles.set(table).map_err(|e| e.to_string())?;
+        roles.set(table)?;
         self.took(PURPOSE, at);
         self.roles_taken.notify_waiters();
         Ok(())

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::record::{Desired, Reach};
-use super::{write, Cluster};
+use super::{Cluster, ClusterError};
 use crate::registry::deploy::{DeployRequest, Outcome};
 use crate::registry::store::RouteRecord;
 use crate::registry::Registry;
@@ -27,9 +27,6 @@ pub(super) const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// How many times a host tries to follow one change.
 const TRIES: u32 = 5;
 
-/// Called after a change a host made on its own (the gateway takes new routes).
-pub type Changed = Arc<dyn Fn(&Outcome) + Send + Sync>;
-
 impl Cluster {
     /// Tell every host of the cluster about `outcome`, a change this host made through
     /// its admin API (`routes`: the routes the request set, if any).
@@ -38,14 +35,11 @@ impl Cluster {
         registry: &Registry,
         outcome: &Outcome,
         routes: Option<&[panal_gateway::Route]>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ClusterError> {
         let current = registry.current(&outcome.name);
         if let Some(current) = &current {
             let bytes = registry.blob(&current.sha256)?;
-            self.wasm
-                .put(&current.sha256, &bytes)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.wasm.put(&current.sha256, &bytes).await?;
         }
         self.follow_here(&outcome.name, outcome.version.as_deref())
             .await;
@@ -66,14 +60,11 @@ impl Cluster {
         name: &str,
         bytes: &[u8],
         routes: Option<&[panal_gateway::Route]>,
-    ) -> Result<String, String> {
+    ) -> Result<String, ClusterError> {
         wasmtime::component::Component::new(registry.engine(), bytes)
-            .map_err(|e| format!("not a component this host can compile: {e:#}"))?;
+            .map_err(ClusterError::NotAComponent)?;
         let sha256 = crate::runtime::engine::sha256(bytes);
-        self.wasm
-            .put(&sha256, bytes)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.wasm.put(&sha256, bytes).await?;
         let reach = match (routes, self.limits_elsewhere(name)) {
             (Some(routes), Some(limits)) => Some(Reach::of(routes, &limits)),
             _ => None,
@@ -89,7 +80,7 @@ impl Cluster {
     }
 
     /// Publish that `name`, a component this host does not run, is undeployed.
-    pub async fn publish_undeploy(&self, name: &str) -> Result<(), String> {
+    pub async fn publish_undeploy(&self, name: &str) -> Result<(), ClusterError> {
         let desired = Desired {
             sha256: None,
             routes: None,
@@ -99,23 +90,20 @@ impl Cluster {
         self.want(name, &desired).await
     }
 
-    async fn want(&self, name: &str, desired: &Desired) -> Result<(), String> {
+    async fn want(&self, name: &str, desired: &Desired) -> Result<(), ClusterError> {
         let value = super::record::seal(&self.seal, name, desired)?;
-        self.desired
-            .put(name, value.into())
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+        self.desired.put(name, value.into()).await?;
+        Ok(())
     }
 
     /// Bring every component this host runs to the cluster's desired version, now and
-    /// on every change, until the host stops; `changed` hears of each change made.
+    /// on every change, until the host stops.
     ///
     /// A change that fails here (its bytes could not be fetched, its trial failed) is
     /// tried again every [`RETRY_EVERY`], up to [`TRIES`] times, unless a newer one
     /// comes; a watch that fails or ends is opened again (it first replays every
     /// component's value, which changes nothing already followed).
-    pub(super) async fn follow(self: Arc<Self>, registry: Arc<Registry>, changed: Changed) {
+    pub(super) async fn follow(self: Arc<Self>, registry: Arc<Registry>) {
         let mut failed: HashMap<String, (Option<Bytes>, u32)> = HashMap::new();
         let mut retry = tokio::time::interval(RETRY_EVERY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,11 +121,11 @@ impl Cluster {
                     next = changes.next() => {
                         let Some((name, value)) = next else { break };
                         failed.remove(&name);
-                        self.follow_one(&registry, &changed, name, value, 1, &mut failed).await;
+                        self.follow_one(&registry, name, value, 1, &mut failed).await;
                     }
                     _ = retry.tick(), if !failed.is_empty() => {
                         for (name, (value, tries)) in std::mem::take(&mut failed) {
-                            self.follow_one(&registry, &changed, name, value, tries + 1, &mut failed).await;
+                            self.follow_one(&registry, name, value, tries + 1, &mut failed).await;
                         }
                     }
                 }
@@ -150,15 +138,13 @@ impl Cluster {
     async fn follow_one(
         &self,
         registry: &Arc<Registry>,
-        changed: &Changed,
         name: String,
         value: Option<Bytes>,
         tries: u32,
         failed: &mut HashMap<String, (Option<Bytes>, u32)>,
     ) {
         match self.apply(registry, &name, value.as_deref()).await {
-            Ok(Some(outcome)) => changed(&outcome),
-            Ok(None) => {}
+            Ok(()) => {}
             Err(()) if tries < TRIES => {
                 failed.insert(name, (value, tries));
             }
@@ -168,16 +154,17 @@ impl Cluster {
         }
     }
 
-    /// Bring `name` to `value` (a [`Desired`] as JSON) if this host runs it; `Err` when
-    /// that failed here (logged), and may work if tried again.
+    /// Bring `name` to `value` (a [`Desired`] as JSON) if this host runs it (else serve
+    /// its routes as those of a component run elsewhere); `Err` when that failed here
+    /// (logged), and may work if tried again.
     pub(super) async fn apply(
         &self,
         registry: &Arc<Registry>,
         name: &str,
         value: Option<&[u8]>,
-    ) -> Result<Option<Outcome>, ()> {
+    ) -> Result<(), ()> {
         let Some(value) = value else {
-            return Ok(None);
+            return Ok(());
         };
         let newest = self.newest(name);
         let desired = match super::record::open(&self.seal, name, value, newest) {
@@ -187,16 +174,17 @@ impl Cluster {
             }
             Err((why, detail)) => {
                 tracing::warn!(component = name, reason = why.reason(), %detail, "refused a desired version from the cluster; nothing changes");
-                return Ok(None);
+                return Ok(());
             }
         };
         if !self.runs(name) {
-            return Ok(self.reach(registry, name, &desired));
+            self.reach(registry, name, &desired);
+            return Ok(());
         }
         let current = registry.current(name);
         let result = match (&desired.sha256, &current) {
-            (None, None) => return Ok(None),
-            (Some(sha), Some(c)) if *sha == c.sha256 => return Ok(None),
+            (None, None) => return Ok(()),
+            (Some(sha), Some(c)) if *sha == c.sha256 => return Ok(()),
             (None, Some(_)) => registry.undeploy(name).await,
             (Some(sha), _) => {
                 let bytes = match self.bytes(registry, sha).await {
@@ -222,7 +210,7 @@ impl Cluster {
             Ok(outcome) => {
                 tracing::info!(component = name, version = ?outcome.version, by = %desired.by, "followed the cluster's deploy");
                 self.follow_here(name, outcome.version.as_deref()).await;
-                Ok(Some(outcome))
+                Ok(())
             }
             Err(e) => {
                 tracing::error!(component = name, by = %desired.by, error = %e, phase = e.phase.name(), "refused the cluster's deploy; the old version keeps serving");
@@ -232,35 +220,22 @@ impl Cluster {
     }
 
     /// Follow `desired` for `name`, which runs on other hosts: serve its routes while
-    /// it is deployed there, none once it is undeployed. An outcome when the routes
-    /// changed (the gateway takes the new table).
-    fn reach(&self, registry: &Registry, name: &str, desired: &Desired) -> Option<Outcome> {
+    /// it is deployed there, none once it is undeployed.
+    fn reach(&self, registry: &Registry, name: &str, desired: &Desired) {
         let routes = match (&desired.sha256, &desired.reach) {
-            (Some(_), None) => return None,
+            (Some(_), None) => return,
             (Some(_), Some(reach)) => {
-                write(&self.elsewhere).insert(name.to_string(), reach.limits());
+                self.elsewhere
+                    .write()
+                    .insert(name.to_string(), reach.limits());
                 reach.routes.iter().map(|r| r.route(name)).collect()
             }
             // Still known as run elsewhere: a deploy sent here goes to its hosts.
             (None, _) if self.runs_elsewhere(name) => Vec::new(),
-            (None, _) => return None,
+            (None, _) => return,
         };
-        match registry.reach_elsewhere(name, routes) {
-            Ok(false) => None,
-            Ok(true) => Some(Outcome {
-                name: name.to_string(),
-                version: desired
-                    .sha256
-                    .as_ref()
-                    .map(|s| s.chars().take(12).collect()),
-                previous: None,
-                routes_changed: true,
-                took: std::time::Duration::ZERO,
-            }),
-            Err(e) => {
-                tracing::error!(component = name, by = %desired.by, error = %e, "the cluster's routes for a component run elsewhere clash with this host's; not serving them");
-                None
-            }
+        if let Err(e) = registry.reach_elsewhere(name, routes) {
+            tracing::error!(component = name, by = %desired.by, error = %e, "the cluster's routes for a component run elsewhere clash with this host's; not serving them");
         }
     }
 

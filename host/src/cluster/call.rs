@@ -245,7 +245,7 @@ enum Unanswered {
 /// The response whose first part is `first`; further parts stream from `answer`.
 fn response(first: Msg, answer: Parts) -> Result<http::Response<WasiBody>, Unanswered> {
     let (head, body): (ResponseHead, Bytes) =
-        wire::unframe(&first.payload).map_err(Unanswered::Unreachable)?;
+        wire::unframe(&first.payload).map_err(|e| Unanswered::Unreachable(e.to_string()))?;
     let status = http::StatusCode::from_u16(head.status)
         .map_err(|_| Unanswered::Unreachable(format!("a bad status {}", head.status)))?;
     let body = match wire::header(&first.headers, BODY) {

@@ -6,9 +6,9 @@
 //! is not older than the last one it took for that component. What it refuses is
 //! counted by reason (`panal_cluster_refused_total`), never acted on.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -161,7 +161,7 @@ impl Seal {
             if at.abs_diff(now) > fresh {
                 return Err(Refusal::Stale);
             }
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = self.seen.lock();
             if seen.until.insert(nonce, at + fresh).is_some() {
                 return Err(Refusal::Replayed);
             }
