@@ -84,7 +84,7 @@ keyvalue = ["shipments"]
 outbound = ["order"]
 messaging = {{ publish = ["shipments.>"], subscribe = [{{ subject = "orders.paid", durable = true }}] }}
 config = {{ carrier = "Test Post", tracking_prefix = "TST" }}
-limits = {{ memory_mb = 128 }}
+limits = {{ memory_mb = 128, reuse = 1000 }}
 
 [components.payment]
 source = "{payment}"
