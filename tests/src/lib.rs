@@ -11,6 +11,7 @@ pub mod load;
 pub mod nats;
 pub mod otlp;
 pub mod postgres;
+pub mod proxy;
 pub mod shop;
 pub mod tls;
 
