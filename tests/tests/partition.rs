@@ -35,6 +35,29 @@ limits = {{ timeout_ms = 2000, queue_ms = 100 }}
     )
 }
 
+/// What keeps the cluster's other processes alive: its `nats-server`, host B (`back`)
+/// and the hosts' data dirs.
+type Others = (NatsServer, Panal, [tempfile::TempDir; 2]);
+
+/// Host A (`front`), which reaches the cluster's `nats-server` only through the returned
+/// proxy, and host B (`back`), connected directly.
+async fn cut_off_host_a() -> (Proxy, Panal, Others) {
+    let nats = NatsServer::start();
+    let link = Proxy::start(([127, 0, 0, 1], nats.port()).into()).await;
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let args = |only: &'static str| ["--components", only, "--insecure-cluster"];
+    let a = Panal::with(&manifest(&format!("nats://{}", link.addr)), dirs[0].path())
+        .args(&args("front"))
+        .start();
+    let b = Panal::with(&manifest(&nats.url), dirs[1].path())
+        .args(&args("back"))
+        .start();
+    (link, a, (nats, b, dirs))
+}
+
 /// The value of the probe's `config/{key}` answer.
 fn value_of(body: &str) -> Option<String> {
     let json: serde_json::Value = serde_json::from_str(body).ok()?;
@@ -48,20 +71,7 @@ const RECOVERY: Duration = Duration::from_secs(30);
 /// The proxy runs on the test's runtime while starting a host blocks its thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_cut_off_from_nats_answers_503_or_504_and_serves_again_once_healed() {
-    let nats = NatsServer::start();
-    let link = Proxy::start(([127, 0, 0, 1], nats.port()).into()).await;
-    let (a_dir, b_dir) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let args = |only: &'static str| ["--components", only, "--insecure-cluster"];
-    let through_proxy = manifest(&format!("nats://{}", link.addr));
-    let a = Panal::with(&through_proxy, a_dir.path())
-        .args(&args("front"))
-        .start();
-    let _b = Panal::with(&manifest(&nats.url), b_dir.path())
-        .args(&args("back"))
-        .start();
+    let (link, a, _others) = cut_off_host_a().await;
     let c = client();
     let who = |path: &'static str| {
         let c = c.clone();
@@ -103,19 +113,7 @@ async fn a_host_cut_off_from_nats_answers_503_or_504_and_serves_again_once_heale
 /// the calls are served again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_partition_answers_504_or_503_and_heals() {
-    let nats = NatsServer::start();
-    let link = Proxy::start(([127, 0, 0, 1], nats.port()).into()).await;
-    let (a_dir, b_dir) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let args = |only: &'static str| ["--components", only, "--insecure-cluster"];
-    let a = Panal::with(&manifest(&format!("nats://{}", link.addr)), a_dir.path())
-        .args(&args("front"))
-        .start();
-    let _b = Panal::with(&manifest(&nats.url), b_dir.path())
-        .args(&args("back"))
-        .start();
+    let (link, a, _others) = cut_off_host_a().await;
     let c = client();
     let url = a.at("/back/config/who");
     let status = |c: reqwest::Client, url: String| async move {
