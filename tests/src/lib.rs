@@ -5,8 +5,10 @@
 //! The binary is the workspace's `target/<profile>/panal` (built by `just test` before
 //! `cargo test`), the fixture components come from `components/target/wasm32-wasip2`.
 
+pub mod chaos;
 pub mod cluster;
 pub mod fixtures;
+mod jwt;
 pub mod load;
 pub mod nats;
 pub mod otlp;
@@ -15,6 +17,7 @@ pub mod proxy;
 pub mod shop;
 pub mod tls;
 
+pub use jwt::{base64_url, sign_hs256};
 pub use nats::{NatsCluster, NatsServer};
 
 use std::io::{BufRead, BufReader};
@@ -171,7 +174,8 @@ pub struct Panal {
 }
 
 /// A test host to start: its manifest, its storage, extra environment and `panal run`
-/// flags ([`Panal::with`], [`Panal::with_file`]).
+/// flags ([`Panal::with`], [`Panal::with_file`]); kept, it starts the same host again.
+#[derive(Clone)]
 pub struct Start {
     manifest: Result<String, PathBuf>,
     data_dir: PathBuf,
@@ -366,6 +370,11 @@ impl Panal {
 }
 
 impl Panal {
+    /// Its process id (to pause it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no clean-up at all (what a crashed machine looks like to the others).
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -465,33 +474,4 @@ pub async fn get_json(c: &reqwest::Client, url: impl reqwest::IntoUrl) -> serde_
         .json()
         .await
         .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
-}
-
-/// Unpadded base64url, as JWTs use it.
-pub fn base64_url(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-/// HS256 as any JWT library would make it, independent of the code under test.
-pub fn sign_hs256(secret: &[u8], claims: &serde_json::Value) -> String {
-    use hmac::{Hmac, Mac};
-    let header = base64_url(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let body = base64_url(claims.to_string().as_bytes());
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
-    mac.update(format!("{header}.{body}").as_bytes());
-    format!(
-        "{header}.{body}.{}",
-        base64_url(&mac.finalize().into_bytes())
-    )
 }

@@ -163,31 +163,39 @@ impl NatsCluster {
 
     /// Wait until the cluster's JetStream takes a stream of three replicas.
     pub async fn ready(&self) {
-        let servers: Vec<async_nats::ServerAddr> = (0..self.nodes.len())
-            .map(|i| self.url(i).parse().expect("server address"))
-            .collect();
-        let client = async_nats::connect(servers).await.expect("connect");
-        let js = async_nats::jetstream::new(client);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let made = js
-                .create_stream(async_nats::jetstream::stream::Config {
-                    name: "panal_ready".into(),
-                    subjects: vec!["_panal.ready".into()],
-                    num_replicas: 3,
-                    ..Default::default()
-                })
-                .await;
-            if made.is_ok() && js.delete_stream("panal_ready").await.is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the NATS cluster did not form: {:?}",
-                made.err()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let urls: Vec<String> = (0..self.nodes.len()).map(|i| self.url(i)).collect();
+        jetstream_ready(&urls).await;
+    }
+}
+
+/// Wait (up to a minute) until the JetStream cluster of the servers at `urls` takes a
+/// stream of three replicas.
+pub async fn jetstream_ready(urls: &[String]) {
+    let servers: Vec<async_nats::ServerAddr> = urls
+        .iter()
+        .map(|u| u.parse().expect("server address"))
+        .collect();
+    let client = async_nats::connect(servers).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let made = js
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "panal_ready".into(),
+                subjects: vec!["_panal.ready".into()],
+                num_replicas: 3,
+                ..Default::default()
+            })
+            .await;
+        if made.is_ok() && js.delete_stream("panal_ready").await.is_ok() {
+            return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "the NATS cluster did not form: {:?}",
+            made.err()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -212,7 +220,8 @@ fn nats_bin() -> std::path::PathBuf {
         .unwrap_or_else(|| "nats-server".into())
 }
 
-fn spawn_conf(conf: &Path, port: u16) -> Child {
+/// A `nats-server` with configuration file `conf`, once it takes connections on `port`.
+pub(crate) fn spawn_conf(conf: &Path, port: u16) -> Child {
     let mut cmd = Command::new(nats_bin());
     cmd.arg("-c").arg(conf);
     launch(cmd, port)

@@ -81,6 +81,44 @@ impl Postgres {
         Self::own(None)
     }
 
+    /// A server of this test's own, whatever `PANAL_TEST_POSTGRES_URL` says (for a
+    /// test that restarts it).
+    pub fn start_own() -> Self {
+        Self::own(None)
+    }
+
+    /// Restart a server of this test's own as a crash would (`pg_ctl restart -m
+    /// immediate`: no checkpoint, every connection dropped, recovery from the WAL);
+    /// returns once it takes connections again.
+    pub fn restart(&self) {
+        let own = self
+            .own
+            .as_ref()
+            .expect("only a server of the test's own restarts");
+        let data = own.data.display().to_string();
+        // Its output to the log again: on a pipe it would keep `run` waiting forever.
+        let log = own.data.with_file_name("log").display().to_string();
+        run(
+            &own.bin.join("pg_ctl"),
+            &["-D", &data, "-l", &log, "-m", "immediate", "-w", "restart"],
+            own.as_postgres,
+        );
+    }
+
+    /// The host and port it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        let hostport = self.base.rsplit('@').next().unwrap_or(&self.base);
+        let hostport = hostport.trim_start_matches("postgres://");
+        hostport.parse().expect("a 127.0.0.1:PORT address")
+    }
+
+    /// `postgres://user@ADDR/name`: database `name` reached at `addr` (a proxy).
+    pub fn url_via(&self, addr: std::net::SocketAddr, name: &str) -> String {
+        let user = self.base.trim_start_matches("postgres://");
+        let user = user.split('@').next().unwrap_or("postgres");
+        format!("postgres://{user}@{addr}/{name}")
+    }
+
     /// A server of this test's own that also takes TLS connections, with the server
     /// certificate and key of `certs` (its `ca.pem` verifies it).
     pub fn start_tls(certs: &crate::tls::Certs) -> Self {

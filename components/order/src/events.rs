@@ -6,14 +6,15 @@
 //! The subject is the event type. The body (content-type `application/json`):
 //!
 //! ```json
-//! {"event_id": "<random id>", "type": "orders.paid", "order_id": "...", "user_id": "...",
+//! {"event_id": "<order id>-paid", "type": "orders.paid", "order_id": "...", "user_id": "...",
 //!  "status": "paid", "total_cents": 600,
 //!  "items": [{"product_id": "...", "quantity": 2, "price_cents": 300}],
 //!  "at": "2024-01-01T00:00:00Z"}
 //! ```
 //!
-//! `event_id` is new per event (a redelivery of the same message keeps it), so consumers
-//! de-duplicate by it. Publishing is best effort: a failure is one line on stderr (the
+//! `event_id` is the order's id and the event's kind: an order has each event at most
+//! once, so consumers de-duplicate by it, whether a message was redelivered or
+//! published again (a replayed `Idempotency-Key`, the sweep settling an order). Publishing is best effort: a failure is one line on stderr (the
 //! host logs it) and never fails or changes the order. The manifest must grant
 //! `messaging = { publish = ["orders.>"] }` (or the three subjects).
 
@@ -43,12 +44,18 @@ pub fn body(kind: &str, order: &Order, event_id: &str, at: &str) -> Value {
     })
 }
 
+/// The id of `order_id`'s event `kind` (pure): `<order id>-created`, `-paid`, ...
+pub fn event_id(kind: &str, order_id: &str) -> String {
+    let suffix = kind.strip_prefix("orders.").unwrap_or(kind);
+    format!("{order_id}-{suffix}")
+}
+
 /// Publishes event `kind` (also the subject) for `order`; failures are only logged.
 pub fn publish(kind: &str, order: &Order) {
     let event = body(
         kind,
         order,
-        &panal_sdk::random_id(),
+        &event_id(kind, &order.id),
         &panal_sdk::time::now_rfc3339(),
     );
     let sent = serde_json::to_vec(&event)
@@ -103,6 +110,8 @@ mod tests {
                 "at": "2024-01-01T00:00:05Z",
             })
         );
+        assert_eq!(event_id(PAID, "o1"), "o1-paid");
+        assert_eq!(event_id(PAYMENT_FAILED, "o1"), "o1-payment_failed");
         // The subjects are valid NATS subjects with no wildcard.
         for subject in [CREATED, PAID, PAYMENT_FAILED] {
             assert!(subject.starts_with("orders.") && !subject.contains(['*', '>', ' ']));

@@ -10,6 +10,8 @@
 //!   stays `pending` with its stock reserved (and retrievable), and the answer is 502
 //!   `{"error":"payment outcome unknown","order_id":...}`. A 404/409 from the product
 //!   service is passed on (naming the product) and nothing is stored.
+//!   With an `Idempotency-Key` header, a replay gets the same order (200), never a
+//!   second one; the same key with another body is 422 (see [`idempotency`]).
 //! - `GET /orders/{id}` → the caller's order; another user's order is a 404 like an
 //!   unknown one, so ids cannot be probed.
 //! - `GET /orders` → `{items:[...]}`, the caller's orders, oldest first.
@@ -34,6 +36,7 @@
 mod calls;
 mod confirm;
 mod events;
+mod idempotency;
 mod model;
 mod pay;
 mod reconcile;
@@ -105,7 +108,13 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
     let new = model::new_order(&body)?;
     let route = pay::route()?;
     let bucket = open()?;
-    let id = panal_sdk::random_id();
+    let id = match idempotency::key_of(req)? {
+        None => panal_sdk::random_id(),
+        Some(key) => match idempotency::claim(&bucket, user_id, &key, &new)? {
+            idempotency::Claim::Create(id) => id,
+            idempotency::Claim::Made(id) => return get(user_id, &id),
+        },
+    };
     let items = calls::reserve(&id, &new.lines)?;
     let Some(total_cents) = model::total_cents(&items) else {
         calls::release(Some(&id), &items);
@@ -123,9 +132,14 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
         payment_unknown: false,
         shipment: None,
     };
-    if let Err(e) = store_new(&bucket, &order) {
-        calls::release(order.reservation.as_deref(), &order.items);
-        return Err(e);
+    match store_new(&bucket, &order) {
+        Ok(Stored::Now) => {}
+        // Another attempt under the same Idempotency-Key stored it first and owns it.
+        Ok(Stored::Before) => return get(user_id, &order.id),
+        Err(e) => {
+            calls::release(order.reservation.as_deref(), &order.items);
+            return Err(e);
+        }
     }
     events::publish(events::CREATED, &order);
 
@@ -198,14 +212,27 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
     Ok((201, order.view()))
 }
 
-/// Writes the pending order, then appends its id to the owner's index.
-fn store_new(bucket: &Bucket, order: &Order) -> Result<(), ApiError> {
+/// Whether this attempt stored the new order, or found it stored by an earlier one.
+enum Stored {
+    Now,
+    Before,
+}
+
+/// Writes the pending order if no attempt under its id did (a replay of its
+/// Idempotency-Key may run beside the first), then appends its id to the owner's index.
+fn store_new(bucket: &Bucket, order: &Order) -> Result<Stored, ApiError> {
     let key = model::order_key(&order.id);
     let marker = model::pending_key(&order.id);
     bucket.set(&marker, panal_sdk::time::unix_now().to_string().as_bytes())?;
-    bucket.set(&key, &order.to_bytes()?)?;
+    if kv::claim(bucket, &key, &order.to_bytes()?)?.is_some() {
+        return Ok(Stored::Before);
+    }
     let appended = kv::update(bucket, &model::user_key(&order.user_id), |current| {
         let mut ids = model::parse_index(current)?;
+        if ids.contains(&order.id) {
+            // A replay of the same Idempotency-Key: the first attempt listed it.
+            return Ok(Step::Keep(()));
+        }
         ids.push(order.id.clone());
         let bytes = serde_json::to_vec(&ids).map_err(|e| ApiError::internal(e.to_string()))?;
         Ok(Step::Write(bytes, ()))
@@ -215,7 +242,7 @@ fn store_new(bucket: &Bucket, order: &Order) -> Result<(), ApiError> {
         let _ = bucket.delete(&marker);
         return Err(e.into());
     }
-    Ok(())
+    Ok(Stored::Now)
 }
 
 fn not_found() -> ApiError {

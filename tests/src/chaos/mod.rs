@@ -1,0 +1,185 @@
+//! Jepsen-style fault runs over the shop on a real cluster ([`world`]): clients order
+//! through every gateway with retries and idempotency keys ([`workload`]) while a
+//! seeded nemesis partitions, pauses, kills and restarts processes and deploys and
+//! rolls back ([`nemesis`], [`changes`]); after healing and a quiet period the checker
+//! reads everything back and verifies the shop's invariants ([`check`]). `just chaos
+//! [MINUTES] [SEED]` runs one; `tests/tests/chaos.rs` runs short ones in the suite.
+
+pub mod changes;
+pub mod check;
+pub mod nemesis;
+mod report;
+pub mod workload;
+pub mod world;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+pub use report::Report;
+
+use crate::shop::{admin_token, token_of};
+use crate::{client, component};
+use check::Stored;
+use world::{World, HOSTS};
+
+/// A healed cluster must serve through every gateway again within this.
+pub const RECOVERY: Duration = Duration::from_secs(30);
+/// How long the checker waits for the shop to settle (pending orders swept, events
+/// delivered) before it reports what is still wrong.
+const QUIET: Duration = Duration::from_secs(90);
+/// Stock of the product that sells out during a run (the others never do).
+const SCARCE: u64 = 60;
+const PLENTY: u64 = 1_000_000;
+
+/// One run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Draws the nemesis's schedule and the clients' choices.
+    pub seed: u64,
+    /// How long faults are injected and clients order.
+    pub run: Duration,
+    /// Clients ordering at once.
+    pub clients: usize,
+}
+
+/// The shop as the chaos run deploys it: durable subscriptions, and the order
+/// service's sweep every 5 s for orders pending over 20 s (beyond any request's
+/// deadline and any pause the nemesis makes).
+pub fn manifest() -> String {
+    let shop = crate::shop::manifest_on("http", true, "");
+    let order_config = r#"config = { payment_via = "http" }"#;
+    assert!(shop.contains(order_config), "the shop manifest changed");
+    shop.replacen(
+        order_config,
+        "config = { payment_via = \"http\", settle_after_secs = \"20\" }\n\
+         schedule = [{ every = \"5s\", path = \"/internal/reconcile\" }]",
+        1,
+    )
+}
+
+/// Run `settings` and check the result.
+pub async fn run(settings: &Settings) -> Report {
+    let steps = nemesis::schedule(settings.seed, settings.run);
+    eprintln!("chaos: seed {}, schedule:", settings.seed);
+    for step in &steps {
+        eprintln!("{step}");
+    }
+    let begun = Instant::now();
+    let mut world = World::start(&manifest()).await;
+    let (created, probe) = setup(&world).await;
+    eprintln!(
+        "chaos: the cluster is up in {:.1}s; faults begin",
+        begun.elapsed().as_secs_f64()
+    );
+    let products: Vec<String> = created.keys().cloned().collect();
+    let shop = workload::Shop {
+        gateways: world.gateways(),
+        products: products.clone(),
+        seed: settings.seed,
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let clients = tokio::spawn(workload::run(shop, settings.clients, stopped));
+    let mut changes = changes::Changes::new(std::fs::read(component("product")).expect("product"));
+    let mut recoveries = Vec::new();
+    let started = Instant::now();
+    for step in &steps {
+        tokio::time::sleep_until((started + step.at).into()).await;
+        step.fault.inject(&mut world).await;
+        tokio::time::sleep(step.lasts / 2).await;
+        if let Some(change) = step.change {
+            changes.send(&world, change).await;
+        }
+        tokio::time::sleep(step.lasts / 2).await;
+        step.fault.heal(&mut world).await;
+        let took = recovery(&world, &probe).await;
+        eprintln!("chaos: {step}: healed, served again after {took:?}");
+        recoveries.push((step.fault.kind(), took));
+    }
+    tokio::time::sleep_until((started + settings.run).into()).await;
+    let _ = stop.send(true);
+    eprintln!("chaos: faults over; clients finish their orders");
+    let history = clients.await.expect("clients");
+    let seen = std::mem::take(&mut *history.lock().expect("history"));
+    eprintln!("chaos: checking");
+    let (verdicts, pending) = settle(&world, &seen, &created).await;
+    let served = changes.check(&world, &products[0]).await;
+    Report::new(
+        settings,
+        steps,
+        recoveries,
+        seen,
+        verdicts,
+        served,
+        pending,
+        &changes,
+        world.logs(10),
+    )
+}
+
+/// The admin grant, the products (one scarce) and a probe user's token.
+async fn setup(world: &World) -> (HashMap<String, u64>, String) {
+    let host = world.host(1).expect("host 1");
+    let admin = admin_token(host).await;
+    let c = client();
+    let mut created = HashMap::new();
+    for (name, stock) in [("Scarce jars", SCARCE), ("Jars", PLENTY), ("Lids", PLENTY)] {
+        let body = serde_json::json!({"name": name, "price_cents": 250, "stock": stock});
+        let r = c
+            .post(host.at("/products"))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .await;
+        let p: serde_json::Value = r.expect("create product").json().await.expect("json");
+        created.insert(p["id"].as_str().expect("product id").to_string(), stock);
+    }
+    (created, token_of("chaos-probe"))
+}
+
+/// How long until every gateway answers `GET /orders` (a call to order, across hosts
+/// for host 2) with 200 again; None past [`RECOVERY`].
+async fn recovery(world: &World, token: &str) -> Option<Duration> {
+    let since = Instant::now();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    for h in 0..HOSTS {
+        loop {
+            let url = world.host(h)?.at("/orders");
+            let ok = c.get(&url).bearer_auth(token).send().await;
+            if ok.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            if since.elapsed() > RECOVERY {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Some(since.elapsed())
+}
+
+/// Check until every invariant holds and no order is pending, or [`QUIET`] passes;
+/// the last verdicts and how many orders were still pending.
+async fn settle(
+    world: &World,
+    seen: &workload::Seen,
+    created: &HashMap<String, u64>,
+) -> (check::Verdicts, usize) {
+    let until = Instant::now() + QUIET;
+    loop {
+        let stored = Stored::read(&world.db_url)
+            .await
+            .expect("read the shop's records");
+        let verdicts = check::check(&stored, seen, created);
+        let pending = stored.pending();
+        let (records, buckets) = stored.size();
+        eprintln!("chaos: {records} records in {buckets} buckets, {pending} orders pending");
+        let clean = verdicts.values().all(|v| v.violations.is_empty());
+        if (clean && pending == 0) || Instant::now() > until {
+            return (verdicts, pending);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
