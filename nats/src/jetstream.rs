@@ -102,7 +102,15 @@ impl Nats {
             .create_or_update_stream(config)
             .await
             .map(drop)
-            .map_err(|e| MsgError::Other(format!("stream `{}`: {e}", spec.name)))
+            .map_err(|e| {
+                let why = format!("stream `{}`: {e}", spec.name);
+                use async_nats::jetstream::context::CreateStreamErrorKind as Kind;
+                match e.kind() {
+                    Kind::TimedOut | Kind::JetStreamUnavailable => MsgError::Connection(why),
+                    Kind::JetStream(js) if js.code() == 503 => MsgError::Connection(why),
+                    _ => MsgError::Other(why),
+                }
+            })
     }
 
     /// Publish into `stream` and wait for the server to store it. `msg_id` lets the
@@ -133,8 +141,15 @@ impl Nats {
             };
             tokio::time::timeout(timeout, stored).await
         };
+        // An outage (no ack in time, the connection gone, JetStream without a quorum or
+        // leader) is `Connection`: the outbox waits it out. `Other` is a refusal of this
+        // message, which the outbox tries a few times only.
         let failed = |e: async_nats::jetstream::context::PublishError| match e.kind() {
             PublishErrorKind::MaxPayloadExceeded => MsgError::Invalid(e.to_string()),
+            PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::MaxAckPending => MsgError::Connection(e.to_string()),
+            _ if unavailable(&e) => MsgError::Connection(e.to_string()),
             _ => MsgError::Other(e.to_string()),
         };
         match attempt().await {
@@ -227,4 +242,17 @@ impl Nats {
         }
         Ok(())
     }
+}
+
+/// Whether JetStream answered `e` (or what caused it) with 503: it cannot serve now (no
+/// quorum, no leader, a partition), which is an outage to wait out.
+fn unavailable(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(js) = err.downcast_ref::<async_nats::jetstream::Error>() {
+            return js.code() == 503;
+        }
+        cause = err.source();
+    }
+    false
 }

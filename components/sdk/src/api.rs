@@ -98,28 +98,42 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-/// Storage failures are the service's fault, never the client's: 500. An access-denied
-/// bucket means the manifest does not grant it, which the detail names.
+/// What the host's text of a storage failure starts with when the database or NATS
+/// failed or could not be reached (a restart, a partition).
+const UNAVAILABLE: &str = "storage unavailable: ";
+
+/// Storage failures are never the client's fault. The backend failing or out of reach
+/// is 503 with `Retry-After: 1` (nothing is wrong with the request; it may well work in
+/// a second); anything else is the service's own error, 500. An access-denied bucket
+/// means the manifest does not grant it, which the detail names.
 impl From<store::Error> for ApiError {
     fn from(e: store::Error) -> Self {
         let detail = match e {
             store::Error::NoSuchStore => "no such store".to_string(),
             store::Error::AccessDenied => "access denied (bucket not granted?)".to_string(),
+            store::Error::Other(s) if s.starts_with(UNAVAILABLE) => {
+                return Self::new(503, "storage unavailable")
+                    .with("detail", &s[UNAVAILABLE.len()..])
+                    .with("retry_after_secs", 1);
+            }
             store::Error::Other(s) => s,
         };
         Self::internal("storage error").with("detail", detail)
     }
 }
 
-/// Writes `result` to `out`: the success body with its status, or the error's (a 429
-/// with a `retry_after_secs` member also says it in `Retry-After`).
+/// Writes `result` to `out`: the success body with its status, or the error's (a 429 or
+/// 503 with a `retry_after_secs` member also says it in `Retry-After`).
 pub fn reply(out: ResponseOutparam, result: ApiResult) {
     match result {
         Ok((status, body)) => crate::response::json(out, status, &body),
         Err(e) => {
             let body = serde_json::to_vec(&e.to_value()).unwrap_or_default();
             let wait = e.body.get("retry_after_secs").and_then(Value::as_u64);
-            match wait.filter(|_| e.status == 429).map(|s| s.to_string()) {
+            match wait
+                .filter(|_| matches!(e.status, 429 | 503))
+                .map(|s| s.to_string())
+            {
                 Some(secs) => crate::response::respond(
                     out,
                     e.status,
@@ -173,5 +187,12 @@ mod tests {
         let s: ApiError = store::Error::Other("disk full".into()).into();
         assert_eq!(s.status, 500);
         assert_eq!(s.message(), "storage error");
+        let down: ApiError =
+            store::Error::Other("storage unavailable: pool timed out".into()).into();
+        assert_eq!(down.status, 503);
+        assert_eq!(
+            down.to_value(),
+            json!({"error": "storage unavailable", "detail": "pool timed out", "retry_after_secs": 1})
+        );
     }
 }

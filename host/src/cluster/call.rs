@@ -44,12 +44,13 @@ impl Cluster {
             Err(Unanswered::Unreachable(why)) => {
                 tracing::warn!(component = target, why, "no host of the cluster answered");
                 let why = format!("no host of the cluster answered: {why}");
-                error(http::StatusCode::SERVICE_UNAVAILABLE, target, &why)
+                retry_soon(error(http::StatusCode::SERVICE_UNAVAILABLE, target, &why))
             }
             Err(Unanswered::HostLost) => {
                 let why = "the host that had the call went silent (stopped or cut off)";
                 tracing::warn!(component = target, why);
-                let mut resp = error(http::StatusCode::SERVICE_UNAVAILABLE, target, why);
+                let mut resp =
+                    retry_soon(error(http::StatusCode::SERVICE_UNAVAILABLE, target, why));
                 resp.extensions_mut().insert(HostLost);
                 resp
             }
@@ -259,6 +260,14 @@ fn response(first: Msg, answer: Parts) -> Result<http::Response<WasiBody>, Unans
     *resp.status_mut() = status;
     wire::fill(resp.headers_mut(), &head.headers);
     Ok(resp)
+}
+
+/// Asks the client to try again in a second: another host, or the same one back, may
+/// well answer by then.
+fn retry_soon<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let again = http::HeaderValue::from_static("1");
+    resp.headers_mut().insert(http::header::RETRY_AFTER, again);
+    resp
 }
 
 fn body_error(why: &str) -> wasmtime_wasi_http::Error {

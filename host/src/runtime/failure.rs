@@ -208,10 +208,14 @@ impl Failure {
         }
     }
 
-    /// The JSON error answer on behalf of `component` (`Retry-After` when busy).
+    /// The JSON error answer on behalf of `component` (`Retry-After` when busy or out of
+    /// memory or instances).
     pub fn response<E>(&self, component: &str) -> http::Response<UnsyncBoxBody<Bytes, E>> {
         let mut resp = error(self.status(), component, &self.message());
-        if matches!(self, Self::Busy { .. } | Self::NoMemory { .. }) {
+        if matches!(
+            self,
+            Self::Busy { .. } | Self::NoMemory { .. } | Self::PoolExhausted
+        ) {
             resp.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("1"),

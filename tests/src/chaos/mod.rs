@@ -40,6 +40,8 @@ pub struct Settings {
     pub run: Duration,
     /// Clients ordering at once.
     pub clients: usize,
+    /// The faults drawn.
+    pub mix: nemesis::Mix,
 }
 
 /// The shop as the chaos run deploys it: durable subscriptions, and the order
@@ -59,7 +61,7 @@ pub fn manifest() -> String {
 
 /// Run `settings` and check the result.
 pub async fn run(settings: &Settings) -> Report {
-    let steps = nemesis::schedule(settings.seed, settings.run);
+    let steps = nemesis::schedule(settings.seed, settings.run, settings.mix);
     eprintln!("chaos: seed {}, schedule:", settings.seed);
     for step in &steps {
         eprintln!("{step}");

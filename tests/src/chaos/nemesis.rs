@@ -22,7 +22,7 @@ impl Rng {
     }
 
     /// The next number.
-    pub fn next(&mut self) -> u64 {
+    pub fn draw(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -32,12 +32,12 @@ impl Rng {
 
     /// A number in `0..n`.
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.draw() % n as u64) as usize
     }
 
     /// A duration between `lo` and `hi` seconds, to the millisecond.
     pub fn secs(&mut self, lo: f64, hi: f64) -> Duration {
-        let unit = (self.next() % 1000) as f64 / 1000.0;
+        let unit = (self.draw() % 1000) as f64 / 1000.0;
         Duration::from_millis(((lo + (hi - lo) * unit) * 1000.0) as u64)
     }
 }
@@ -81,13 +81,33 @@ pub struct Step {
     pub change: Option<Change>,
 }
 
-/// The schedule of `seed` for a run of `run`.
-pub fn schedule(seed: u64, run: Duration) -> Vec<Step> {
+/// Which faults a schedule draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mix {
+    /// PostgreSQL restarts and hosts cut off from it.
+    pub storage: bool,
+    /// Deploys and rollbacks during faults.
+    pub changes: bool,
+}
+
+impl Mix {
+    /// Every fault the nemesis knows.
+    pub const ALL: Mix = Mix {
+        storage: true,
+        changes: true,
+    };
+}
+
+/// The schedule of `seed` for a run of `run`, drawn from `mix`.
+pub fn schedule(seed: u64, run: Duration, mix: Mix) -> Vec<Step> {
     let mut rng = Rng::new(seed);
     let mut at = rng.secs(2.0, 4.0);
     let mut steps = Vec::new();
     while at < run {
-        let fault = fault(&mut rng);
+        let mut fault = fault(&mut rng);
+        while !mix.storage && matches!(fault, Fault::HostOffPg(..) | Fault::RestartPg) {
+            fault = self::fault(&mut rng);
+        }
         let lasts = match fault {
             Fault::RestartPg => Duration::ZERO,
             Fault::Pause(_) => rng.secs(1.0, 6.0),
@@ -98,7 +118,8 @@ pub fn schedule(seed: u64, run: Duration) -> Vec<Step> {
             // Only a host that runs product can roll it back.
             1 => Some(Change::Rollback(1 + rng.below(HOSTS - 1))),
             _ => None,
-        };
+        }
+        .filter(|_| mix.changes);
         steps.push(Step {
             at,
             fault,
@@ -211,19 +232,25 @@ mod tests {
     #[test]
     fn a_seed_is_a_schedule() {
         let run = Duration::from_secs(120);
-        let a: Vec<String> = schedule(7, run).iter().map(ToString::to_string).collect();
-        let b: Vec<String> = schedule(7, run).iter().map(ToString::to_string).collect();
+        let a: Vec<String> = schedule(7, run, Mix::ALL)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let b: Vec<String> = schedule(7, run, Mix::ALL)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(a, b);
         assert_ne!(
             a,
-            schedule(8, run)
+            schedule(8, run, Mix::ALL)
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
         );
         assert!(a.len() >= 10, "{a:?}");
         // Steps never overlap.
-        let steps = schedule(7, run);
+        let steps = schedule(7, run, Mix::ALL);
         for pair in steps.windows(2) {
             assert!(pair[0].at + pair[0].lasts < pair[1].at);
         }
@@ -231,9 +258,20 @@ mod tests {
 
     #[test]
     fn every_kind_of_fault_is_drawn() {
-        let steps = schedule(1, Duration::from_secs(3600));
+        let steps = schedule(1, Duration::from_secs(3600), Mix::ALL);
         let kinds: std::collections::BTreeSet<&str> =
             steps.iter().map(|s| s.fault.kind()).collect();
         assert_eq!(kinds.len(), 8, "{kinds:?}");
+        let calm = Mix {
+            storage: false,
+            changes: false,
+        };
+        for step in schedule(1, Duration::from_secs(3600), calm) {
+            assert!(!matches!(
+                step.fault,
+                Fault::HostOffPg(..) | Fault::RestartPg
+            ));
+            assert_eq!(step.change, None);
+        }
     }
 }

@@ -96,10 +96,12 @@ impl Report {
         let s = &self.settings;
         let _ = writeln!(
             out,
-            "chaos: seed {}, {} s of faults, {} clients",
+            "chaos: seed {}, {} s of faults, {} clients, storage faults {}, deploys and rollbacks {}",
             s.seed,
             s.run.as_secs(),
-            s.clients
+            s.clients,
+            if s.mix.storage { "on" } else { "off" },
+            if s.mix.changes { "on" } else { "off" },
         );
         let _ = writeln!(
             out,

@@ -31,14 +31,17 @@ pub use grant::Keyvalue;
 use async_trait::async_trait;
 use std::sync::Arc;
 
-/// A storage failure, reported to the guest as `error::other` with its text.
+/// A storage failure, reported to the guest as `error::other` with its text. When the
+/// backend itself failed or could not be reached (a restart, a partition) the text
+/// starts with `storage unavailable: `: worth trying again soon. Guests may rely on it
+/// (the SDK answers such a failure 503 with `Retry-After`).
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
     /// The database (SQLite, PostgreSQL) failed.
-    #[error("storage error: {0}")]
+    #[error("storage unavailable: {0}")]
     Database(#[from] sqlx::Error),
     /// The NATS server failed (JetStream KV).
-    #[error("storage error: {0}")]
+    #[error("storage unavailable: {0}")]
     Nats(#[from] panal_nats::MsgError),
     /// `increment` on a value that is not an integer.
     #[error("value of key `{key}` is not an integer counter")]
