@@ -198,7 +198,22 @@ async fn the_shop_keeps_selling(hosts: &[Panal], token: &str) {
         .iter()
         .map(|panal| Shop { panal, c: client() })
         .collect();
-    let admin = panal_tests::shop::admin_token(shops[1].panal).await;
+    // The grant too waits for the cluster's roles bucket to have a leader again.
+    let granted = panal_tests::eventually(Duration::from_secs(20), || async {
+        let url = format!(
+            "{}/roles/{}/admin",
+            shops[1].panal.admin,
+            panal_tests::shop::ADMIN
+        );
+        let r = client().put(url).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert!(
+        granted.is_some(),
+        "the admin grant is taken again within 20 s of losing a NATS server"
+    );
+    let admin = panal_tests::shop::token_of(panal_tests::shop::ADMIN);
     let restocked = panal_tests::eventually(Duration::from_secs(20), || async {
         let jar = shops[1]
             .post(

@@ -6,7 +6,8 @@
 //!   holds now.
 //!
 //! In a cluster the change is made in the cluster's roles bucket, which every host
-//! follows; refused there, nothing changes anywhere.
+//! follows; refused there, nothing changes anywhere (503 while the cluster's NATS
+//! fails, 422 for a change the rules refuse).
 
 use http::StatusCode;
 use panal_gateway::{json_error, json_response, Body};
@@ -35,15 +36,23 @@ impl Admin {
                 .into_owned()
         };
         let (user, role) = (decode(account), decode(role));
+        // The cluster's NATS failing (a server lost, a leader being elected) is worth
+        // trying again in a moment: 503. Anything else refuses the change itself: 422.
         let changed = match &self.cluster {
             Some(cluster) => cluster
                 .change_roles(&self.roles, change, &user, &role)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| {
+                    let status = match e {
+                        crate::cluster::ClusterError::Nats(_) => StatusCode::SERVICE_UNAVAILABLE,
+                        _ => StatusCode::UNPROCESSABLE_ENTITY,
+                    };
+                    (status, e.to_string())
+                }),
             None => self
                 .roles
                 .change(change, &user, &role)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
         };
         match changed {
             Ok(changed) => {
@@ -54,13 +63,9 @@ impl Admin {
                     &json!({ "account": user, "role": role, "changed": changed, "roles": held }),
                 )
             }
-            Err(why) => {
+            Err((status, why)) => {
                 tracing::warn!(account = %user, role, %why, "roles change refused");
-                json_error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "refused; nothing changed",
-                    json!({ "reason": why }),
-                )
+                json_error(status, "refused; nothing changed", json!({ "reason": why }))
             }
         }
     }
