@@ -26,10 +26,11 @@ run *ARGS: build
 cluster: build
     scripts/cluster.sh
 
-# Faults across the cluster for MINUTES (default 30) from SEED (default: the clock's): the
-# shop on three hosts, three NATS servers and PostgreSQL, every link behind a proxy, under
-# a seeded schedule of partitions, pauses, kills and restarts, deploys and rollbacks; then
-# every invariant checked and a summary table printed (README: Faults and what Panal promises).
+# The shop on three hosts, three NATS servers and PostgreSQL, every link behind a proxy,
+# under a seeded schedule of partitions, pauses, kills and restarts, deploys and rollbacks;
+# then every invariant checked and a summary table printed (README: Faults and what Panal
+# promises). MINUTES defaults to 30; SEED to the clock's (printed, for replaying).
+# Faults across the cluster for MINUTES from SEED, then the shop's invariants checked.
 chaos MINUTES="30" SEED="": build
     cargo build --release -p panal-tests --bins
     ./target/release/chaos {{MINUTES}} {{SEED}}
