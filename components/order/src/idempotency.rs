@@ -23,9 +23,6 @@ use sha2::{Digest, Sha256};
 
 use crate::model::NewOrder;
 
-/// Longest key accepted (as the payment service's).
-const MAX_KEY_LEN: usize = 255;
-
 /// What a claim found.
 #[derive(Debug, PartialEq)]
 pub enum Claim {
@@ -50,9 +47,7 @@ pub fn key_of(req: &IncomingRequest) -> Result<Option<String>, ApiError> {
 }
 
 fn validate(key: &str) -> Result<String, ApiError> {
-    let ok =
-        !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic());
-    if !ok {
+    if !panal_sdk::is_idempotency_key(key) {
         return Err(ApiError::bad_request(
             "Idempotency-Key must be 1 to 255 visible ASCII characters",
         ));

@@ -15,7 +15,6 @@ pub const DECLINED: &str = "declined";
 /// The mock processor declines cards ending in these digits.
 const DECLINE_SUFFIX: &str = "0002";
 pub const MAX_ORDER_ID_CHARS: usize = 200;
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// A stored payment: only the last four card digits, never the number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,10 +208,7 @@ pub fn idempotency_key(header: Option<String>) -> Result<String, ApiError> {
 
 /// What is wrong with a (trimmed) idempotency key, if anything.
 fn key_problem(key: &str) -> Option<&'static str> {
-    let ok = !key.is_empty()
-        && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
-        && key.bytes().all(|b| b.is_ascii_graphic());
-    (!ok).then_some("must be 1 to 255 visible ASCII characters")
+    (!panal_sdk::is_idempotency_key(key)).then_some("must be 1 to 255 visible ASCII characters")
 }
 
 #[cfg(test)]

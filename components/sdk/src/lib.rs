@@ -36,8 +36,8 @@ pub use bindings::wasi::messaging;
 pub use body::{Obj, Validator};
 pub use random::{is_id, random_id};
 pub use request::{
-    caller_id, caller_roles, header, method_str, path_and_query, path_segments, query_param,
-    query_params, read_body, read_incoming_body, read_json_object, require_caller,
+    caller_id, caller_roles, header, is_idempotency_key, method_str, path_and_query, path_segments,
+    query_param, query_params, read_body, read_incoming_body, read_json_object, require_caller,
     require_component, require_role, CALLER_HEADER, CLIENT_IP_HEADER, ROLES_HEADER, USER_ID_HEADER,
 };
 pub use response::{bytes, empty, error, json, respond};

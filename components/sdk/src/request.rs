@@ -65,6 +65,12 @@ pub fn header(req: &IncomingRequest, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// Whether `key` (already trimmed) is a valid `Idempotency-Key`: 1 to 255 visible
+/// ASCII characters, the rule every service that takes one keeps.
+pub fn is_idempotency_key(key: &str) -> bool {
+    (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The caller's user id from [`USER_ID_HEADER`]; `None` when absent or blank.
 pub fn caller_id(req: &IncomingRequest) -> Option<String> {
     header(req, USER_ID_HEADER)

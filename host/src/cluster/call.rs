@@ -18,8 +18,8 @@ use super::wire::{self, RequestHead, ResponseHead, BODY, END, MORE, SEND_TO};
 use super::{seal, subject, Cluster};
 use crate::capabilities::http_out::is_idempotent;
 use crate::manifest::Limits;
-use crate::runtime::failure::error;
 use crate::runtime::failure::HostLost;
+use crate::runtime::failure::{error, retry_soon};
 use crate::runtime::Failure;
 
 /// Waited beyond the callee's own `queue_ms` + `timeout_ms` for its first answer.
@@ -260,14 +260,6 @@ fn response(first: Msg, answer: Parts) -> Result<http::Response<WasiBody>, Unans
     *resp.status_mut() = status;
     wire::fill(resp.headers_mut(), &head.headers);
     Ok(resp)
-}
-
-/// Asks the client to try again in a second: another host, or the same one back, may
-/// well answer by then.
-fn retry_soon<B>(mut resp: http::Response<B>) -> http::Response<B> {
-    let again = http::HeaderValue::from_static("1");
-    resp.headers_mut().insert(http::header::RETRY_AFTER, again);
-    resp
 }
 
 fn body_error(why: &str) -> wasmtime_wasi_http::Error {

@@ -211,18 +211,23 @@ impl Failure {
     /// The JSON error answer on behalf of `component` (`Retry-After` when busy or out of
     /// memory or instances).
     pub fn response<E>(&self, component: &str) -> http::Response<UnsyncBoxBody<Bytes, E>> {
-        let mut resp = error(self.status(), component, &self.message());
+        let resp = error(self.status(), component, &self.message());
         if matches!(
             self,
             Self::Busy { .. } | Self::NoMemory { .. } | Self::PoolExhausted
         ) {
-            resp.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
+            return retry_soon(resp);
         }
         resp
     }
+}
+
+/// `resp` with `Retry-After: 1`: the same request may well be answered in a second (a
+/// slot or memory freed, another host reached, a host back).
+pub fn retry_soon<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let again = http::HeaderValue::from_static("1");
+    resp.headers_mut().insert(http::header::RETRY_AFTER, again);
+    resp
 }
 
 /// Marks an answer given because the host that took a call died or was cut off
