@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds every crate of the components/ cargo workspace for wasm32-wasip2 in release mode.
-# Output: components/target/wasm32-wasip2/release/<name>.wasm (or under $CARGO_TARGET_DIR).
+# Output: components/target/wasm32-wasip2/release/<name>.wasm (or under $CARGO_TARGET_DIR),
+# and a deliberately broken order service under target/broken/ (see below).
 #
 # Usage: scripts/build-components.sh [extra cargo args, e.g. -p hello]
 #
@@ -35,3 +36,9 @@ wasip3_wit
 
 cd "$COMPONENTS"
 cargo build --release --target "$TARGET" "$@"
+# The order service with its Idempotency-Key ignored, which the chaos checker must catch
+# (tests/tests/chaos.rs): under target/broken/, apart from every build that is deployed.
+if [ "$#" -eq 0 ]; then
+    cargo build --release --target "$TARGET" -p order --features broken-idempotency \
+        --target-dir "${CARGO_TARGET_DIR:-$COMPONENTS/target}/broken"
+fi

@@ -73,6 +73,11 @@ impl JsAcker {
         self.send(AckKind::Term).await
     }
 
+    /// Still in hand: restart its ack wait.
+    pub async fn working(&self) -> Result<(), MsgError> {
+        self.send(AckKind::Progress).await
+    }
+
     async fn send(&self, kind: AckKind) -> Result<(), MsgError> {
         self.0
             .ack_with(kind)
@@ -158,6 +163,14 @@ impl Nats {
                 self.ensure_stream(stream).await?;
                 match attempt().await {
                     Ok(Ok(())) => Ok(()),
+                    // The stream is there, yet nothing took the message: its servers
+                    // are out of reach of this one (a partition, an election), for now.
+                    Ok(Err(e)) if e.kind() == PublishErrorKind::StreamNotFound => {
+                        Err(MsgError::Connection(format!(
+                            "stream `{}` exists, but none of its servers answered: {e}",
+                            stream.name
+                        )))
+                    }
                     Ok(Err(e)) => Err(failed(e)),
                     Err(_) => Err(MsgError::Timeout),
                 }

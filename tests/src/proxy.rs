@@ -2,8 +2,10 @@
 //! between two processes (a host and its NATS server, a host and PostgreSQL) goes
 //! through one, so a test can **cut** it (every connection closed, new ones refused,
 //! as when a process dies), **blackhole** it one way or both (connections stay open and
-//! bytes vanish, as in a network partition: no FIN, no RST), **delay** it, and **heal**
-//! it. Nothing leaves the machine.
+//! bytes stop, as in a network partition: no FIN, no RST; held rather than thrown away,
+//! as TCP holds and resends what a partition swallowed, so a healed link carries on
+//! with its stream whole unless an end gave up on it meanwhile), **delay** it, and
+//! **heal** it. Nothing leaves the machine.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +31,7 @@ pub enum Way {
 enum Mode {
     /// Bytes pass (after `delay`).
     Pass { delay: Duration },
-    /// Bytes going `Way` vanish; connections stay open.
+    /// Bytes going `Way` stop; connections stay open.
     Blackhole(Way),
     /// Every connection is closed; new ones are closed at once.
     Cut,
@@ -60,7 +62,7 @@ impl Proxy {
         self.mode.send_replace(Mode::Cut);
     }
 
-    /// Let bytes going `way` vanish, keeping connections open.
+    /// Stop bytes going `way` (held until healed), keeping connections open.
     pub fn blackhole(&self, way: Way) {
         self.mode.send_replace(Mode::Blackhole(way));
     }
@@ -118,6 +120,11 @@ async fn pipe(
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        // Stopped this way: nothing is read, so the sender's own buffers fill as they
+        // would behind a partition.
+        if !passable(&mut mode, way).await {
+            return;
+        }
         let n = tokio::select! {
             read = from.read(&mut buf) => match read {
                 Ok(0) | Err(_) => return,
@@ -130,19 +137,33 @@ async fn pipe(
                 continue;
             }
         };
+        // Read just as the link stopped: held, and sent once it heals.
+        if !passable(&mut mode, way).await {
+            return;
+        }
         let now = *mode.borrow();
-        match now {
-            Mode::Cut => return,
-            Mode::Blackhole(w) if w == way || w == Way::Both => continue,
-            Mode::Blackhole(_) => {}
-            Mode::Pass { delay } => {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
+        if let Mode::Pass { delay } = now {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
             }
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Wait until bytes may go `way`: true then, false on a cut (or the proxy gone).
+async fn passable(mode: &mut watch::Receiver<Mode>, way: Way) -> bool {
+    loop {
+        let now = *mode.borrow_and_update();
+        match now {
+            Mode::Cut => return false,
+            Mode::Blackhole(w) if w == way || w == Way::Both => {}
+            _ => return true,
+        }
+        if mode.changed().await.is_err() {
+            return false;
         }
     }
 }
@@ -177,11 +198,11 @@ mod tests {
     }
 
     const ARRIVES: Duration = Duration::from_secs(5);
-    /// How long a blackholed byte is waited for before it counts as gone.
+    /// How long a blackholed byte is waited for before it counts as held.
     const GONE: Duration = Duration::from_millis(300);
 
     #[tokio::test]
-    async fn a_link_passes_vanishes_either_way_and_heals() {
+    async fn a_link_passes_stops_either_way_and_heals() {
         let proxy = Proxy::start(echo().await).await;
         let mut conn = TcpStream::connect(proxy.addr).await.expect("connect");
         assert_eq!(
@@ -190,11 +211,14 @@ mod tests {
         );
         for way in [Way::Up, Way::Down, Way::Both] {
             proxy.blackhole(way);
-            assert_eq!(round_trip(&mut conn, b"lost", GONE).await, None, "{way:?}");
+            assert_eq!(round_trip(&mut conn, b"held", GONE).await, None, "{way:?}");
             proxy.heal();
-            // What vanished is gone for good: the next bytes come back alone.
+            // What was held arrives once healed, before what follows: the stream is whole.
             let back = round_trip(&mut conn, b"next", ARRIVES).await;
-            assert_eq!(back.as_deref(), Some(&b"next"[..]), "{way:?}");
+            assert_eq!(back.as_deref(), Some(&b"held"[..]), "{way:?}");
+            let mut rest = [0u8; 4];
+            let rest = tokio::time::timeout(ARRIVES, conn.read_exact(&mut rest)).await;
+            assert!(matches!(rest, Ok(Ok(4))), "{way:?}");
         }
         proxy.delay(Duration::from_millis(20));
         let late = round_trip(&mut conn, b"late", ARRIVES).await;

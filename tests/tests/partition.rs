@@ -97,6 +97,28 @@ async fn a_host_cut_off_from_nats_answers_503_or_504_and_serves_again_once_heale
     // What A runs itself does not need the cluster.
     let (status, body) = who("/front/config/who").await;
     assert_eq!((status, value_of(&body)), (200, Some("front".into())));
+    // A change A could not publish is refused, not kept on A alone (a rollback the
+    // chaos runs saw stay on a host cut off from NATS after healing).
+    let version = |c: reqwest::Client, url: String| async move {
+        let resp = c.get(url).send().await.expect("get");
+        resp.headers()["x-panal-version"]
+            .to_str()
+            .map(str::to_string)
+            .expect("version")
+    };
+    let before = version(c.clone(), a.at("/front/config/who")).await;
+    let deploy = c
+        .put(format!("{}/components/front", a.admin))
+        .body(panal_tests::variant(
+            &std::fs::read(component("probe")).expect("probe"),
+            "cut",
+        ))
+        .send()
+        .await
+        .expect("deploy");
+    assert_eq!(deploy.status(), 503, "{}", a.log());
+    assert_eq!(deploy.headers()["retry-after"], "1");
+    assert_eq!(version(c.clone(), a.at("/front/config/who")).await, before);
 
     link.heal();
     let back = eventually(RECOVERY, || async {
@@ -107,9 +129,9 @@ async fn a_host_cut_off_from_nats_answers_503_or_504_and_serves_again_once_heale
     assert_eq!(back.as_deref(), Some("back"), "{}", a.log());
 }
 
-/// A partition that leaves the connection open (no FIN, no RST: bytes just vanish, both
+/// A partition that leaves the connection open (no FIN, no RST: bytes just stop, both
 /// ways): the call waits out the callee's deadline and gets 504 or 503, never a 500;
-/// once healed (the client's and server's pings find the lost stream, or it carries on),
+/// once healed (the stream carries on, or the pings gave up on it and it reconnects),
 /// the calls are served again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_partition_answers_504_or_503_and_heals() {

@@ -35,34 +35,14 @@ fn send_idempotent(url: &str, body: &Value) -> Result<(u16, Value), String> {
 }
 
 /// Reserves every line at once under `reservation` (the order id). Err is what the order
-/// request should answer; whatever an unclear attempt may have held is released first.
+/// request should answer: a 400/404/409 reserved nothing; after any other, something
+/// may be reserved, and the caller's pending marker leaves it to the sweep (a replay of
+/// the order's Idempotency-Key may hold that very reservation by now).
 pub fn reserve(reservation: &str, lines: &[Line]) -> Result<Vec<OrderItem>, ApiError> {
     let body = json!({ "reservation": reservation, "items": lines });
-    let answer = send_idempotent(RESERVE_URL, &body);
-    let requested = || -> Vec<OrderItem> {
-        lines
-            .iter()
-            .map(|l| OrderItem {
-                product_id: l.product_id.clone(),
-                quantity: l.quantity,
-                price_cents: 0,
-            })
-            .collect()
-    };
-    let (status, answer) = match answer {
-        Ok(answer) => answer,
-        Err(e) => {
-            release(Some(reservation), &requested());
-            return Err(ApiError::upstream("product service unavailable").with("detail", e));
-        }
-    };
-    let result = interpret_reserve(status, &answer, lines);
-    if result.is_err() && (status == 200 || matches!(status, 502..=504)) {
-        // Reserved but unreadable, or maybe reserved: put the units back rather than
-        // strand them (the reservation id gives back only what was taken).
-        release(Some(reservation), &requested());
-    }
-    result
+    let (status, answer) = send_idempotent(RESERVE_URL, &body)
+        .map_err(|e| ApiError::upstream("product service unavailable").with("detail", e))?;
+    interpret_reserve(status, &answer, lines)
 }
 
 /// 200 → the reserved items with their prices; 404/409 (unknown product, not enough
@@ -127,9 +107,10 @@ struct ReservedItem {
 }
 
 /// Gives reserved units back: those held under `reservation`, or (for an order stored
-/// before reservations had ids) the items' quantities. Failures are logged, not raised:
-/// the order is already failing, and unreleased units err on the side of not overselling.
-pub fn release(reservation: Option<&str>, items: &[OrderItem]) {
+/// before reservations had ids) the items' quantities; whether the product service
+/// took it. Failures are logged, not raised: the order is already failing, and
+/// unreleased units err on the side of not overselling.
+pub fn release(reservation: Option<&str>, items: &[OrderItem]) -> bool {
     let lines: Vec<Value> = items
         .iter()
         .map(|i| json!({ "product_id": i.product_id, "quantity": i.quantity }))
@@ -144,10 +125,11 @@ pub fn release(reservation: Option<&str>, items: &[OrderItem]) {
         None => client::send_json(Method::Post, RELEASE_URL, &[], &body),
     };
     match answer {
-        Ok((200, _)) => {}
+        Ok((200, _)) => return true,
         Ok((status, body)) => eprintln!("order: stock release answered {status}: {body}"),
         Err(e) => eprintln!("order: stock release failed: {e}"),
     }
+    false
 }
 
 #[cfg(test)]

@@ -96,6 +96,7 @@ mod tests {
             reservation: Some("o1".into()),
             created_at: "2024-01-01T00:00:00Z".into(),
             shipment: None,
+            refusal: None,
         };
         assert_eq!(
             body(PAID, &order, "e1", "2024-01-01T00:00:05Z"),

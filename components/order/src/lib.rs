@@ -33,6 +33,7 @@
 //! shipment to `shipped` and `delivered`, and its view shows the shipment (`shipment`:
 //! id, status, carrier, tracking number; null before there is one).
 
+mod abandon;
 mod calls;
 mod confirm;
 mod events;
@@ -108,17 +109,31 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
     let new = model::new_order(&body)?;
     let route = pay::route()?;
     let bucket = open()?;
-    let id = match idempotency::key_of(req)? {
+    let key = if cfg!(feature = "broken-idempotency") {
+        None
+    } else {
+        idempotency::key_of(req)?
+    };
+    let id = match &key {
         None => panal_sdk::random_id(),
-        Some(key) => match idempotency::claim(&bucket, user_id, &key, &new)? {
+        Some(key) => match idempotency::claim(&bucket, user_id, key, &new)? {
             idempotency::Claim::Create(id) => id,
-            idempotency::Claim::Made(id) => return get(user_id, &id),
+            idempotency::Claim::Made(id) => return replay(&bucket, user_id, &id),
         },
     };
-    let items = calls::reserve(&id, &new.lines)?;
+    abandon::mark(&bucket, &id, user_id, &new.lines)?;
+    let keyed = key.is_some();
+    let lines = &new.lines;
+    let items = match calls::reserve(&id, lines) {
+        Ok(items) => items,
+        Err(e) if is_definite(&e) => {
+            return unplaced(&bucket, keyed, user_id, &id, lines, e, Held::No)
+        }
+        Err(e) => return unplaced(&bucket, keyed, user_id, &id, lines, e, Held::Maybe),
+    };
     let Some(total_cents) = model::total_cents(&items) else {
-        calls::release(Some(&id), &items);
-        return Err(ApiError::bad_request("order total is too large"));
+        let too_large = ApiError::bad_request("order total is too large");
+        return unplaced(&bucket, keyed, user_id, &id, lines, too_large, Held::Yes);
     };
     let mut order = Order {
         reservation: Some(id.clone()),
@@ -131,15 +146,16 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
         created_at: panal_sdk::time::now_rfc3339(),
         payment_unknown: false,
         shipment: None,
+        refusal: None,
     };
-    match store_new(&bucket, &order) {
-        Ok(Stored::Now) => {}
-        // Another attempt under the same Idempotency-Key stored it first and owns it.
-        Ok(Stored::Before) => return get(user_id, &order.id),
-        Err(e) => {
-            calls::release(order.reservation.as_deref(), &order.items);
-            return Err(e);
-        }
+    let stored = match store_new(&bucket, &order) {
+        Ok(stored) => stored,
+        Err(e) => return unplaced(&bucket, keyed, user_id, &order.id, lines, e, Held::Maybe),
+    };
+    if let Stored::Before = stored {
+        // Another attempt under the same Idempotency-Key stored it first and owns it,
+        // or the order was abandoned.
+        return replay(&bucket, user_id, &order.id);
     }
     events::publish(events::CREATED, &order);
 
@@ -219,30 +235,94 @@ enum Stored {
 }
 
 /// Writes the pending order if no attempt under its id did (a replay of its
-/// Idempotency-Key may run beside the first), then appends its id to the owner's index.
+/// Idempotency-Key may run beside the first, or the order was abandoned), then makes
+/// sure its id is in the owner's index.
 fn store_new(bucket: &Bucket, order: &Order) -> Result<Stored, ApiError> {
-    let key = model::order_key(&order.id);
-    let marker = model::pending_key(&order.id);
-    bucket.set(&marker, panal_sdk::time::unix_now().to_string().as_bytes())?;
-    if kv::claim(bucket, &key, &order.to_bytes()?)?.is_some() {
-        return Ok(Stored::Before);
-    }
-    let appended = kv::update(bucket, &model::user_key(&order.user_id), |current| {
+    let stored = match kv::claim(bucket, &model::order_key(&order.id), &order.to_bytes()?)? {
+        None => Stored::Now,
+        Some(bytes) if Order::from_bytes(&bytes)?.status == model::ABANDONED => {
+            return Ok(Stored::Before)
+        }
+        Some(_) => Stored::Before,
+    };
+    // Again on a replay: the first attempt's append may have failed. A failure leaves
+    // the order stored and its marker: the sweep settles it.
+    kv::update(bucket, &model::user_key(&order.user_id), |current| {
         let mut ids = model::parse_index(current)?;
         if ids.contains(&order.id) {
-            // A replay of the same Idempotency-Key: the first attempt listed it.
             return Ok(Step::Keep(()));
         }
         ids.push(order.id.clone());
         let bytes = serde_json::to_vec(&ids).map_err(|e| ApiError::internal(e.to_string()))?;
         Ok(Step::Write(bytes, ()))
-    });
-    if let Err(e) = appended {
-        let _ = bucket.delete(&key);
-        let _ = bucket.delete(&marker);
-        return Err(e.into());
+    })?;
+    Ok(stored)
+}
+
+/// Whether a failed reservation surely reserved nothing (a bad line, an unknown product,
+/// not enough stock), rather than maybe something (no clear answer).
+fn is_definite(e: &ApiError) -> bool {
+    matches!(e.status, 400 | 404 | 409)
+}
+
+/// What a failed attempt may hold of the stock it asked for.
+enum Held {
+    No,
+    Maybe,
+    Yes,
+}
+
+/// An attempt that did not place order `id` answers `why`. Without an Idempotency-Key
+/// no other attempt shares the id: what it may hold goes back now, and the marker stays
+/// for the sweep while anything is in doubt (a reservation still on its way, an order
+/// stored after all). With a key a replay may own the reservation by now: the order is
+/// abandoned when nothing is in doubt (see [`abandon`]; an attempt that stored it first
+/// wins, and the order is answered as it stands), else left to the sweep.
+fn unplaced(
+    bucket: &Bucket,
+    keyed: bool,
+    user_id: &str,
+    id: &str,
+    lines: &[model::Line],
+    why: ApiError,
+    held: Held,
+) -> ApiResult {
+    let marker = model::pending_key(id);
+    match (keyed, held) {
+        (false, Held::No) => {
+            let _ = bucket.delete(&marker);
+        }
+        (false, held) => {
+            let back = calls::release(Some(id), &abandon::items_of(lines));
+            if back && matches!(held, Held::Yes) {
+                let _ = bucket.delete(&marker);
+            }
+        }
+        (true, Held::Maybe) => {}
+        (true, _) => {
+            return match abandon::abandon(bucket, id, user_id, lines, &why)? {
+                abandon::Abandoned::Refused(answer) => Err(answer),
+                abandon::Abandoned::Placed => replay(bucket, user_id, id),
+            }
+        }
     }
-    Ok(Stored::Now)
+    Err(why)
+}
+
+/// The answer to a replay of an Idempotency-Key: its order as it stands, or, when the
+/// order was abandoned, the answer that says why (with its stock given back again, in
+/// case this replay's own reservation took some).
+fn replay(bucket: &Bucket, user_id: &str, id: &str) -> ApiResult {
+    match bucket.get(&model::order_key(id))? {
+        Some(bytes) => {
+            let order = Order::from_bytes(&bytes)?;
+            if order.status == model::ABANDONED && order.user_id == user_id {
+                return Err(abandon::give_back(bucket, order));
+            }
+            get(user_id, id)
+        }
+        None => get(user_id, id),
+    }
 }
 
 fn not_found() -> ApiError {
@@ -256,7 +336,7 @@ fn get(user_id: &str, id: &str) -> ApiResult {
     let bucket = open()?;
     let bytes = bucket.get(&model::order_key(id))?.ok_or_else(not_found)?;
     let order = Order::from_bytes(&bytes)?;
-    if order.user_id != user_id {
+    if order.user_id != user_id || order.status == model::ABANDONED {
         return Err(not_found());
     }
     let order = reconcile::settle(&bucket, order)?;
@@ -277,7 +357,7 @@ fn list(user_id: &str) -> ApiResult {
         for key in &keys {
             if let Some(bytes) = found.get(key) {
                 let order = Order::from_bytes(bytes)?;
-                if order.user_id == user_id {
+                if order.user_id == user_id && order.status != model::ABANDONED {
                     items.push(order.view());
                 }
             }

@@ -18,6 +18,9 @@ pub const PAYMENT_FAILED: &str = "payment_failed";
 /// Set by the shipment's events (see [`crate::shipping`]).
 pub const SHIPPED: &str = "shipped";
 pub const DELIVERED: &str = "delivered";
+/// Never placed: no order exists under the id and none ever will (see
+/// [`crate::abandon`]); never listed or shown as an order.
+pub const ABANDONED: &str = "abandoned";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Line {
@@ -54,6 +57,9 @@ pub struct Order {
     /// The order's shipment as its events told it (see [`crate::shipping`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipment: Option<Shipment>,
+    /// An abandoned order's answer to its Idempotency-Key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<crate::abandon::Refusal>,
 }
 
 /// What the order keeps of its shipment.
@@ -93,8 +99,8 @@ pub fn order_key(id: &str) -> String {
     format!("order:{id}")
 }
 
-/// The marker of an order still `pending`: its value is when it was created (unix
-/// seconds), so the sweep finds stale ones without reading every order.
+/// The marker of an order begun and not yet settled (see [`crate::abandon::Marker`]),
+/// so the sweep finds stale ones without reading every order.
 pub fn pending_key(id: &str) -> String {
     format!("{PENDING_PREFIX}{id}")
 }

@@ -13,6 +13,10 @@
 //!   `settle_after_secs` (default 60, far beyond any request's deadline), whatever the
 //!   route.
 //!
+//! A marker whose order was never stored (its attempts failed or died before storing it)
+//! is abandoned once stale, and what its attempts reserved given back (see
+//! [`crate::abandon`]).
+//!
 //! A payment under the key that is not this order's charge (another order id or
 //! amount: the caller's own `POST /payments` with that key) settles nothing as paid.
 
@@ -21,6 +25,7 @@ use panal_sdk::kv::{self, Step};
 use panal_sdk::{ApiError, ApiResult};
 use serde_json::json;
 
+use crate::abandon;
 use crate::model::{self, Order};
 use crate::pay::{self, Payment, Route};
 use crate::{calls, events};
@@ -63,7 +68,7 @@ pub fn settle_after() -> Result<u64, ApiError> {
 /// Settle every order pending for more than `after_secs`: `{checked, settled, waiting}`.
 pub fn sweep(bucket: &Bucket, after_secs: u64) -> ApiResult {
     let now = panal_sdk::time::unix_now();
-    let (mut checked, mut settled, mut waiting) = (0u64, 0u64, 0u64);
+    let (mut checked, mut settled, mut waiting, mut abandoned) = (0u64, 0u64, 0u64, 0u64);
     // Keys come in order: the markers are one run of keys after the prefix.
     let mut cursor = Some(model::PENDING_PREFIX.to_string());
     while let Some(after) = cursor.take() {
@@ -77,22 +82,33 @@ pub fn sweep(bucket: &Bucket, after_secs: u64) -> ApiResult {
             .iter()
             .filter(|k| k.starts_with(model::PENDING_PREFIX))
         {
-            let since = bucket
-                .get(marker)?
-                .and_then(|v| String::from_utf8(v).ok()?.trim().parse::<u64>().ok())
-                .unwrap_or(0);
+            let Some(value) = bucket.get(marker)? else {
+                continue;
+            };
+            let (since, begun) = abandon::Marker::parse(&value);
             if now.saturating_sub(since) < after_secs {
                 continue;
             }
             checked += 1;
             let id = &marker[model::PENDING_PREFIX.len()..];
-            let order = match bucket.get(&model::order_key(id))? {
-                Some(bytes) => Order::from_bytes(&bytes)?,
-                None => {
+            let order = match (bucket.get(&model::order_key(id))?, begun) {
+                (Some(bytes), _) => Order::from_bytes(&bytes)?,
+                // Never stored: give up on it and give back what its attempts reserved.
+                (None, Some(m)) => {
+                    abandon::abandon(bucket, id, &m.user_id, &m.lines, &abandon::not_placed())?;
+                    abandoned += 1;
+                    continue;
+                }
+                (None, None) => {
                     bucket.delete(marker)?;
                     continue;
                 }
             };
+            if order.status == model::ABANDONED {
+                // Its stock did not go back last time.
+                abandon::give_back(bucket, order);
+                continue;
+            }
             if order.status != model::PENDING {
                 bucket.delete(marker)?;
                 continue;
@@ -110,12 +126,12 @@ pub fn sweep(bucket: &Bucket, after_secs: u64) -> ApiResult {
             cursor = page.cursor;
         }
     }
-    if settled > 0 || waiting > 0 {
-        eprintln!("order: sweep settled {settled} stale pending orders, {waiting} still waiting");
+    if settled > 0 || waiting > 0 || abandoned > 0 {
+        eprintln!("order: sweep settled {settled} stale pending orders, {waiting} still waiting, abandoned {abandoned} never stored");
     }
     Ok((
         200,
-        json!({ "checked": checked, "settled": settled, "waiting": waiting }),
+        json!({ "checked": checked, "settled": settled, "waiting": waiting, "abandoned": abandoned }),
     ))
 }
 
@@ -163,6 +179,9 @@ fn settle_with(bucket: &Bucket, order: Order, outcome: &Payment) -> Result<Order
     if !matches!(outcome, Payment::Captured { .. } | Payment::Free) {
         calls::release(settled.reservation.as_deref(), &settled.items);
     }
+    // The attempt that stored it may have died or failed before it told of it; the
+    // inbox takes an event id once, so telling again is harmless.
+    events::publish(events::CREATED, &order);
     events::publish(event, &settled);
     Ok(settled)
 }

@@ -160,6 +160,7 @@ mod tests {
             payment_unknown: false,
             reservation: None,
             shipment: None,
+            refusal: None,
         }
     }
 

@@ -44,8 +44,8 @@ impl Admin {
                 .await;
             return published_elsewhere(name, published.map(Some));
         }
-        let result = self.registry.deploy(name, &bytes, deploy).await;
-        self.changed(result, routes.as_deref()).await
+        let change = self.registry.deploy(name, &bytes, deploy);
+        self.changed(name, change, routes.as_deref()).await
     }
 }
 

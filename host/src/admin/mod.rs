@@ -91,14 +91,25 @@ impl Admin {
             .filter(|c| c.runs_elsewhere(name) && self.registry.current(name).is_none())
     }
 
-    /// The answer to a change made here (the gateway already follows its routes): the
-    /// cluster's other hosts are told of it (with `routes`, those a deploy set).
+    /// Make a change of `name` here (`change`, not started yet) and, on a cluster, tell
+    /// the cluster's other hosts of it (with `routes`, those a deploy set). On a
+    /// cluster the change is made only once the cluster's NATS answers, so a host cut
+    /// off from it refuses (503, nothing changed) rather than drift from the others;
+    /// one that loses NATS between its change and the publish answers 503 too, and
+    /// goes back to the cluster's version of `name` once NATS answers again.
     async fn changed(
         &self,
-        result: Result<Outcome, ChangeError>,
+        name: &str,
+        change: impl std::future::Future<Output = Result<Outcome, ChangeError>>,
         routes: Option<&[panal_gateway::Route]>,
     ) -> http::Response<Body> {
-        let outcome = match result {
+        if let Some(cluster) = &self.cluster {
+            if let Err(why) = cluster.reachable(name).await {
+                tracing::warn!(component = name, %why, "admin change refused: the cluster cannot take it now");
+                return unavailable("refused; nothing changed", &why.to_string());
+            }
+        }
+        let outcome = match change.await {
             Ok(outcome) => outcome,
             Err(why) => {
                 let phase = why.phase.name();
@@ -112,14 +123,27 @@ impl Admin {
         };
         let mut answer = outcome.json();
         if let Some(cluster) = &self.cluster {
-            let published = cluster.publish(&self.registry, &outcome, routes).await;
-            if let Err(why) = &published {
-                tracing::error!(component = %outcome.name, %why, "the change stays on this host: not published to the cluster");
+            if let Err(why) = cluster.publish(&self.registry, &outcome, routes).await {
+                tracing::error!(component = %outcome.name, %why, "a change made here could not be published; going back to the cluster's version once NATS answers");
+                cluster.rejoin(self.registry.clone(), outcome.name.clone());
+                return unavailable(
+                    "changed on this host only, and only until it reaches the cluster's NATS again: send the change again",
+                    &why.to_string(),
+                );
             }
-            answer["published"] = json!(published.is_ok());
+            answer["published"] = json!(true);
         }
         json_response(StatusCode::OK, &answer)
     }
+}
+
+/// 503 with `Retry-After`: the cluster's NATS could not take a change now.
+fn unavailable(error: &str, why: &str) -> http::Response<Body> {
+    crate::runtime::failure::retry_soon(json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        error,
+        json!({ "reason": why }),
+    ))
 }
 
 /// The answer to a change of a component that runs only on other hosts: published

@@ -65,7 +65,12 @@ impl Admin {
             }
             Err((status, why)) => {
                 tracing::warn!(account = %user, role, %why, "roles change refused");
-                json_error(status, "refused; nothing changed", json!({ "reason": why }))
+                let refused =
+                    json_error(status, "refused; nothing changed", json!({ "reason": why }));
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    return crate::runtime::failure::retry_soon(refused);
+                }
+                refused
             }
         }
     }

@@ -14,7 +14,6 @@ impl Admin {
                        one of them (`panal status` lists them)";
             return published_elsewhere(name, Err(why));
         }
-        let result = self.registry.rollback(name).await;
-        self.changed(result, None).await
+        self.changed(name, self.registry.rollback(name), None).await
     }
 }

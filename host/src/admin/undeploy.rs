@@ -12,7 +12,6 @@ impl Admin {
             let published = cluster.publish_undeploy(name).await.map(|()| None);
             return published_elsewhere(name, published);
         }
-        let result = self.registry.undeploy(name).await;
-        self.changed(result, None).await
+        self.changed(name, self.registry.undeploy(name), None).await
     }
 }

@@ -4,6 +4,7 @@
 //! Every capability that passes context on (calls,
 //! messages) reads it from here.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use super::http_out::Calls;
@@ -27,6 +28,36 @@ pub struct CallContext {
     pub next: Option<Arc<[String]>>,
     /// For a middleware: the request the gateway admitted (see [`Admitted`]).
     pub admitted: Option<Arc<Admitted>>,
+    /// Where the run notes that something it needed was out of reach for now.
+    pub unavailable: Unavailable,
+}
+
+/// Notes, for a run that watches for it (a durable message's), that something the run
+/// needed was out of reach for now: its storage failed or could not be reached, or a
+/// component it called answered 503. A durable delivery that failed after such a note
+/// waits for the outage to pass instead of spending its attempts on it.
+#[derive(Clone, Debug, Default)]
+pub struct Unavailable(Option<Arc<AtomicBool>>);
+
+impl Unavailable {
+    /// One that notes (the default notes nothing: nobody would read it).
+    pub fn watched() -> Self {
+        Self(Some(Arc::new(AtomicBool::new(false))))
+    }
+
+    /// Something was out of reach.
+    pub fn note(&self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether anything was noted since the last call, and forget it.
+    pub fn take(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|flag| flag.swap(false, Ordering::Relaxed))
+    }
 }
 
 /// What a middleware may pass on: the method and path the gateway admitted (a route's
@@ -113,6 +144,19 @@ fn well_formed(name: &str, value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outages_are_noted_only_where_watched() {
+        let nobody = Unavailable::default();
+        nobody.note();
+        assert!(!nobody.take());
+        let watched = Unavailable::watched();
+        assert!(!watched.take());
+        // A clone is the same note: an in-process call's, a kept instance's.
+        watched.clone().note();
+        assert!(watched.take());
+        assert!(!watched.take(), "taken once");
+    }
 
     fn owned(pairs: &[(&str, String)]) -> Vec<(String, String)> {
         pairs

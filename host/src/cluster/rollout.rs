@@ -17,13 +17,28 @@ use std::time::Duration;
 use super::record::{Desired, Reach};
 use super::{Cluster, ClusterError};
 use crate::registry::deploy::{DeployRequest, Outcome};
+use crate::registry::error::Phase;
 use crate::registry::store::RouteRecord;
 use crate::registry::Registry;
 use bytes::Bytes;
 use futures::StreamExt;
+use panal_nats::MsgError;
 
 /// How long a host waits before it tries again a change it failed to follow.
 pub(super) const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// Why a host did not follow a desired version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unfollowed {
+    /// The version failed here (compiling, linking, its routes, its trial): tried
+    /// [`TRIES`] times, in case it was the moment.
+    Version,
+    /// This host could not take it now (its disk full, its storage or the object store
+    /// out of reach): tried until it can.
+    HereForNow,
+}
+
+/// How long the cluster's NATS has to answer before a change is made on this host.
+const REACH_WITHIN: Duration = Duration::from_secs(3);
 /// How many times a host tries to follow one change.
 const TRIES: u32 = 5;
 
@@ -90,6 +105,37 @@ impl Cluster {
         self.want(name, &desired).await
     }
 
+    /// Whether the cluster can take a change of `name` now: a read of its desired
+    /// version answers within [`REACH_WITHIN`] (a link that drops bytes leaves the
+    /// connection up, so being connected says too little).
+    pub async fn reachable(&self, name: &str) -> Result<(), ClusterError> {
+        match tokio::time::timeout(REACH_WITHIN, self.desired.entry(name)).await {
+            Ok(read) => read.map(|_| ()).map_err(ClusterError::Nats),
+            Err(_) => Err(ClusterError::Nats(MsgError::Timeout)),
+        }
+    }
+
+    /// After a change of `name` made here could not be published: every
+    /// [`RETRY_EVERY`], read the cluster's desired version of it, and once that works,
+    /// follow it (a newer change published meanwhile, by this host or another, is
+    /// followed all the same).
+    pub fn rejoin(self: &Arc<Self>, registry: Arc<Registry>, name: String) {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RETRY_EVERY).await;
+                let Ok(entry) = cluster.desired.entry(&name).await else {
+                    continue;
+                };
+                let value = entry.as_ref().map(|(bytes, _)| bytes.as_ref());
+                if cluster.apply(&registry, &name, value).await.is_ok() {
+                    tracing::info!(component = %name, "back on the cluster's version after a change that was not published");
+                    return;
+                }
+            }
+        });
+    }
+
     async fn want(&self, name: &str, desired: &Desired) -> Result<(), ClusterError> {
         let value = super::record::seal(&self.seal, name, desired)?;
         self.desired.put(name, value.into()).await?;
@@ -145,10 +191,14 @@ impl Cluster {
     ) {
         match self.apply(registry, &name, value.as_deref()).await {
             Ok(()) => {}
-            Err(()) if tries < TRIES => {
+            // This host's own trouble (its disk, its storage, the object store) passes.
+            Err(Unfollowed::HereForNow) => {
                 failed.insert(name, (value, tries));
             }
-            Err(()) => {
+            Err(Unfollowed::Version) if tries < TRIES => {
+                failed.insert(name, (value, tries));
+            }
+            Err(Unfollowed::Version) => {
                 tracing::error!(component = %name, "gave up following the cluster's deploy after {TRIES} tries");
             }
         }
@@ -162,7 +212,7 @@ impl Cluster {
         registry: &Arc<Registry>,
         name: &str,
         value: Option<&[u8]>,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Unfollowed> {
         let Some(value) = value else {
             return Ok(());
         };
@@ -191,7 +241,7 @@ impl Cluster {
                     Ok(bytes) => bytes,
                     Err(e) => {
                         tracing::error!(component = name, sha256 = %sha, error = %e, "cannot fetch the cluster's version");
-                        return Err(());
+                        return Err(Unfollowed::HereForNow);
                     }
                 };
                 // Checked when the record was opened.
@@ -214,7 +264,10 @@ impl Cluster {
             }
             Err(e) => {
                 tracing::error!(component = name, by = %desired.by, error = %e, phase = e.phase.name(), "refused the cluster's deploy; the old version keeps serving");
-                Err(())
+                Err(match e.phase {
+                    Phase::Read | Phase::Grants | Phase::Record => Unfollowed::HereForNow,
+                    _ => Unfollowed::Version,
+                })
             }
         }
     }

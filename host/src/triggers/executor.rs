@@ -75,6 +75,7 @@ impl Executor {
             calls: Some(calls),
             next: None,
             admitted: None,
+            unavailable: Default::default(),
         }
     }
 }

@@ -8,7 +8,9 @@
 //! Plain subscriptions are at most once. Durable ones are at least once: settled after
 //! the handler, retried with backoff after a trap, error or timeout, and after
 //! `max_attempts` published to the dead-letter subject (headers say from where, how
-//! often and why) with one error line in the log.
+//! often and why) with one error line in the log. A run that failed on an outage
+//! (storage or a called component out of reach) is held and run again until the outage
+//! passes, without spending an attempt.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,9 +22,10 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::executor::{Executor, Prepared, Wait};
+use crate::capabilities::context::Unavailable;
 use crate::capabilities::messaging::host::Message;
 use crate::capabilities::messaging::{
-    Broker, DurableSub, Incoming, Msg, MsgError, Settle, StreamSpec,
+    Ack, Broker, DurableSub, Incoming, Msg, MsgError, Settle, StreamSpec,
 };
 use crate::capabilities::trace_of;
 use crate::metrics::MsgOp;
@@ -139,7 +142,8 @@ async fn admit(executor: &Executor, name: &str, msg: &Msg) -> Option<Delivery> {
         ];
         (format!("process {} {name}", msg.subject), attrs)
     });
-    let ctx = executor.context(0, None, traces::under(&trace, span.as_ref()));
+    let mut ctx = executor.context(0, None, traces::under(&trace, span.as_ref()));
+    ctx.unavailable = Unavailable::watched();
     let prepared = executor.prepare(deployed, ctx, Wait::Message).await.ok()?;
     Some(Delivery { prepared, span })
 }
@@ -169,10 +173,14 @@ async fn durably(
     let settle = move |executor: Arc<Executor>, delivery: Delivery, incoming: Incoming| {
         let settings = settings.clone();
         async move {
-            let Incoming { msg, attempt, ack } = incoming;
+            let Incoming {
+                msg,
+                attempt,
+                mut ack,
+            } = incoming;
             tracing::Span::current().record("attempt", attempt);
             let stats = delivery.prepared.deployed.stats.clone();
-            let how = match handle(&executor, delivery, msg.clone()).await {
+            let how = match wait_out(&executor, delivery, &msg, &mut *ack).await {
                 Ok(()) => Settle::Done,
                 Err(_) if attempt < settings.max_attempts => Settle::Retry(backoff(attempt)),
                 Err(why) => dead_letter(&settings, msg, attempt, &why).await,
@@ -187,6 +195,49 @@ async fn durably(
     };
     consume(executor, name, stream, |incoming| &incoming.msg, settle).await;
 }
+
+/// Handle a durable delivery. A run that failed on an outage (it noted
+/// [`Unavailable`]: storage out of reach, a called component answering 503) is run
+/// again on the current version until the outage passes, the broker told the delivery
+/// is in hand meanwhile: an outage of any length spends none of its attempts, which are
+/// for the handler's own failures.
+async fn wait_out(
+    executor: &Executor,
+    mut delivery: Delivery,
+    msg: &Msg,
+    ack: &mut dyn Ack,
+) -> Result<(), String> {
+    let name = delivery.prepared.deployed.name.clone();
+    let mut pause = OUTAGE_PAUSE;
+    let mut waited = Duration::ZERO;
+    let mut warn_at = Duration::ZERO;
+    loop {
+        let unavailable = delivery.prepared.ctx.unavailable.clone();
+        let why = match handle(executor, delivery, msg.clone()).await {
+            Err(why) if unavailable.take() => why,
+            done => return done,
+        };
+        if waited >= warn_at {
+            tracing::warn!(error = %why, waited_s = waited.as_secs(),
+                "a durable message waits out an outage (not counted as an attempt)");
+            warn_at = waited + Duration::from_secs(60);
+        }
+        tokio::time::sleep(pause).await;
+        waited += pause;
+        pause = (pause * 2).min(MAX_OUTAGE_PAUSE);
+        if let Err(e) = ack.working().await {
+            tracing::debug!(%e, "cannot tell the broker a waiting delivery is in hand");
+        }
+        delivery = admit(executor, &name, msg)
+            .await
+            .ok_or_else(|| format!("{why}; the component is no longer deployed"))?;
+    }
+}
+
+/// First pause before running a delivery again after an outage; it doubles up to
+/// [`MAX_OUTAGE_PAUSE`].
+const OUTAGE_PAUSE: Duration = Duration::from_millis(200);
+const MAX_OUTAGE_PAUSE: Duration = Duration::from_secs(5);
 
 /// Wait before attempt `attempt + 1`: 100 ms, doubling, at most 5 s.
 fn backoff(attempt: u32) -> Duration {

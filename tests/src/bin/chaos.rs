@@ -27,6 +27,7 @@ fn main() {
         run: Duration::from_secs_f64(minutes * 60.0),
         clients: 8,
         mix: panal_tests::chaos::nemesis::Mix::ALL,
+        order: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

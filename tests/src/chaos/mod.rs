@@ -7,6 +7,7 @@
 
 pub mod changes;
 pub mod check;
+mod disk;
 pub mod nemesis;
 mod report;
 pub mod workload;
@@ -42,13 +43,21 @@ pub struct Settings {
     pub clients: usize,
     /// The faults drawn.
     pub mix: nemesis::Mix,
+    /// Another build of the order service to run (a deliberately broken one, which the
+    /// checker must catch); `None`: the shop's own.
+    pub order: Option<String>,
 }
 
 /// The shop as the chaos run deploys it: durable subscriptions, and the order
 /// service's sweep every 5 s for orders pending over 20 s (beyond any request's
 /// deadline and any pause the nemesis makes).
-pub fn manifest() -> String {
-    let shop = crate::shop::manifest_on("http", true, "");
+pub fn manifest(order: Option<&str>) -> String {
+    let mut shop = crate::shop::manifest_on("http", true, "");
+    if let Some(order) = order {
+        let ours = crate::component("order");
+        assert!(shop.contains(&ours), "the shop manifest changed");
+        shop = shop.replace(&ours, order);
+    }
     let order_config = r#"config = { payment_via = "http" }"#;
     assert!(shop.contains(order_config), "the shop manifest changed");
     shop.replacen(
@@ -67,7 +76,7 @@ pub async fn run(settings: &Settings) -> Report {
         eprintln!("{step}");
     }
     let begun = Instant::now();
-    let mut world = World::start(&manifest()).await;
+    let mut world = World::start(&manifest(settings.order.as_deref())).await;
     let (created, probe) = setup(&world).await;
     eprintln!(
         "chaos: the cluster is up in {:.1}s; faults begin",

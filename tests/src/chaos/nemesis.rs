@@ -57,6 +57,8 @@ pub enum Fault {
     Crash(Proc),
     /// PostgreSQL restarted as after a crash.
     RestartPg,
+    /// A host's data dir filled to the last byte, then freed.
+    DiskFull(usize),
 }
 
 /// A change of the `product` component sent through a host's admin API.
@@ -143,12 +145,13 @@ fn fault(rng: &mut Rng) -> Fault {
     } else {
         Proc::Nats(rng.below(HOSTS))
     };
-    match rng.below(7) {
+    match rng.below(8) {
         0 | 1 => Fault::HostOffNats(rng.below(HOSTS), how),
         2 => Fault::HostOffPg(rng.below(HOSTS), how),
         3 => Fault::NatsIsolated(rng.below(HOSTS), how),
         4 => Fault::Pause(proc),
         5 => Fault::Crash(proc),
+        6 => Fault::DiskFull(rng.below(HOSTS)),
         _ => Fault::RestartPg,
     }
 }
@@ -163,6 +166,11 @@ impl Fault {
             Fault::Pause(p) => world.signal(p, true),
             Fault::Crash(p) => world.kill(p),
             Fault::RestartPg => world.restart_pg().await,
+            Fault::DiskFull(h) => {
+                if !world.fill_disk(h) {
+                    eprintln!("chaos: host {h} has no disk of its own to fill; skipped");
+                }
+            }
         }
     }
 
@@ -171,6 +179,7 @@ impl Fault {
         match self {
             Fault::Pause(p) => world.signal(p, false),
             Fault::Crash(p) => world.restart(p).await,
+            Fault::DiskFull(h) => world.free_disk(h),
             _ => world.heal(),
         }
     }
@@ -186,6 +195,7 @@ impl Fault {
             Fault::Crash(Proc::Host(_)) => "host kill -9",
             Fault::Crash(Proc::Nats(_)) => "NATS server kill -9",
             Fault::RestartPg => "PostgreSQL restart",
+            Fault::DiskFull(_) => "host disk full",
         }
     }
 }
@@ -194,9 +204,9 @@ impl fmt::Display for Break {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Break::Cut => write!(f, "cut"),
-            Break::Drop(Way::Up) => write!(f, "its sends dropped"),
-            Break::Drop(Way::Down) => write!(f, "what it receives dropped"),
-            Break::Drop(Way::Both) => write!(f, "dropped both ways"),
+            Break::Drop(Way::Up) => write!(f, "its sends stopped"),
+            Break::Drop(Way::Down) => write!(f, "what it receives stopped"),
+            Break::Drop(Way::Both) => write!(f, "stopped both ways"),
         }
     }
 }
@@ -212,6 +222,7 @@ impl fmt::Display for Step {
             Fault::Crash(Proc::Host(h)) => format!("host {h} killed (-9)"),
             Fault::Crash(Proc::Nats(n)) => format!("NATS server {n} killed (-9)"),
             Fault::RestartPg => "PostgreSQL restarted (immediate)".to_string(),
+            Fault::DiskFull(h) => format!("host {h}'s disk full"),
         };
         write!(f, "{:>7.1}s  {what}", self.at.as_secs_f64())?;
         if !self.lasts.is_zero() {
@@ -261,7 +272,7 @@ mod tests {
         let steps = schedule(1, Duration::from_secs(3600), Mix::ALL);
         let kinds: std::collections::BTreeSet<&str> =
             steps.iter().map(|s| s.fault.kind()).collect();
-        assert_eq!(kinds.len(), 8, "{kinds:?}");
+        assert_eq!(kinds.len(), 9, "{kinds:?}");
         let calm = Mix {
             storage: false,
             changes: false,

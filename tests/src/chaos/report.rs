@@ -168,6 +168,11 @@ impl Report {
             .iter()
             .map(|(k, n)| format!("{k} ×{n}"))
             .collect();
+        let bare: Vec<String> = seen
+            .no_retry_after
+            .iter()
+            .map(|(why, n)| format!("{why} ×{n}"))
+            .collect();
         let _ = writeln!(
             out,
             "errors clients saw: {}; 503 without Retry-After: {}",
@@ -176,7 +181,11 @@ impl Report {
             } else {
                 errors.join(", ")
             },
-            seen.no_retry_after
+            if bare.is_empty() {
+                "none".to_string()
+            } else {
+                bare.join(", ")
+            }
         );
     }
 }

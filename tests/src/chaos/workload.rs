@@ -60,8 +60,8 @@ pub struct Seen {
     pub requests: u64,
     /// Errors by kind (`503`, `504`, `timeout`, `connect`, ...), allowed ones.
     pub errors: BTreeMap<String, u64>,
-    /// 503s without `Retry-After`.
-    pub no_retry_after: u64,
+    /// 503s without `Retry-After`, by their `error` text.
+    pub no_retry_after: BTreeMap<String, u64>,
     /// Answers the shop must never give (a 500, a lost acknowledged order, ...).
     pub wrong: Vec<String>,
 }
@@ -162,6 +162,11 @@ impl Client {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
                 let body = resp.json().await.unwrap_or(Value::Null);
+                if status == 503 && retry_after.is_none() {
+                    let why = body["error"].as_str().unwrap_or("(no error text)");
+                    let mut seen = self.history.lock().expect("history");
+                    *seen.no_retry_after.entry(why.to_string()).or_default() += 1;
+                }
                 Answer::Status(status, retry_after, body)
             }
             Err(e) if e.is_timeout() => Answer::Failed("timeout"),
@@ -173,9 +178,6 @@ impl Client {
     /// Counts an allowed error; a pause before trying again (Retry-After, capped).
     fn error(&mut self, kind: String, retry_after: Option<&str>) -> Duration {
         let mut seen = self.history.lock().expect("history");
-        if kind == "503" && retry_after.is_none() {
-            seen.no_retry_after += 1;
-        }
         *seen.errors.entry(kind).or_default() += 1;
         let asked = retry_after.and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
         Duration::from_millis((asked * 1000).clamp(100, 1000))

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::{Arc, RwLock};
 
+use super::disk::Disk;
 use crate::postgres::Postgres;
 use crate::proxy::{Proxy, Way};
 use crate::shop::SECRET;
@@ -41,7 +42,7 @@ pub enum Proc {
 pub enum Break {
     /// Every connection closed, new ones refused.
     Cut,
-    /// Bytes going this way vanish.
+    /// Bytes going this way stop (held until healed).
     Drop(Way),
 }
 
@@ -58,7 +59,7 @@ struct Node {
 struct Host {
     start: Start,
     panal: Option<Panal>,
-    _data: tempfile::TempDir,
+    data: Disk,
 }
 
 /// Everything of one run; dropping it stops every process.
@@ -99,7 +100,7 @@ impl World {
         }
         let mut hosts = Vec::new();
         for (h, components) in COMPONENTS.iter().enumerate() {
-            let data = tempfile::tempdir().expect("data dir");
+            let data = Disk::new();
             let urls: Vec<String> = links[h]
                 .iter()
                 .map(|p| format!("nats://{}", p.addr))
@@ -114,7 +115,7 @@ impl World {
             hosts.push(Host {
                 start,
                 panal: None,
-                _data: data,
+                data,
             });
         }
         let mut world = Self {
@@ -239,28 +240,60 @@ impl World {
         }
     }
 
+    /// Fill host `h`'s data dir to the last byte; false when it has no disk of its own.
+    pub fn fill_disk(&self, h: usize) -> bool {
+        self.hosts[h].data.fill()
+    }
+
+    /// Room again on host `h`'s disk.
+    pub fn free_disk(&self, h: usize) {
+        self.hosts[h].data.free();
+    }
+
     /// Restart PostgreSQL as a crash would (every connection dropped mid-write).
     pub async fn restart_pg(&self) {
         tokio::task::block_in_place(|| self.pg.restart());
     }
 
-    /// The last `lines` lines of each host's log that mention errors, for a report.
+    /// The last `lines` lines of each host's and NATS server's log that mention errors
+    /// or warnings, for a report.
     pub fn logs(&self, lines: usize) -> String {
         let mut out = String::new();
         for (h, host) in self.hosts.iter().enumerate() {
             let Some(panal) = &host.panal else { continue };
-            let log = panal.log();
-            let errors: Vec<&str> = log
-                .lines()
-                .filter(|l| l.contains("ERROR") || l.contains("WARN"))
-                .collect();
-            out.push_str(&format!("--- host {h} ---\n"));
-            for line in &errors[errors.len().saturating_sub(lines)..] {
-                out.push_str(line);
-                out.push('\n');
-            }
+            tail(
+                &mut out,
+                &format!("host {h}"),
+                &panal.log(),
+                &["ERROR", "WARN"],
+                lines,
+            );
+        }
+        for (n, node) in self.nodes.iter().enumerate() {
+            let log = std::fs::read_to_string(node.conf.with_file_name("nats.log"));
+            let log = log.unwrap_or_default();
+            tail(
+                &mut out,
+                &format!("NATS server {n}"),
+                &log,
+                &["[ERR]", "[WRN]"],
+                lines,
+            );
         }
         out
+    }
+}
+
+/// The last `lines` lines of `log` with any of `marks`, under a heading `who`.
+fn tail(out: &mut String, who: &str, log: &str, marks: &[&str], lines: usize) {
+    let picked: Vec<&str> = log
+        .lines()
+        .filter(|l| marks.iter().any(|m| l.contains(m)))
+        .collect();
+    out.push_str(&format!("--- {who} ---\n"));
+    for line in &picked[picked.len().saturating_sub(lines)..] {
+        out.push_str(line);
+        out.push('\n');
     }
 }
 

@@ -179,6 +179,7 @@ impl WasiHttpHooks for Outbound {
             }
             let calls = self.ctx.calls.clone();
             let depth = self.ctx.depth + 1;
+            let unavailable = self.ctx.unavailable.clone();
             return Box::new(async move {
                 if depth > MAX_CALL_DEPTH {
                     return Err(Error::LoopDetected);
@@ -187,6 +188,9 @@ impl WasiHttpHooks for Outbound {
                     .and_then(|c| c.upgrade())
                     .ok_or(Error::DestinationUnavailable)?;
                 let resp = resilience::call(&*calls, &host, request, depth, options.as_ref()).await;
+                if resp.status() == http::StatusCode::SERVICE_UNAVAILABLE {
+                    unavailable.note();
+                }
                 if let Some(span) = span.as_mut() {
                     span.answered(resp.status().as_u16());
                 }

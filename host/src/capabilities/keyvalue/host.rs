@@ -7,8 +7,9 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Resource, ResourceTable};
 use wasmtime::Result;
 
-use super::{KvError, KvStore};
+use super::{KvError, KvStore, OP_TIMEOUT, STALLED};
 use crate::capabilities::bindings::{atomics, batch, store};
+use crate::capabilities::context::Unavailable;
 use crate::metrics::{KvOp, Stats};
 use crate::traces;
 
@@ -47,6 +48,8 @@ pub struct KvView<'a> {
     /// The context of the request the instance serves: each operation's span is its
     /// child.
     pub trace: &'a [(String, String)],
+    /// Where an outage of the backend is noted.
+    pub unavailable: &'a Unavailable,
 }
 
 impl crate::capabilities::State {
@@ -57,6 +60,7 @@ impl crate::capabilities::State {
             grant: &self.caps.keyvalue,
             table: &mut self.table,
             trace: &self.caps.http_out.ctx.trace,
+            unavailable: &self.caps.http_out.ctx.unavailable,
         }
     }
 }
@@ -79,11 +83,60 @@ pub(super) fn add_to_linker<T: Send + 'static>(
     Ok(())
 }
 
-fn other(err: KvError) -> store::Error {
+/// `op`, failed as [`KvError::NoAnswer`] past [`OP_TIMEOUT`].
+async fn bounded<T>(
+    op: impl std::future::Future<Output = Result<T, KvError>>,
+) -> Result<T, KvError> {
+    tokio::time::timeout(OP_TIMEOUT, op)
+        .await
+        .unwrap_or(Err(KvError::NoAnswer))
+}
+
+/// `err` as the guest sees it; an outage of the backend is noted in `unavailable`.
+fn other(unavailable: &Unavailable, err: KvError) -> store::Error {
+    if err.is_outage() {
+        unavailable.note();
+    }
     store::Error::Other(err.to_string())
 }
 
+/// The outcome of storage operation `op`, bounded by [`OP_TIMEOUT`], as the guest sees
+/// it. (A free function: a `&KvView` held across the wait would keep the future from
+/// being `Send`.)
+async fn done<T>(
+    unavailable: &Unavailable,
+    op: impl std::future::Future<Output = Result<T, KvError>>,
+) -> Result<T, store::Error> {
+    let mut waiting = Waiting {
+        unavailable,
+        since: Some(std::time::Instant::now()),
+    };
+    let outcome = bounded(op).await.map_err(|e| other(unavailable, e));
+    waiting.since = None;
+    outcome
+}
+
+/// An operation in flight: if its run is stopped (its deadline) after it waited
+/// [`STALLED`], that is noted as an outage.
+struct Waiting<'a> {
+    unavailable: &'a Unavailable,
+    since: Option<std::time::Instant>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.since.is_some_and(|t| t.elapsed() >= STALLED) {
+            self.unavailable.note();
+        }
+    }
+}
+
 impl KvView<'_> {
+    /// `err` as the guest sees it; an outage of the backend is noted for the run.
+    fn other(&self, err: KvError) -> store::Error {
+        other(self.unavailable, err)
+    }
+
     /// The namespace and bucket name behind an open bucket. `open` hands out buckets only
     /// when a namespace exists, so its absence here is a host bug, hence a trap.
     /// Counts `op` too, and starts its span (it ends when the caller drops it): every
@@ -124,7 +177,7 @@ impl store::HostBucket for KvView<'_> {
         key: String,
     ) -> Result<Result<Option<Vec<u8>>, store::Error>> {
         let (s, name, _span) = self.target(&bucket, KvOp::Get)?;
-        Ok(s.get(&name, &key).await.map_err(other))
+        Ok(done(self.unavailable, s.get(&name, &key)).await)
     }
 
     async fn set(
@@ -134,7 +187,7 @@ impl store::HostBucket for KvView<'_> {
         value: Vec<u8>,
     ) -> Result<Result<(), store::Error>> {
         let (s, name, _span) = self.target(&bucket, KvOp::Set)?;
-        Ok(s.set(&name, &key, &value).await.map_err(other))
+        Ok(done(self.unavailable, s.set(&name, &key, &value)).await)
     }
 
     async fn delete(
@@ -143,7 +196,7 @@ impl store::HostBucket for KvView<'_> {
         key: String,
     ) -> Result<Result<(), store::Error>> {
         let (s, name, _span) = self.target(&bucket, KvOp::Delete)?;
-        Ok(s.delete(&name, &key).await.map_err(other))
+        Ok(done(self.unavailable, s.delete(&name, &key)).await)
     }
 
     async fn exists(
@@ -152,7 +205,7 @@ impl store::HostBucket for KvView<'_> {
         key: String,
     ) -> Result<Result<bool, store::Error>> {
         let (s, name, _span) = self.target(&bucket, KvOp::Exists)?;
-        Ok(s.exists(&name, &key).await.map_err(other))
+        Ok(done(self.unavailable, s.exists(&name, &key)).await)
     }
 
     async fn list_keys(
@@ -161,10 +214,11 @@ impl store::HostBucket for KvView<'_> {
         cursor: Option<String>,
     ) -> Result<Result<store::KeyResponse, store::Error>> {
         let (s, name, _span) = self.target(&bucket, KvOp::ListKeys)?;
-        Ok(s.list_keys(&name, cursor.as_deref())
-            .await
-            .map(|(keys, cursor)| store::KeyResponse { keys, cursor })
-            .map_err(other))
+        Ok(
+            done(self.unavailable, s.list_keys(&name, cursor.as_deref()))
+                .await
+                .map(|(keys, cursor)| store::KeyResponse { keys, cursor }),
+        )
     }
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> Result<()> {
@@ -181,7 +235,7 @@ impl atomics::Host for KvView<'_> {
         delta: i64,
     ) -> Result<Result<i64, store::Error>> {
         let (s, name, _span) = self.target(&bucket, KvOp::Increment)?;
-        Ok(s.increment(&name, &key, delta).await.map_err(other))
+        Ok(done(self.unavailable, s.increment(&name, &key, delta)).await)
     }
 
     async fn swap(
@@ -196,18 +250,17 @@ impl atomics::Host for KvView<'_> {
             .store
             .clone()
             .ok_or_else(|| wasmtime::format_err!("cas open without a namespace"))?;
-        match store
-            .compare_and_swap(&op.bucket, &op.key, op.current.as_deref(), &value)
+        match bounded(store.compare_and_swap(&op.bucket, &op.key, op.current.as_deref(), &value))
             .await
         {
             Ok(true) => Ok(Ok(())),
-            Err(e) => Ok(Err(atomics::CasError::StoreError(other(e)))),
+            Err(e) => Ok(Err(atomics::CasError::StoreError(self.other(e)))),
             Ok(false) => {
                 // The spec asks for a handle already at the latest value, so a retry loop
                 // converges without another read.
-                let current = match store.get(&op.bucket, &op.key).await {
+                let current = match bounded(store.get(&op.bucket, &op.key)).await {
                     Ok(v) => v,
-                    Err(e) => return Ok(Err(atomics::CasError::StoreError(other(e)))),
+                    Err(e) => return Ok(Err(atomics::CasError::StoreError(self.other(e)))),
                 };
                 let fresh = self.table.push(Cas { current, ..op })?;
                 Ok(Err(atomics::CasError::CasFailed(fresh)))
@@ -223,9 +276,9 @@ impl atomics::HostCas for KvView<'_> {
         key: String,
     ) -> Result<Result<Resource<Cas>, store::Error>> {
         let (s, name, _span) = self.target(&bucket, KvOp::Cas)?;
-        let current = match s.get(&name, &key).await {
+        let current = match done(self.unavailable, s.get(&name, &key)).await {
             Ok(v) => v,
-            Err(e) => return Ok(Err(other(e))),
+            Err(e) => return Ok(Err(e)),
         };
         Ok(Ok(self.table.push(Cas {
             bucket: name,
@@ -254,12 +307,14 @@ impl batch::Host for KvView<'_> {
         keys: Vec<String>,
     ) -> Result<Result<Vec<Option<(String, Vec<u8>)>>, store::Error>> {
         let (s, name, _span) = self.target(&bucket, KvOp::GetMany)?;
-        Ok(s.get_many(&name, &keys).await.map_err(other).map(|values| {
-            keys.into_iter()
-                .zip(values)
-                .map(|(k, v)| v.map(|v| (k, v)))
-                .collect()
-        }))
+        Ok(done(self.unavailable, s.get_many(&name, &keys))
+            .await
+            .map(|values| {
+                keys.into_iter()
+                    .zip(values)
+                    .map(|(k, v)| v.map(|v| (k, v)))
+                    .collect()
+            }))
     }
 
     async fn set_many(
@@ -268,7 +323,7 @@ impl batch::Host for KvView<'_> {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Result<Result<(), store::Error>> {
         let (s, name, _span) = self.target(&bucket, KvOp::SetMany)?;
-        Ok(s.set_many(&name, &key_values).await.map_err(other))
+        Ok(done(self.unavailable, s.set_many(&name, &key_values)).await)
     }
 
     async fn delete_many(
@@ -277,6 +332,6 @@ impl batch::Host for KvView<'_> {
         keys: Vec<String>,
     ) -> Result<Result<(), store::Error>> {
         let (s, name, _span) = self.target(&bucket, KvOp::DeleteMany)?;
-        Ok(s.delete_many(&name, &keys).await.map_err(other))
+        Ok(done(self.unavailable, s.delete_many(&name, &keys)).await)
     }
 }

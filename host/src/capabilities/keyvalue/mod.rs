@@ -71,7 +71,26 @@ pub enum KvError {
     /// server stores); the text names the limit.
     #[error("{0}")]
     Limit(String),
+    /// No answer within [`OP_TIMEOUT`]: the backend is out of reach (a link that drops
+    /// bytes leaves connections open and silent).
+    #[error("storage unavailable: no answer within {}s", OP_TIMEOUT.as_secs())]
+    NoAnswer,
 }
+
+impl KvError {
+    /// Whether the backend failed or was out of reach, rather than refused the call.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Self::Database(_) | Self::Nats(_) | Self::NoAnswer)
+    }
+}
+
+/// The longest one storage operation may take before it fails as out of reach; far
+/// beyond a healthy database's answer, within most requests' deadlines.
+pub const OP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// An operation still waiting this long when its run's deadline stopped it was waiting
+/// on an outage (a healthy database answers in milliseconds).
+pub const STALLED: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Most keys one `list-keys` call returns; the cursor fetches the next page.
 pub const LIST_PAGE: usize = 1000;

@@ -109,6 +109,11 @@ pub enum Settle {
 pub trait Ack: Send {
     /// Settle it; failures (a broken connection) mean the broker redelivers later.
     async fn settle(self: Box<Self>, how: Settle) -> Result<(), MsgError>;
+    /// Still in hand: the broker should wait its full ack wait again before it
+    /// redelivers.
+    async fn working(&mut self) -> Result<(), MsgError> {
+        Ok(())
+    }
 }
 
 /// The default request timeout when the guest sets none.

@@ -217,6 +217,10 @@ impl Ack for JsAck {
             Settle::GiveUp => self.0.term().await,
         }
     }
+
+    async fn working(&mut self) -> Result<(), MsgError> {
+        self.0.working().await
+    }
 }
 
 #[async_trait]
