@@ -76,6 +76,8 @@ async fn a_broken_payment_fails_orders_fast_opens_its_circuit_and_recovers() {
             StatusCode::SERVICE_UNAVAILABLE => {
                 let e = body["error"].as_str().unwrap_or("");
                 assert!(e.contains("not placed"), "{body}");
+                // Said in `Retry-After` too (the SDK's reply).
+                assert_eq!(body["retry_after_secs"], 1, "{body}");
                 refused += 1;
             }
             other => panic!("order {i}: {other} {body}"),

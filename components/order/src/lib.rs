@@ -205,7 +205,9 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
                 503,
                 "payment is unavailable; the order was not placed and its stock released",
             )
-            .with("order_id", order.id));
+            .with("order_id", order.id)
+            // A new order may go through once payment's circuit lets calls in again.
+            .with("retry_after_secs", 1));
         }
         Payment::Unknown => {
             // The charge may have been captured: releasing the stock could sell paid-for
