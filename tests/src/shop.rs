@@ -257,3 +257,15 @@ impl Shop<'_> {
         .await
     }
 }
+
+/// A connection to `component`'s SQLite file in the host's data dir `data` (the embedded
+/// storage), to leave in it what a crash or a lost write would.
+pub async fn storage_of(data: &std::path::Path, component: &str) -> sqlx::SqliteConnection {
+    let path = data.join(format!("kv/{component}.sqlite"));
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .busy_timeout(std::time::Duration::from_secs(10));
+    <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

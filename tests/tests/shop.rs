@@ -6,7 +6,7 @@ use panal_tests::{base64_url, client, sign_hs256, Panal};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use panal_tests::shop::{manifest_on, start, Shop, SECRET};
+use panal_tests::shop::{manifest_on, start, storage_of, Shop, SECRET};
 
 #[tokio::test]
 async fn the_whole_flow_through_the_gateway_survives_a_restart() {
@@ -266,19 +266,36 @@ async fn payments_are_idempotent_and_private(
     payment_id
 }
 
+/// Removes payment `id`'s own record from the stopped host's SQLite file, leaving its
+/// key's claim: what a charge leaves when its storage fails between the two writes.
+async fn lose_payment_record(data: &std::path::Path, id: &str) {
+    let mut conn = storage_of(data, "payment").await;
+    let gone = sqlx::query("DELETE FROM kv WHERE bucket = 'payments' AND key = ?")
+        .bind(format!("payment:{id}"))
+        .execute(&mut conn)
+        .await
+        .expect("delete");
+    assert_eq!(gone.rows_affected(), 1, "payment:{id} was stored");
+}
+
 /// Everything is still there after a restart, old tokens still work, and card numbers
-/// never reach storage whole.
+/// never reach storage whole. A payment whose record was lost after its key was claimed
+/// is written again as soon as its key is looked up (as the order service's sweep does),
+/// so the id an order holds always reads.
 async fn everything_is_kept_across_a_restart(
     data: &std::path::Path,
     ana_token: &str,
     honey: &str,
     payment_id: &str,
 ) {
+    lose_payment_record(data, payment_id).await;
     let panal = start(data);
     let shop = Shop {
         panal: &panal,
         c: client(),
     };
+    let (s, by_key) = shop.get("/payments/by-key/key-1", Some(ana_token)).await;
+    assert_eq!((s, &by_key["id"]), (StatusCode::OK, &json!(payment_id)));
     let (s, mine) = shop.get("/orders", Some(ana_token)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(mine["items"].as_array().map(Vec::len), Some(2));

@@ -14,8 +14,9 @@
 //!
 //! `event_id` is the order's id and the event's kind: an order has each event at most
 //! once, so consumers de-duplicate by it, whether a message was redelivered or
-//! published again (a replayed `Idempotency-Key`, the sweep settling an order). Publishing is best effort: a failure is one line on stderr (the
-//! host logs it) and never fails or changes the order. The manifest must grant
+//! published again (the sweep finishing an order). A failed publish never fails or changes
+//! the order: it is logged, and the order's pending marker stays until the sweep has told
+//! it (see `reconcile::finish`). The manifest must grant
 //! `messaging = { publish = ["orders.>"] }` (or the three subjects).
 
 use panal_sdk::messaging::{producer, types};
@@ -50,8 +51,9 @@ pub fn event_id(kind: &str, order_id: &str) -> String {
     format!("{order_id}-{suffix}")
 }
 
-/// Publishes event `kind` (also the subject) for `order`; failures are only logged.
-pub fn publish(kind: &str, order: &Order) {
+/// Publishes event `kind` (also the subject) for `order`; whether the broker took it (a
+/// failure is logged, and the order's pending marker stays for the sweep to tell again).
+pub fn publish(kind: &str, order: &Order) -> bool {
     let event = body(
         kind,
         order,
@@ -66,11 +68,22 @@ pub fn publish(kind: &str, order: &Order) {
             message.set_content_type("application/json");
             producer::send(&client, kind, message)
         });
-    if let Err(e) = sent {
+    if let Err(e) = &sent {
         eprintln!(
             "order: publishing {kind} for order {} failed: {e:?}",
             order.id
         );
+    }
+    sent.is_ok()
+}
+
+/// The event that tells of `status`, a final one: `orders.payment_failed` for a failed
+/// order, else `orders.paid` (an order shipped or delivered was paid first).
+pub fn final_event(status: &str) -> &'static str {
+    if status == crate::model::PAYMENT_FAILED {
+        PAYMENT_FAILED
+    } else {
+        PAID
     }
 }
 

@@ -24,10 +24,11 @@
 //!
 //! Storage: bucket `orders`, key layout in [`model`]. The card number is never stored.
 //!
-//! Events ([`events`], best effort over wasi:messaging): `orders.created` once the order
-//! is stored as `pending`, then `orders.paid` or `orders.payment_failed` once the final
-//! status is stored. An order left `pending` by an unknown payment outcome gets no second
-//! event here.
+//! Events ([`events`], over wasi:messaging): `orders.created` once the order is stored as
+//! `pending`, then `orders.paid` or `orders.payment_failed` once the final status is
+//! stored. An order left `pending` by an unknown payment outcome gets no second event
+//! here. An event that could not be published, or a failed order's stock that could not
+//! be given back, keeps the order's pending marker: the sweep finishes it.
 //!
 //! Shipments ([`shipping`], messages on `shipments.*`): a paid order follows its
 //! shipment to `shipped` and `delivered`, and its view shows the shipment (`shipment`:
@@ -157,7 +158,7 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
         // or the order was abandoned.
         return replay(&bucket, user_id, &order.id);
     }
-    events::publish(events::CREATED, &order);
+    let told_created = events::publish(events::CREATED, &order);
 
     // Payment charges at least 1 cent; an order of free items has nothing to charge.
     let outcome = if order.total_cents == 0 {
@@ -171,36 +172,23 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
             &new.card_number,
         )
     };
-    let event = match outcome {
-        Payment::Free => {
-            order.status = model::PAID.to_string();
-            events::PAID
-        }
+    match outcome {
+        Payment::Free => order.status = model::PAID.to_string(),
         Payment::Captured { payment_id } => {
             order.status = model::PAID.to_string();
             order.payment_id = Some(payment_id);
-            events::PAID
         }
         Payment::Declined { payment_id } => {
-            calls::release(order.reservation.as_deref(), &order.items);
             order.status = model::PAYMENT_FAILED.to_string();
             order.payment_id = Some(payment_id);
-            events::PAYMENT_FAILED
         }
-        Payment::Refused => {
-            // Payment turned the request down before charging: as final as a decline.
-            calls::release(order.reservation.as_deref(), &order.items);
-            order.status = model::PAYMENT_FAILED.to_string();
-            events::PAYMENT_FAILED
-        }
+        // Payment turned the request down before charging: as final as a decline.
+        Payment::Refused => order.status = model::PAYMENT_FAILED.to_string(),
         Payment::Unavailable => {
             // Nothing was sent to payment: the order is over, and its stock goes back.
-            calls::release(order.reservation.as_deref(), &order.items);
             order.status = model::PAYMENT_FAILED.to_string();
-            let record = order.to_bytes()?;
-            bucket.set(&model::order_key(&order.id), &record)?;
-            let _ = bucket.delete(&model::pending_key(&order.id));
-            events::publish(events::PAYMENT_FAILED, &order);
+            bucket.set(&model::order_key(&order.id), &order.to_bytes()?)?;
+            reconcile::finish(&bucket, &order, !told_created);
             return Err(ApiError::new(
                 503,
                 "payment is unavailable; the order was not placed and its stock released",
@@ -218,15 +206,15 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
             bucket.set(&model::order_key(&order.id), &order.to_bytes()?)?;
             return Err(ApiError::upstream("payment outcome unknown").with("order_id", order.id));
         }
-    };
+    }
     let record = order.to_bytes()?;
     // One retry: by now money may have moved, so losing this write is worth avoiding.
     if bucket.set(&model::order_key(&order.id), &record).is_err() {
         bucket.set(&model::order_key(&order.id), &record)?;
     }
-    // Settled: the sweep has nothing to do for it (a marker left behind is dropped there).
-    let _ = bucket.delete(&model::pending_key(&order.id));
-    events::publish(event, &order);
+    // Stored: a failed order's stock goes back and the others are told. What fails of
+    // that is left to the sweep, with the marker.
+    reconcile::finish(&bucket, &order, !told_created);
     Ok((201, order.view()))
 }
 

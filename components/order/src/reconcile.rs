@@ -15,7 +15,8 @@
 //!
 //! A marker whose order was never stored (its attempts failed or died before storing it)
 //! is abandoned once stale, and what its attempts reserved given back (see
-//! [`crate::abandon`]).
+//! [`crate::abandon`]). A marker whose order has its final status is one whose attempt
+//! could not give its stock back or tell of it: the sweep does that ([`finish`]).
 //!
 //! A payment under the key that is not this order's charge (another order id or
 //! amount: the caller's own `POST /payments` with that key) settles nothing as paid.
@@ -65,10 +66,27 @@ pub fn settle_after() -> Result<u64, ApiError> {
     }
 }
 
-/// Settle every order pending for more than `after_secs`: `{checked, settled, waiting}`.
+/// What the sweep did with one marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Swept {
+    /// Not stale yet, or already gone.
+    Young,
+    Settled,
+    /// Payment cannot say now: the next sweep asks again.
+    Waiting,
+    Abandoned,
+    Finished,
+    /// Something failed (storage, the product service, the broker): the marker stays.
+    Failed,
+}
+
+/// Settle every order pending for more than `after_secs`, abandon stale markers of
+/// orders never stored, finish orders whose final status is stored but not yet told:
+/// `{checked, settled, waiting, abandoned, finished, failed}`. A marker that fails does
+/// not stop the others.
 pub fn sweep(bucket: &Bucket, after_secs: u64) -> ApiResult {
     let now = panal_sdk::time::unix_now();
-    let (mut checked, mut settled, mut waiting, mut abandoned) = (0u64, 0u64, 0u64, 0u64);
+    let mut counts = std::collections::BTreeMap::<Swept, u64>::new();
     // Keys come in order: the markers are one run of keys after the prefix.
     let mut cursor = Some(model::PENDING_PREFIX.to_string());
     while let Some(after) = cursor.take() {
@@ -82,84 +100,94 @@ pub fn sweep(bucket: &Bucket, after_secs: u64) -> ApiResult {
             .iter()
             .filter(|k| k.starts_with(model::PENDING_PREFIX))
         {
-            let Some(value) = bucket.get(marker)? else {
-                continue;
-            };
-            let (since, begun) = abandon::Marker::parse(&value);
-            if now.saturating_sub(since) < after_secs {
-                continue;
-            }
-            checked += 1;
-            let id = &marker[model::PENDING_PREFIX.len()..];
-            let order = match (bucket.get(&model::order_key(id))?, begun) {
-                (Some(bytes), _) => Order::from_bytes(&bytes)?,
-                // Never stored: give up on it and give back what its attempts reserved.
-                (None, Some(m)) => {
-                    abandon::abandon(bucket, id, &m.user_id, &m.lines, &abandon::not_placed())?;
-                    abandoned += 1;
-                    continue;
-                }
-                (None, None) => {
-                    bucket.delete(marker)?;
-                    continue;
-                }
-            };
-            if order.status == model::ABANDONED {
-                // Its stock did not go back last time.
-                abandon::give_back(bucket, order);
-                continue;
-            }
-            if order.status != model::PENDING {
-                bucket.delete(marker)?;
-                continue;
-            }
-            match pay::lookup_for(&order.user_id, &order.id, order.total_cents) {
-                Some(outcome) => {
-                    settle_with(bucket, order, &outcome)?;
-                    settled += 1;
-                }
-                // Payment cannot say now: the next sweep asks again.
-                None => waiting += 1,
-            }
+            let swept = sweep_one(bucket, marker, now, after_secs).unwrap_or_else(|e| {
+                eprintln!("order: sweep of {marker} failed: {e}");
+                Swept::Failed
+            });
+            *counts.entry(swept).or_default() += 1;
         }
         if !done {
             cursor = page.cursor;
         }
     }
-    if settled > 0 || waiting > 0 || abandoned > 0 {
-        eprintln!("order: sweep settled {settled} stale pending orders, {waiting} still waiting, abandoned {abandoned} never stored");
+    let count = |s: Swept| counts.get(&s).copied().unwrap_or(0);
+    let body = json!({
+        "checked": counts.iter().filter(|(s, _)| **s != Swept::Young).map(|(_, n)| n).sum::<u64>(),
+        "settled": count(Swept::Settled),
+        "waiting": count(Swept::Waiting),
+        "abandoned": count(Swept::Abandoned),
+        "finished": count(Swept::Finished),
+        "failed": count(Swept::Failed),
+    });
+    if body["checked"] != 0 {
+        eprintln!("order: sweep {body}");
     }
-    Ok((
-        200,
-        json!({ "checked": checked, "settled": settled, "waiting": waiting, "abandoned": abandoned }),
-    ))
+    Ok((200, body))
+}
+
+/// One marker of the sweep.
+fn sweep_one(bucket: &Bucket, marker: &str, now: u64, after_secs: u64) -> Result<Swept, ApiError> {
+    let Some(value) = bucket.get(marker)? else {
+        return Ok(Swept::Young);
+    };
+    let (since, begun) = abandon::Marker::parse(&value);
+    if now.saturating_sub(since) < after_secs {
+        return Ok(Swept::Young);
+    }
+    let id = &marker[model::PENDING_PREFIX.len()..];
+    let order = match (bucket.get(&model::order_key(id))?, begun) {
+        (Some(bytes), _) => Order::from_bytes(&bytes)?,
+        // Never stored: give up on it and give back what its attempts reserved.
+        (None, Some(m)) => {
+            abandon::abandon(bucket, id, &m.user_id, &m.lines, &abandon::not_placed())?;
+            return Ok(Swept::Abandoned);
+        }
+        (None, None) => {
+            bucket.delete(marker)?;
+            return Ok(Swept::Finished);
+        }
+    };
+    if order.status == model::ABANDONED {
+        // Its stock did not go back last time.
+        abandon::give_back(bucket, order);
+        return Ok(Swept::Abandoned);
+    }
+    if order.status != model::PENDING {
+        // Its attempt stored the final status but could not finish telling of it or
+        // giving its stock back.
+        let done = finish(bucket, &order, true);
+        return Ok(if done { Swept::Finished } else { Swept::Failed });
+    }
+    Ok(
+        match pay::lookup_for(&order.user_id, &order.id, order.total_cents) {
+            Some(outcome) => {
+                settle_with(bucket, order, &outcome)?;
+                Swept::Settled
+            }
+            None => Swept::Waiting,
+        },
+    )
 }
 
 /// Record `outcome` on `order` if it is still pending; only the writer that replaces the
-/// pending record gives the stock back and tells the others.
+/// pending record finishes it (see [`finish`]).
 fn settle_with(bucket: &Bucket, order: Order, outcome: &Payment) -> Result<Order, ApiError> {
     let mut settled = order.clone();
     settled.payment_unknown = false;
-    let event = match outcome {
+    match outcome {
         Payment::Captured { payment_id } => {
             settled.status = model::PAID.to_string();
             settled.payment_id = Some(payment_id.clone());
-            events::PAID
         }
-        Payment::Free => {
-            settled.status = model::PAID.to_string();
-            events::PAID
-        }
+        Payment::Free => settled.status = model::PAID.to_string(),
         Payment::Declined { payment_id } => {
             settled.status = model::PAYMENT_FAILED.to_string();
             settled.payment_id = Some(payment_id.clone());
-            events::PAYMENT_FAILED
         }
         Payment::Refused | Payment::Unavailable | Payment::Unknown => {
             settled.status = model::PAYMENT_FAILED.to_string();
-            events::PAYMENT_FAILED
         }
-    };
+    }
     let bytes = settled.to_bytes()?;
     let won = kv::update(bucket, &model::order_key(&order.id), |current| {
         let waiting = current
@@ -175,13 +203,39 @@ fn settle_with(bucket: &Bucket, order: Order, outcome: &Payment) -> Result<Order
         let current = bucket.get(&model::order_key(&order.id))?;
         return current.map_or(Ok(order), |b| Order::from_bytes(&b));
     }
-    let _ = bucket.delete(&model::pending_key(&order.id));
-    if !matches!(outcome, Payment::Captured { .. } | Payment::Free) {
-        calls::release(settled.reservation.as_deref(), &settled.items);
+    if settled.reservation.is_none() && settled.status == model::PAYMENT_FAILED {
+        // An order from before reservations had ids: a second release could give back
+        // twice, so this one is the only one.
+        calls::release(None, &settled.items);
     }
     // The attempt that stored it may have died or failed before it told of it; the
     // inbox takes an event id once, so telling again is harmless.
-    events::publish(events::CREATED, &order);
-    events::publish(event, &settled);
+    finish(bucket, &settled, true);
     Ok(settled)
+}
+
+/// What is still owed once `order`'s final status is stored: the stock back when it
+/// failed, `orders.created` when `tell_created`, and the final event. The pending marker
+/// goes only once all of it went through; else it stays and the sweep calls this again,
+/// which is safe: a release is idempotent per hold, and consumers take an event id once.
+/// Whether it all went through.
+pub fn finish(bucket: &Bucket, order: &Order, tell_created: bool) -> bool {
+    let event = events::final_event(&order.status);
+    let released = event != events::PAYMENT_FAILED
+        || order.reservation.is_none()
+        || calls::release(order.reservation.as_deref(), &order.items);
+    let created = !tell_created || events::publish(events::CREATED, order);
+    let told = events::publish(event, order);
+    let done = released && created && told;
+    if done {
+        let _ = bucket.delete(&model::pending_key(&order.id));
+    } else {
+        eprintln!(
+            "order: {} is {} but not finished (stock back: {released}, told: {}); the sweep retries",
+            order.id,
+            order.status,
+            created && told
+        );
+    }
+    done
 }

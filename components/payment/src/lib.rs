@@ -171,13 +171,21 @@ fn replay(bucket: &Bucket, existing: &[u8], caller: &str, request: &PaymentReque
             "Idempotency-Key was already used with a different request",
         ));
     }
-    // The first request may have died between its claim and writing the payment record,
-    // or still be about to write it; writing the same record again is harmless.
-    let key = payment_key(&claim.payment.id);
-    if !bucket.exists(&key)? {
-        bucket.set(&key, &to_bytes(&claim.payment)?)?;
-    }
+    recorded(bucket, &claim.payment)?;
     Ok((200, claim.payment.view()))
+}
+
+/// Writes `payment`'s own record if it is missing. The request that claimed its key may
+/// have died (or lost its storage) between the claim and this record, or still be about
+/// to write it; writing the same record again is harmless. Every answer that tells a
+/// caller of a claimed payment goes through here first, so a payment an order refers to
+/// can always be read by its id.
+fn recorded(bucket: &Bucket, payment: &Payment) -> Result<(), ApiError> {
+    let key = payment_key(&payment.id);
+    if !bucket.exists(&key)? {
+        bucket.set(&key, &to_bytes(payment)?)?;
+    }
+    Ok(())
 }
 
 /// The caller's payment made with Idempotency-Key `key`, or 404 when the caller made
@@ -189,7 +197,8 @@ fn by_key(caller: Option<&str>, key: &str) -> ApiResult {
         return Err(ApiError::unauthorized("authentication required"));
     };
     let key = model::idempotency_key(Some(key.to_string()))?;
-    let Some(bytes) = open()?.get(&model::claim_key(caller, &key))? else {
+    let bucket = open()?;
+    let Some(bytes) = bucket.get(&model::claim_key(caller, &key))? else {
         return Err(not_found());
     };
     let claim: Claim = serde_json::from_slice(&bytes).map_err(|e| {
@@ -198,6 +207,7 @@ fn by_key(caller: Option<&str>, key: &str) -> ApiResult {
     if claim.payment.owner != caller {
         return Err(not_found());
     }
+    recorded(&bucket, &claim.payment)?;
     Ok((200, claim.payment.view()))
 }
 

@@ -61,6 +61,18 @@ impl Stored {
             .map(|(k, v)| (k.as_str(), v))
     }
 
+    /// Every record as one line `component bucket key value`, sorted, for a person to
+    /// read after a failed run.
+    pub fn dump(&self) -> String {
+        let mut lines: Vec<String> = self
+            .rows
+            .iter()
+            .flat_map(|((c, b), keys)| keys.iter().map(move |(k, v)| format!("{c} {b} {k} {v}")))
+            .collect();
+        lines.sort();
+        lines.join("\n")
+    }
+
     /// How many records in how many buckets.
     pub fn size(&self) -> (usize, usize) {
         (self.rows.values().map(BTreeMap::len).sum(), self.rows.len())

@@ -112,8 +112,11 @@ pub async fn run(settings: &Settings) -> Report {
     let history = clients.await.expect("clients");
     let seen = std::mem::take(&mut *history.lock().expect("history"));
     eprintln!("chaos: checking");
-    let (verdicts, pending) = settle(&world, &seen, &created).await;
+    let (verdicts, pending, stored) = settle(&world, &seen, &created).await;
     let served = changes.check(&world, &products[0]).await;
+    if let Some(dir) = std::env::var_os(KEEP) {
+        keep(&world, &seen, &stored, std::path::Path::new(&dir));
+    }
     Report::new(
         settings,
         steps,
@@ -171,13 +174,30 @@ async fn recovery(world: &World, token: &str) -> Option<Duration> {
     Some(since.elapsed())
 }
 
+/// The environment variable naming a folder where a run leaves every log, every record
+/// and every order the clients tried, to be read after it.
+pub const KEEP: &str = "PANAL_CHAOS_LOGS";
+
+/// Writes what [`KEEP`] promises into `dir`; a failure to is only reported.
+fn keep(world: &World, seen: &workload::Seen, stored: &Stored, dir: &std::path::Path) {
+    let written = world.keep_logs(dir).and_then(|()| {
+        std::fs::write(dir.join("records.txt"), stored.dump())?;
+        let orders: Vec<String> = seen.orders.iter().map(|o| format!("{o:?}")).collect();
+        std::fs::write(dir.join("orders.txt"), orders.join("\n"))
+    });
+    match written {
+        Ok(()) => eprintln!("chaos: logs and records kept in {}", dir.display()),
+        Err(e) => eprintln!("chaos: could not keep logs in {}: {e}", dir.display()),
+    }
+}
+
 /// Check until every invariant holds and no order is pending, or [`QUIET`] passes;
-/// the last verdicts and how many orders were still pending.
+/// the last verdicts, how many orders were still pending, and the records read.
 async fn settle(
     world: &World,
     seen: &workload::Seen,
     created: &HashMap<String, u64>,
-) -> (check::Verdicts, usize) {
+) -> (check::Verdicts, usize, Stored) {
     let until = Instant::now() + QUIET;
     loop {
         let stored = Stored::read(&world.db_url)
@@ -189,7 +209,7 @@ async fn settle(
         eprintln!("chaos: {records} records in {buckets} buckets, {pending} orders pending");
         let clean = verdicts.values().all(|v| v.violations.is_empty());
         if (clean && pending == 0) || Instant::now() > until {
-            return (verdicts, pending);
+            return (verdicts, pending, stored);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }

@@ -284,6 +284,26 @@ impl World {
     }
 }
 
+impl World {
+    /// Writes every host's and NATS server's whole log into `dir` (`host-H.log`,
+    /// `nats-N.log`), for a person to read after a failed run.
+    pub fn keep_logs(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for (h, host) in self.hosts.iter().enumerate() {
+            if let Some(panal) = &host.panal {
+                std::fs::write(dir.join(format!("host-{h}.log")), panal.log())?;
+            }
+        }
+        for (n, node) in self.nodes.iter().enumerate() {
+            std::fs::copy(
+                node.conf.with_file_name("nats.log"),
+                dir.join(format!("nats-{n}.log")),
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// The last `lines` lines of `log` with any of `marks`, under a heading `who`.
 fn tail(out: &mut String, who: &str, log: &str, marks: &[&str], lines: usize) {
     let picked: Vec<&str> = log
