@@ -1,5 +1,5 @@
 //! The product service's stock reservations, which only other components may make:
-//! a reservation id makes reserve and release idempotent, all or nothing.
+//! a reservation id makes reserve, release and keep idempotent, all or nothing.
 
 use panal_tests::shop::{Shop, SECRET};
 use panal_tests::{client, Panal};
@@ -82,6 +82,25 @@ outbound = ["product"]
         assert_eq!(s, StatusCode::OK, "{body}");
     }
     assert_eq!(shop.stock(&a).await, 10, "given back once");
+    // A paid order keeps its holds: a release then gives nothing back, and the same
+    // reservation sent again takes nothing. A keep needs a reservation.
+    let paid = json!({"reservation": "order-3", "items": [{"product_id": a, "quantity": 4}]});
+    internal(&shop, "reserve", paid.clone()).await;
+    for _ in 0..2 {
+        let (s, body) = internal(&shop, "keep", paid.clone()).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+    let (_, body) = internal(&shop, "release", paid.clone()).await;
+    assert_eq!(body["items"][0]["quantity"], 0, "{body}");
+    internal(&shop, "reserve", paid.clone()).await;
+    assert_eq!(shop.stock(&a).await, 6, "kept: sold once, never given back");
+    let (s, _) = internal(
+        &shop,
+        "keep",
+        json!({"items": [{"product_id": a, "quantity": 1}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, body) = internal(
         &shop,
         "reserve",

@@ -10,6 +10,7 @@ use crate::model::{Line, OrderItem};
 
 const RESERVE_URL: &str = "http://product/internal/reserve";
 const RELEASE_URL: &str = "http://product/internal/release";
+const KEEP_URL: &str = "http://product/internal/keep";
 /// Sends of one reserve or release when the answer is unclear (no answer, 502, 503,
 /// 504): the reservation id makes every repeat harmless, and a repeat reaches another
 /// host of product when the one that took the call died.
@@ -111,11 +112,7 @@ struct ReservedItem {
 /// took it. Failures are logged, not raised: the order is already failing, and
 /// unreleased units err on the side of not overselling.
 pub fn release(reservation: Option<&str>, items: &[OrderItem]) -> bool {
-    let lines: Vec<Value> = items
-        .iter()
-        .map(|i| json!({ "product_id": i.product_id, "quantity": i.quantity }))
-        .collect();
-    let mut body = json!({ "items": lines });
+    let mut body = lines_of(items);
     let answer = match reservation {
         Some(r) => {
             body["reservation"] = json!(r);
@@ -130,6 +127,35 @@ pub fn release(reservation: Option<&str>, items: &[OrderItem]) -> bool {
         Err(e) => eprintln!("order: stock release failed: {e}"),
     }
     false
+}
+
+/// Tells the product service that the order holding `reservation` is paid: its holds
+/// stay sold and are forgotten soon after (until then, they last as long as the order
+/// may still give them back). Whether the product service took it; a failure is
+/// logged, and the order's marker keeps it for the sweep.
+pub fn keep(reservation: &str, items: &[OrderItem]) -> bool {
+    let mut body = lines_of(items);
+    body["reservation"] = json!(reservation);
+    match send_idempotent(KEEP_URL, &body) {
+        Ok((200, _)) => true,
+        Ok((status, body)) => {
+            eprintln!("order: keeping reservation {reservation} answered {status}: {body}");
+            false
+        }
+        Err(e) => {
+            eprintln!("order: keeping reservation {reservation} failed: {e}");
+            false
+        }
+    }
+}
+
+/// `{"items": [{product_id, quantity}]}` of `items`.
+fn lines_of(items: &[OrderItem]) -> Value {
+    let lines: Vec<Value> = items
+        .iter()
+        .map(|i| json!({ "product_id": i.product_id, "quantity": i.quantity }))
+        .collect();
+    json!({ "items": lines })
 }
 
 #[cfg(test)]

@@ -214,16 +214,21 @@ fn settle_with(bucket: &Bucket, order: Order, outcome: &Payment) -> Result<Order
     Ok(settled)
 }
 
-/// What is still owed once `order`'s final status is stored: the stock back when it
-/// failed, `orders.created` when `tell_created`, and the final event. The pending marker
-/// goes only once all of it went through; else it stays and the sweep calls this again,
-/// which is safe: a release is idempotent per hold, and consumers take an event id once.
-/// Whether it all went through.
+/// What is still owed once `order`'s final status is stored: its holds settled at the
+/// product service (given back when it failed, kept when it was paid), `orders.created`
+/// when `tell_created`, and the final event. The pending marker goes only once all of it
+/// went through; else it stays and the sweep calls this again, which is safe: releases
+/// and keeps are idempotent per hold, and consumers take an event id once. Whether it
+/// all went through.
 pub fn finish(bucket: &Bucket, order: &Order, tell_created: bool) -> bool {
     let event = events::final_event(&order.status);
-    let released = event != events::PAYMENT_FAILED
-        || order.reservation.is_none()
-        || calls::release(order.reservation.as_deref(), &order.items);
+    let released = match order.reservation.as_deref() {
+        // An order from before reservations had ids: nothing to settle by hold.
+        None => true,
+        Some(r) if event == events::PAYMENT_FAILED => calls::release(Some(r), &order.items),
+        // Free orders hold stock too.
+        Some(r) => calls::keep(r, &order.items),
+    };
     let created = !tell_created || events::publish(events::CREATED, order);
     let told = events::publish(event, order);
     let done = released && created && told;
@@ -231,7 +236,7 @@ pub fn finish(bucket: &Bucket, order: &Order, tell_created: bool) -> bool {
         let _ = bucket.delete(&model::pending_key(&order.id));
     } else {
         eprintln!(
-            "order: {} is {} but not finished (stock back: {released}, told: {}); the sweep retries",
+            "order: {} is {} but not finished (holds settled: {released}, told: {}); the sweep retries",
             order.id,
             order.status,
             created && told

@@ -10,7 +10,8 @@
 //!
 //! Internal (for the order service only; the gateway does not route `/internal`, and a
 //! request without the host's `x-panal-caller` gets 403):
-//! `POST /internal/reserve` and `POST /internal/release`, see [`stock`].
+//! `POST /internal/reserve`, `POST /internal/release` and `POST /internal/keep`, see
+//! [`stock`].
 //!
 //! Storage: bucket `products`, key layout in [`model`].
 
@@ -67,7 +68,12 @@ fn route(req: &IncomingRequest) -> ApiResult {
             let request = stock::parse(&read_body(req)?)?;
             stock::release(&open()?, &request)
         }
-        (_, ["products"] | ["products", _] | ["internal", "reserve" | "release"]) => {
+        (Method::Post, ["internal", "keep"]) => {
+            panal_sdk::require_component(req)?;
+            let request = stock::parse(&read_body(req)?)?;
+            stock::keep(&open()?, &request)
+        }
+        (_, ["products"] | ["products", _] | ["internal", "reserve" | "release" | "keep"]) => {
             Err(ApiError::method_not_allowed())
         }
         _ => Err(ApiError::no_route()),

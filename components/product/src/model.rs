@@ -31,20 +31,27 @@ pub struct Product {
 }
 
 /// Stock taken by one line of one reservation (`<reservation>/<line index>`), and when
-/// (unix seconds).
+/// (unix seconds): when taken, or once `kept`, when kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hold {
     pub id: String,
     pub quantity: u64,
     #[serde(default)]
     pub at: u64,
+    /// Its order is paid: the units stay sold, and a release gives nothing back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
 }
 
-/// How long a hold is kept. It only has to outlive the order request that made it (its
-/// retries, after a host went silent for seconds, and its release).
-pub const HOLD_SECS: u64 = 60;
-/// Most holds kept per product, oldest dropped first (bounds the record of a product
-/// ordered hundreds of times a second; below that rate a hold is kept `HOLD_SECS`).
+/// How long a kept hold is remembered: long enough that a reservation repeated after
+/// its order was paid (a replay that raced the first attempt) takes nothing again.
+pub const KEPT_SECS: u64 = 60;
+/// How long a hold whose order never said is remembered. Its order finishes (keeps or
+/// releases it) as soon as it can, also through the order service's sweep; this only
+/// bounds holds whose order is gone.
+pub const HOLD_SECS: u64 = 7 * 24 * 3600;
+/// Most holds per product, kept ones dropped first, then the oldest (bounds the record
+/// of a product with that many orders unfinished at once).
 pub const MAX_HOLDS: usize = 1024;
 
 impl Product {
@@ -62,19 +69,36 @@ impl Product {
         self.holds.iter().position(|h| h.id == id)
     }
 
-    /// Records that `quantity` was taken under `id` at `now`, dropping holds older than
-    /// [`HOLD_SECS`] and the oldest past [`MAX_HOLDS`].
+    /// Records that `quantity` was taken under `id` at `now`, dropping kept holds older
+    /// than [`KEPT_SECS`], others older than [`HOLD_SECS`], and past [`MAX_HOLDS`] the
+    /// kept ones first, then the oldest.
     pub fn add_hold(&mut self, id: &str, quantity: u64, now: u64) {
-        self.holds.retain(|h| now.saturating_sub(h.at) < HOLD_SECS);
-        if self.holds.len() >= MAX_HOLDS {
-            let over = self.holds.len() + 1 - MAX_HOLDS;
-            self.holds.drain(..over);
+        self.holds.retain(|h| {
+            let age = now.saturating_sub(h.at);
+            age < if h.kept { KEPT_SECS } else { HOLD_SECS }
+        });
+        while self.holds.len() >= MAX_HOLDS {
+            let oldest_kept = self.holds.iter().position(|h| h.kept);
+            self.holds.remove(oldest_kept.unwrap_or(0));
         }
         self.holds.push(Hold {
             id: id.to_string(),
             quantity,
             at: now,
+            kept: false,
         });
+    }
+
+    /// Marks hold `id` kept at `now` (its units stay sold); whether it changed.
+    pub fn keep(&mut self, id: &str, now: u64) -> bool {
+        match self.holds.iter_mut().find(|h| h.id == id && !h.kept) {
+            Some(hold) => {
+                hold.kept = true;
+                hold.at = now;
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ApiError> {
@@ -290,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn holds_are_kept_a_minute_and_at_most_max_holds() {
+    fn holds_last_until_their_order_says_and_kept_ones_a_minute_more() {
         let mut p = Product {
             id: "a".into(),
             name: "n".into(),
@@ -299,16 +323,30 @@ mod tests {
             created_at: String::new(),
             holds: Vec::new(),
         };
-        p.add_hold("old/0", 1, 1000);
-        p.add_hold("new/0", 1, 1000 + HOLD_SECS - 1);
-        assert!(p.hold("old/0").is_some(), "younger than HOLD_SECS");
-        p.add_hold("newer/0", 1, 1000 + HOLD_SECS);
-        assert!(p.hold("old/0").is_none(), "HOLD_SECS old");
-        for i in 0..MAX_HOLDS {
+        p.add_hold("open/0", 1, 1000);
+        p.add_hold("paid/0", 1, 1000);
+        assert!(p.keep("paid/0", 1000));
+        assert!(!p.keep("paid/0", 1000), "kept once");
+        assert!(!p.keep("never/0", 1000), "nothing to keep");
+        p.add_hold("later/0", 1, 1000 + KEPT_SECS - 1);
+        assert!(p.hold("paid/0").is_some(), "younger than KEPT_SECS");
+        p.add_hold("later/1", 1, 1000 + KEPT_SECS);
+        assert!(p.hold("paid/0").is_none(), "kept KEPT_SECS ago");
+        assert!(p.hold("open/0").is_some(), "an open hold outlives a minute");
+        p.add_hold("much later/0", 1, 1000 + HOLD_SECS);
+        assert!(p.hold("open/0").is_none(), "HOLD_SECS old");
+        // Past MAX_HOLDS the kept ones go first, then the oldest.
+        p.holds.clear();
+        p.add_hold("first/0", 1, 2000);
+        p.add_hold("kept/0", 1, 2000);
+        p.keep("kept/0", 2000);
+        for i in 0..MAX_HOLDS - 1 {
             p.add_hold(&format!("{i}/0"), 1, 2000);
         }
         assert_eq!(p.holds.len(), MAX_HOLDS);
-        assert!(p.hold("0/0").is_some() && p.hold("new/0").is_none());
+        assert!(p.hold("kept/0").is_none() && p.hold("first/0").is_some());
+        p.add_hold("one more/0", 1, 2000);
+        assert!(p.hold("first/0").is_none() && p.hold("0/0").is_some());
     }
 
     #[test]

@@ -11,6 +11,12 @@
 //! product record itself, in the same write, as hold `<reservation>/<line index>`. A
 //! repeated reserve finds its holds and takes nothing again; a release gives back what a
 //! hold took, once, and nothing for a line that was never taken.
+//!
+//! `POST /internal/keep` (same body, a reservation required) tells that the order is
+//! paid: its holds are kept (a release gives nothing back, a repeated reserve takes
+//! nothing) and forgotten a minute later. A hold no keep or release ever came for is
+//! remembered for a week (see [`crate::model::HOLD_SECS`]), so that an order settled late
+//! (its payment unknown for a while) still gives back exactly what it took.
 
 use panal_sdk::keyvalue::store::Bucket;
 use panal_sdk::kv::{self, Step, UpdateError};
@@ -114,8 +120,9 @@ fn give_back(
         let quantity = match hold {
             None => quantity,
             Some(h) => match product.hold(h) {
-                Some(at) => product.holds.remove(at).quantity,
-                None => return Ok(Step::Keep(0)),
+                Some(at) if !product.holds[at].kept => product.holds.remove(at).quantity,
+                // Never taken, given back already, or its order paid for it.
+                _ => return Ok(Step::Keep(0)),
             },
         };
         product.stock = product.stock.saturating_add(quantity);
@@ -176,6 +183,35 @@ pub fn release(bucket: &Bucket, request: &Request) -> ApiResult {
     for (i, (line, key)) in request.lines.iter().zip(&keys).enumerate() {
         let back = give_back(bucket, key, line.quantity, request.hold(i).as_deref())?;
         out.push(json!({ "product_id": line.product_id, "quantity": back }));
+    }
+    Ok((200, json!({ "items": out })))
+}
+
+/// The order is paid: each line's hold is kept (its units stay sold, a release gives
+/// nothing back, and a repeated reserve takes nothing) and forgotten a minute later.
+/// Needs a reservation id; idempotent. Each answered line says whether this call kept it.
+pub fn keep(bucket: &Bucket, request: &Request) -> ApiResult {
+    if request.reservation.is_none() {
+        return Err(ApiError::bad_request("keep needs a reservation"));
+    }
+    let mut out = Vec::with_capacity(request.lines.len());
+    for (i, line) in request.lines.iter().enumerate() {
+        let key = crate::record_key(bucket, &line.product_id)?
+            .ok_or_else(|| not_found(&line.product_id))?;
+        let hold = request.hold(i).unwrap_or_default();
+        let kept = kv::update(bucket, &key, |current| {
+            let Some(bytes) = current else {
+                return Ok(Step::Keep(false));
+            };
+            let mut product = Product::from_bytes(bytes)?;
+            Ok(if product.keep(&hold, panal_sdk::time::unix_now()) {
+                Step::Write(product.to_bytes()?, true)
+            } else {
+                Step::Keep(false)
+            })
+        })
+        .map_err(ApiError::from)?;
+        out.push(json!({ "product_id": line.product_id, "kept": kept }));
     }
     Ok((200, json!({ "items": out })))
 }

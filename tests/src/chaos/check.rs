@@ -73,6 +73,22 @@ impl Stored {
         lines.join("\n")
     }
 
+    /// A hash of every record: equal while nothing stored changes.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut buckets: Vec<_> = self.rows.iter().collect();
+        buckets.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, keys) in buckets {
+            name.hash(&mut h);
+            for (k, v) in keys {
+                k.hash(&mut h);
+                v.to_string().hash(&mut h);
+            }
+        }
+        h.finish()
+    }
+
     /// How many records in how many buckets.
     pub fn size(&self) -> (usize, usize) {
         (self.rows.values().map(BTreeMap::len).sum(), self.rows.len())

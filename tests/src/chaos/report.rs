@@ -10,7 +10,7 @@ use super::changes::Changes;
 use super::check::{Verdict, Verdicts};
 use super::nemesis::Step;
 use super::workload::{Outcome, Seen};
-use super::{Settings, RECOVERY};
+use super::{Settings, Settled, RECOVERY};
 
 /// What a run found.
 pub struct Report {
@@ -26,6 +26,8 @@ pub struct Report {
     pub verdicts: Verdicts,
     /// Orders still pending when the checker gave up waiting.
     pub pending: usize,
+    /// How long the shop took to settle after the clients finished; `None`: it never did.
+    pub settled_in: Option<Duration>,
     /// Deploys and rollbacks sent, and acknowledged.
     pub changes: (usize, usize),
     /// The hosts' last warnings and errors.
@@ -39,12 +41,16 @@ impl Report {
         steps: Vec<Step>,
         recoveries: Vec<(&'static str, Option<Duration>)>,
         seen: Seen,
-        mut verdicts: Verdicts,
+        settled: Settled,
         served: Verdict,
-        pending: usize,
         changes: &Changes,
         logs: String,
     ) -> Self {
+        let Settled {
+            mut verdicts,
+            pending,
+            took,
+        } = settled;
         let mut faults: BTreeMap<&'static str, (u64, Duration, u64)> = BTreeMap::new();
         let mut slow = Verdict::default();
         for (kind, took) in recoveries {
@@ -69,7 +75,7 @@ impl Report {
                 .remove("acknowledged orders exist")
                 .unwrap_or_default();
             v.violations.push(format!(
-                "{pending} orders still pending after the quiet period"
+                "{pending} orders still pending once the shop stopped changing"
             ));
             verdicts.insert("acknowledged orders exist", v);
         }
@@ -80,6 +86,7 @@ impl Report {
             seen,
             verdicts,
             pending,
+            settled_in: took,
             changes: changes.counts(),
             logs,
         }
@@ -122,6 +129,14 @@ impl Report {
             "\nproduct deploys and rollbacks sent: {sent}, acknowledged: {acked}"
         );
         self.traffic(&mut out);
+        let _ = match self.settled_in {
+            Some(t) => writeln!(
+                out,
+                "the shop settled (every invariant held, nothing pending) {:.0} s after the clients finished",
+                t.as_secs_f64()
+            ),
+            None => writeln!(out, "the shop did not settle: what it stored stopped changing with invariants broken"),
+        };
         let _ = writeln!(out, "\n| invariant | checked | violations |");
         let _ = writeln!(out, "|---|---:|---:|");
         for (name, v) in &self.verdicts {
