@@ -82,6 +82,15 @@ outbound = ["product"]
         assert_eq!(s, StatusCode::OK, "{body}");
     }
     assert_eq!(shop.stock(&a).await, 10, "given back once");
+    // Sent again after its release (a replay that raced the first attempt, a resend
+    // held up in a partition), the reservation takes nothing.
+    let (s, body) = internal(&shop, "reserve", both.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        shop.stock(&a).await,
+        10,
+        "a released reservation takes nothing again"
+    );
     // A paid order keeps its holds: a release then gives nothing back, and the same
     // reservation sent again takes nothing. A keep needs a reservation.
     let paid = json!({"reservation": "order-3", "items": [{"product_id": a, "quantity": 4}]});

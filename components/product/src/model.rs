@@ -31,27 +31,47 @@ pub struct Product {
 }
 
 /// Stock taken by one line of one reservation (`<reservation>/<line index>`), and when
-/// (unix seconds): when taken, or once `kept`, when kept.
+/// (unix seconds): when taken, or once settled, when settled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hold {
     pub id: String,
     pub quantity: u64,
     #[serde(default)]
     pub at: u64,
-    /// Its order is paid: the units stay sold, and a release gives nothing back.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub kept: bool,
+    #[serde(default, skip_serializing_if = "HoldState::is_open")]
+    pub state: HoldState,
 }
 
-/// How long a kept hold is remembered: long enough that a reservation repeated after
-/// its order was paid (a replay that raced the first attempt) takes nothing again.
-pub const KEPT_SECS: u64 = 60;
-/// How long a hold whose order never said is remembered. Its order finishes (keeps or
-/// releases it) as soon as it can, also through the order service's sweep; this only
-/// bounds holds whose order is gone.
+/// Where a hold stands. A settled one (kept or released) takes nothing again when its
+/// reservation is sent again, and gives nothing back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HoldState {
+    /// Its order is not final: a release gives its units back.
+    #[default]
+    Open,
+    /// Its order is paid: the units stay sold.
+    Kept,
+    /// Its units went back.
+    Released,
+}
+
+impl HoldState {
+    fn is_open(&self) -> bool {
+        *self == Self::Open
+    }
+}
+
+/// How long a settled hold is remembered: long enough that a reservation sent again
+/// after it (a replay that raced the first attempt, a resend delayed in a partition)
+/// takes nothing.
+pub const SETTLED_SECS: u64 = 60;
+/// How long an open hold is remembered. Its order settles it (keeps or releases it) as
+/// soon as it can, also through the order service's sweep; this only bounds holds whose
+/// order is gone.
 pub const HOLD_SECS: u64 = 7 * 24 * 3600;
-/// Most holds per product, kept ones dropped first, then the oldest (bounds the record
-/// of a product with that many orders unfinished at once).
+/// Most holds per product, settled ones dropped first, then the oldest (bounds the
+/// record of a product with that many orders unfinished at once).
 pub const MAX_HOLDS: usize = 1024;
 
 impl Product {
@@ -69,36 +89,40 @@ impl Product {
         self.holds.iter().position(|h| h.id == id)
     }
 
-    /// Records that `quantity` was taken under `id` at `now`, dropping kept holds older
-    /// than [`KEPT_SECS`], others older than [`HOLD_SECS`], and past [`MAX_HOLDS`] the
-    /// kept ones first, then the oldest.
+    /// Records that `quantity` was taken under `id` at `now`, dropping settled holds
+    /// older than [`SETTLED_SECS`], open ones older than [`HOLD_SECS`], and past
+    /// [`MAX_HOLDS`] the settled ones first, then the oldest.
     pub fn add_hold(&mut self, id: &str, quantity: u64, now: u64) {
         self.holds.retain(|h| {
             let age = now.saturating_sub(h.at);
-            age < if h.kept { KEPT_SECS } else { HOLD_SECS }
+            age < if h.state.is_open() {
+                HOLD_SECS
+            } else {
+                SETTLED_SECS
+            }
         });
         while self.holds.len() >= MAX_HOLDS {
-            let oldest_kept = self.holds.iter().position(|h| h.kept);
-            self.holds.remove(oldest_kept.unwrap_or(0));
+            let settled = self.holds.iter().position(|h| !h.state.is_open());
+            self.holds.remove(settled.unwrap_or(0));
         }
         self.holds.push(Hold {
             id: id.to_string(),
             quantity,
             at: now,
-            kept: false,
+            state: HoldState::Open,
         });
     }
 
-    /// Marks hold `id` kept at `now` (its units stay sold); whether it changed.
-    pub fn keep(&mut self, id: &str, now: u64) -> bool {
-        match self.holds.iter_mut().find(|h| h.id == id && !h.kept) {
-            Some(hold) => {
-                hold.kept = true;
-                hold.at = now;
-                true
-            }
-            None => false,
-        }
+    /// Settles the open hold `id` as `state` at `now`: the units it took if it was open
+    /// (what a release gives back), `None` if there is no such open hold.
+    pub fn settle(&mut self, id: &str, state: HoldState, now: u64) -> Option<u64> {
+        let hold = self
+            .holds
+            .iter_mut()
+            .find(|h| h.id == id && h.state.is_open())?;
+        hold.state = state;
+        hold.at = now;
+        Some(hold.quantity)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ApiError> {
@@ -314,7 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn holds_last_until_their_order_says_and_kept_ones_a_minute_more() {
+    fn holds_last_until_their_order_settles_them_and_a_minute_more() {
         let mut p = Product {
             id: "a".into(),
             name: "n".into(),
@@ -325,21 +349,32 @@ mod tests {
         };
         p.add_hold("open/0", 1, 1000);
         p.add_hold("paid/0", 1, 1000);
-        assert!(p.keep("paid/0", 1000));
-        assert!(!p.keep("paid/0", 1000), "kept once");
-        assert!(!p.keep("never/0", 1000), "nothing to keep");
-        p.add_hold("later/0", 1, 1000 + KEPT_SECS - 1);
-        assert!(p.hold("paid/0").is_some(), "younger than KEPT_SECS");
-        p.add_hold("later/1", 1, 1000 + KEPT_SECS);
-        assert!(p.hold("paid/0").is_none(), "kept KEPT_SECS ago");
+        p.add_hold("failed/0", 3, 1000);
+        assert_eq!(p.settle("paid/0", HoldState::Kept, 1000), Some(1));
+        assert_eq!(p.settle("failed/0", HoldState::Released, 1000), Some(3));
+        assert_eq!(
+            p.settle("paid/0", HoldState::Released, 1000),
+            None,
+            "settled once"
+        );
+        assert_eq!(
+            p.settle("failed/0", HoldState::Released, 1000),
+            None,
+            "given back once"
+        );
+        assert_eq!(p.settle("never/0", HoldState::Kept, 1000), None);
+        p.add_hold("later/0", 1, 1000 + SETTLED_SECS - 1);
+        assert!(p.hold("paid/0").is_some() && p.hold("failed/0").is_some());
+        p.add_hold("later/1", 1, 1000 + SETTLED_SECS);
+        assert!(p.hold("paid/0").is_none() && p.hold("failed/0").is_none());
         assert!(p.hold("open/0").is_some(), "an open hold outlives a minute");
         p.add_hold("much later/0", 1, 1000 + HOLD_SECS);
         assert!(p.hold("open/0").is_none(), "HOLD_SECS old");
-        // Past MAX_HOLDS the kept ones go first, then the oldest.
+        // Past MAX_HOLDS the settled ones go first, then the oldest.
         p.holds.clear();
         p.add_hold("first/0", 1, 2000);
         p.add_hold("kept/0", 1, 2000);
-        p.keep("kept/0", 2000);
+        p.settle("kept/0", HoldState::Kept, 2000);
         for i in 0..MAX_HOLDS - 1 {
             p.add_hold(&format!("{i}/0"), 1, 2000);
         }
@@ -347,6 +382,11 @@ mod tests {
         assert!(p.hold("kept/0").is_none() && p.hold("first/0").is_some());
         p.add_hold("one more/0", 1, 2000);
         assert!(p.hold("first/0").is_none() && p.hold("0/0").is_some());
+        let stored = serde_json::to_value(&p.holds[0]).expect("json");
+        assert!(
+            stored.get("state").is_none(),
+            "open holds are stored as before"
+        );
     }
 
     #[test]

@@ -13,17 +13,19 @@
 //! hold took, once, and nothing for a line that was never taken.
 //!
 //! `POST /internal/keep` (same body, a reservation required) tells that the order is
-//! paid: its holds are kept (a release gives nothing back, a repeated reserve takes
-//! nothing) and forgotten a minute later. A hold no keep or release ever came for is
-//! remembered for a week (see [`crate::model::HOLD_SECS`]), so that an order settled late
-//! (its payment unknown for a while) still gives back exactly what it took.
+//! paid: its holds are kept. A kept or released hold is settled: the reservation sent
+//! again takes nothing (a replay that raced the first attempt, a resend delayed by a
+//! partition), a release gives nothing back, and it is forgotten a minute later. A hold
+//! nothing settled is remembered for a week (see [`crate::model::HOLD_SECS`]), so that an
+//! order settled late (its payment unknown for a while) still gives back exactly what it
+//! took.
 
 use panal_sdk::keyvalue::store::Bucket;
 use panal_sdk::kv::{self, Step, UpdateError};
 use panal_sdk::{ApiError, ApiResult, Validator};
 use serde_json::{json, Value};
 
-use crate::model::{Product, MAX_STOCK};
+use crate::model::{HoldState, Product, MAX_STOCK};
 
 /// Most lines one reservation may carry.
 pub const MAX_ITEMS: usize = 100;
@@ -119,10 +121,10 @@ fn give_back(
         let mut product = Product::from_bytes(bytes)?;
         let quantity = match hold {
             None => quantity,
-            Some(h) => match product.hold(h) {
-                Some(at) if !product.holds[at].kept => product.holds.remove(at).quantity,
+            Some(h) => match product.settle(h, HoldState::Released, panal_sdk::time::unix_now()) {
+                Some(quantity) => quantity,
                 // Never taken, given back already, or its order paid for it.
-                _ => return Ok(Step::Keep(0)),
+                None => return Ok(Step::Keep(0)),
             },
         };
         product.stock = product.stock.saturating_add(quantity);
@@ -204,10 +206,10 @@ pub fn keep(bucket: &Bucket, request: &Request) -> ApiResult {
                 return Ok(Step::Keep(false));
             };
             let mut product = Product::from_bytes(bytes)?;
-            Ok(if product.keep(&hold, panal_sdk::time::unix_now()) {
-                Step::Write(product.to_bytes()?, true)
-            } else {
-                Step::Keep(false)
+            let now = panal_sdk::time::unix_now();
+            Ok(match product.settle(&hold, HoldState::Kept, now) {
+                Some(_) => Step::Write(product.to_bytes()?, true),
+                None => Step::Keep(false),
             })
         })
         .map_err(ApiError::from)?;

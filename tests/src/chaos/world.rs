@@ -60,6 +60,8 @@ struct Host {
     start: Start,
     panal: Option<Panal>,
     data: Disk,
+    /// The logs of its processes killed before the one running now.
+    earlier: String,
 }
 
 /// Everything of one run; dropping it stops every process.
@@ -116,6 +118,7 @@ impl World {
                 start,
                 panal: None,
                 data,
+                earlier: String::new(),
             });
         }
         let mut world = Self {
@@ -204,6 +207,9 @@ impl World {
         match p {
             Proc::Host(h) => {
                 if let Some(panal) = self.hosts[h].panal.take() {
+                    let host = &mut self.hosts[h];
+                    host.earlier.push_str(&panal.log());
+                    host.earlier.push_str("--- killed; restarted ---\n");
                     panal.kill();
                 }
             }
@@ -290,9 +296,11 @@ impl World {
     pub fn keep_logs(&self, dir: &std::path::Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         for (h, host) in self.hosts.iter().enumerate() {
-            if let Some(panal) = &host.panal {
-                std::fs::write(dir.join(format!("host-{h}.log")), panal.log())?;
-            }
+            let now = host.panal.as_ref().map(Panal::log).unwrap_or_default();
+            std::fs::write(
+                dir.join(format!("host-{h}.log")),
+                host.earlier.clone() + &now,
+            )?;
         }
         for (n, node) in self.nodes.iter().enumerate() {
             std::fs::copy(
