@@ -130,6 +130,35 @@ fn failed(name: &str, e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("cluster `{name}`: {e}")
 }
 
+/// How long joining waits out a cluster whose JetStream does not answer (a server just
+/// restarted, a leader being elected, a quorum out of reach) before the host gives up.
+const JOIN_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs `step` of joining cluster `name` until it succeeds; a failure of the cluster's
+/// NATS is tried again, with a pause from 200 ms doubling to 2 s, for [`JOIN_WAIT`].
+async fn patiently<T, F, Fut>(name: &str, what: &str, mut step: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let until = tokio::time::Instant::now() + JOIN_WAIT;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match step().await {
+            Ok(done) => return Ok(done),
+            Err(ClusterError::Nats(e))
+                if !matches!(e, panal_nats::MsgError::Invalid(_))
+                    && tokio::time::Instant::now() + pause < until =>
+            {
+                tracing::warn!(cluster = %name, error = %e, "cannot {what} yet; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(failed(name, format_args!("cannot {what}: {e}"))),
+        }
+    }
+}
+
 impl Cluster {
     /// Join cluster `spec` on `nats` as host `host`: catch up with the cluster's
     /// deploys, announce every component of `registry` and take calls to them (which
@@ -146,18 +175,18 @@ impl Cluster {
         let name = spec.name.as_str();
         let key = spec.key.as_deref().unwrap_or_default();
         let seal = Arc::new(seal::Seal::new(key.as_bytes()).map_err(|e| failed(name, e))?);
-        let desired = nats
-            .kv_bucket(&format!("panal-{name}-desired"), spec.replicas)
-            .await
-            .map_err(|e| failed(name, e))?;
-        let wasm = nats
-            .object_bucket(&format!("panal-{name}-wasm"), spec.replicas)
-            .await
-            .map_err(|e| failed(name, e))?;
-        let roles = nats
-            .kv_bucket(&format!("panal-{name}-roles"), spec.replicas)
-            .await
-            .map_err(|e| failed(name, e))?;
+        let replicas = spec.replicas;
+        let (desired, wasm, roles) = patiently(name, "open its buckets", || async {
+            Ok::<_, ClusterError>((
+                nats.kv_bucket(&format!("panal-{name}-desired"), replicas)
+                    .await?,
+                nats.object_bucket(&format!("panal-{name}-wasm"), replicas)
+                    .await?,
+                nats.kv_bucket(&format!("panal-{name}-roles"), replicas)
+                    .await?,
+            ))
+        })
+        .await?;
         let cluster = Arc::new(Self {
             nats,
             name: name.to_string(),
@@ -177,22 +206,18 @@ impl Cluster {
         });
         // The cluster's versions before the first call: a host that starts late, or
         // comes back, serves what the others serve.
-        for found in cluster
-            .desired
-            .scan(">")
-            .await
-            .map_err(|e| failed(name, e))?
-        {
+        let versions = patiently(name, "read its versions", || async {
+            Ok::<_, ClusterError>(cluster.desired.scan(">").await?)
+        })
+        .await?;
+        for found in versions {
             if let Ok(Some((value, _))) = cluster.desired.entry(&found.key).await {
                 // One that fails here is tried again by the watch `follow` opens.
                 let _ = cluster.apply(&registry, &found.key, Some(&value)).await;
             }
         }
         // Roles before the first request: a revoked role is not honoured at start.
-        cluster
-            .catch_up_roles(&grants)
-            .await
-            .map_err(|e| failed(name, e))?;
+        patiently(name, "read its roles", || cluster.catch_up_roles(&grants)).await?;
         tokio::spawn(cluster.clone().follow_roles(grants));
         cluster.announce_all(&registry).await?;
         tokio::spawn(cluster.clone().follow(registry));
@@ -350,5 +375,48 @@ impl Cluster {
         }
         // The last answers may still sit in the client's buffer: the host exits soon.
         let _ = self.nats.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use panal_nats::MsgError;
+
+    #[tokio::test]
+    async fn joining_waits_out_the_clusters_nats_but_not_a_refusal() {
+        let mut tries = 0;
+        let joined = patiently("c", "read its versions", || {
+            tries += 1;
+            let outcome = if tries < 3 {
+                Err(ClusterError::Nats(MsgError::Other(
+                    "JetStream system temporarily unavailable".into(),
+                )))
+            } else {
+                Ok(tries)
+            };
+            async move { outcome }
+        })
+        .await;
+        assert_eq!(joined.expect("joined after two failures"), 3);
+        for refusal in [
+            ClusterError::Record("unsealed".into()),
+            ClusterError::Nats(MsgError::Invalid("too big".into())),
+        ] {
+            let mut once = Some(refusal);
+            let mut tries = 0;
+            let failed = patiently("c", "read its roles", || {
+                tries += 1;
+                let e = once.take().expect("tried once only");
+                async move { Err::<(), _>(e) }
+            })
+            .await
+            .expect_err("a refusal ends the join");
+            assert!(
+                failed.to_string().contains("cannot read its roles"),
+                "{failed}"
+            );
+            assert_eq!(tries, 1);
+        }
     }
 }
