@@ -257,15 +257,48 @@ impl Nats {
     }
 }
 
-/// Whether JetStream answered `e` (or what caused it) with 503: it cannot serve now (no
-/// quorum, no leader, a partition), which is an outage to wait out.
+/// Whether JetStream answered `e` (or what caused it) with 503 (it cannot serve now: no
+/// quorum, no leader, a partition) or with "duplicate message id is in process": an
+/// outage to wait out, not a refusal.
 fn unavailable(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(err) = cause {
         if let Some(js) = err.downcast_ref::<async_nats::jetstream::Error>() {
-            return js.code() == 503;
+            // "Duplicate message id is in process": an earlier try of this very message
+            // (one whose ack timed out) is still going through the stream's quorum. Once
+            // it is through, the same id is answered as a duplicate: stored.
+            let in_process = js.error_code()
+                == async_nats::jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT;
+            return js.code() == 503 || in_process;
         }
         cause = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unavailable;
+
+    fn answer(json: &str) -> async_nats::jetstream::Error {
+        serde_json::from_str(json).expect("a JetStream error answer")
+    }
+
+    #[test]
+    fn outages_are_told_from_refusals() {
+        let no_quorum = answer(
+            r#"{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}"#,
+        );
+        let in_process = answer(
+            r#"{"code":409,"err_code":10158,"description":"duplicate message id is in process"}"#,
+        );
+        let wrong_sequence =
+            answer(r#"{"code":400,"err_code":10071,"description":"wrong last sequence: 3"}"#);
+        assert!(unavailable(&no_quorum));
+        assert!(
+            unavailable(&in_process),
+            "an earlier try is still in the quorum"
+        );
+        assert!(!unavailable(&wrong_sequence));
+    }
 }

@@ -196,6 +196,9 @@ pub struct MsgView<'a> {
     pub trace: &'a [(String, String)],
     /// Bytes held by the messages this instance made ([`MAX_HELD_BYTES`]).
     pub held: &'a mut usize,
+    /// Where a publish the broker could not take now (NATS and the outbox both out of
+    /// reach) is noted for the run.
+    pub unavailable: &'a crate::capabilities::context::Unavailable,
 }
 
 impl crate::capabilities::State {
@@ -208,6 +211,7 @@ impl crate::capabilities::State {
             table: &mut self.table,
             trace: &self.caps.http_out.ctx.trace,
             held: &mut m.held,
+            unavailable: &self.caps.http_out.ctx.unavailable,
         }
     }
 }
@@ -391,7 +395,12 @@ impl producer::Host for MsgView<'_> {
         }
         let mut msg = message.to_msg(topic, self.trace);
         let _span = producer_span(self.trace, &mut msg, "publish");
-        Ok(broker.publish(msg).await.map_err(guest_error))
+        let sent = broker.publish(msg).await;
+        if matches!(sent, Err(MsgError::Connection(_) | MsgError::Timeout)) {
+            // Nothing took the message: a handler failing for it waits the outage out.
+            self.unavailable.note();
+        }
+        Ok(sent.map_err(guest_error))
     }
 }
 

@@ -105,10 +105,12 @@ impl NatsBroker {
                 }
             }
         }
+        // Neither JetStream nor the disk can take it now (a full disk, say): an outage of
+        // this host, to be waited out like NATS's own.
         self.outbox
             .push(&msg_id, &msg)
             .await
-            .map_err(|e| MsgError::Other(format!("outbox: {e:#}")))?;
+            .map_err(|e| MsgError::Connection(format!("outbox: {e:#}")))?;
         self.backlog.fetch_add(1, Ordering::AcqRel);
         self.wake.notify_one();
         Ok(())
