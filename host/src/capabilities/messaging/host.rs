@@ -15,11 +15,11 @@ use std::time::Duration;
 use wasmtime::component::{HasData, Resource, ResourceTable};
 use wasmtime::Result;
 
+use super::span::producer_span;
 use super::{subject_matches, valid_subject, Broker, Msg, MsgError, DEFAULT_REQUEST_TIMEOUT};
 use crate::capabilities::bindings::{messaging_types as types, producer, request_reply};
 use crate::manifest::subject::{inbox_shaped, reserved, MAX_SUBJECT_LEN, MAX_SUBJECT_TOKENS};
 use crate::metrics::MsgOp;
-use crate::traces;
 
 /// Most bytes of data in one message.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -156,27 +156,6 @@ impl Message {
             payload: self.data.clone().into(),
         }
     }
-}
-
-/// The span of sending `msg` (when traces are on), the child of `trace`'s context;
-/// `msg` then carries the span's, so the handler it reaches is the span's child.
-fn producer_span(
-    trace: &[(String, String)],
-    msg: &mut Msg,
-    op: &'static str,
-) -> Option<traces::Span> {
-    let span = traces::start(traces::Kind::Producer, trace, || {
-        let attrs = vec![
-            traces::Attr::new("messaging.destination.name", msg.subject.clone()),
-            traces::Attr::new("messaging.operation.name", op),
-        ];
-        (format!("{op} {}", msg.subject), attrs)
-    })?;
-    msg.headers
-        .retain(|(k, _)| !k.eq_ignore_ascii_case(traces::TRACEPARENT));
-    msg.headers
-        .push((traces::TRACEPARENT.into(), span.traceparent()));
-    Some(span)
 }
 
 /// Options of one request (`request-options`).

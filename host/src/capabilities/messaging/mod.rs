@@ -16,6 +16,7 @@ pub mod host;
 pub mod inprocess;
 pub mod nats;
 pub mod outbox;
+mod span;
 
 pub use grant::{Messaging, MsgInstance};
 
