@@ -224,7 +224,7 @@ schedule = [{ every = "1s", path = "/internal/reconcile" }]"#,
 
 /// An order left `pending` (its payment outcome unknown) that nobody reads is settled by
 /// the order service's timer (`schedule`): once payment can answer again, the sweep
-/// finds no charge under the order's key and gives its stock back.
+/// finds no charge under the order's key, voids the key and gives its stock back.
 #[tokio::test]
 async fn a_stale_pending_order_is_settled_by_the_timer_without_being_read() {
     let data = tempfile::tempdir().expect("tmp");
@@ -259,6 +259,18 @@ async fn a_stale_pending_order_is_settled_by_the_timer_without_being_read() {
     let (s, order) = shop.get(&format!("/orders/{id}"), Some(&token)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(order["status"], "payment_failed", "{order}");
+    // The sweep voided the order's payment key before it settled the order as unpaid:
+    // a charge that comes late under that key (held up on a paused host) is refused,
+    // never captured for an order that gave its stock back (chaos seed 3, 30 minutes).
+    let late = shop
+        .c
+        .post(panal.at("/payments"))
+        .bearer_auth(&token)
+        .header("idempotency-key", format!("order-{id}"))
+        .json(&json!({"order_id": id, "amount_cents": 1500, "card_number": "4242424242424242"}));
+    let (s, body) = shop.send(late).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(shop.stock(&honey).await, 20);
     drop(shop);
     let log = panal.stop();
     assert!(log.contains("schedule: ran"), "{log}");

@@ -278,10 +278,26 @@ async fn lose_payment_record(data: &std::path::Path, id: &str) {
     assert_eq!(gone.rows_affected(), 1, "payment:{id} was stored");
 }
 
+/// Loses the user record a registration writes after claiming its email, as storage
+/// failing between the two writes would (chaos seed 3, 30 minutes: the account's
+/// logins failed with 401 for good).
+async fn lose_user_record(data: &std::path::Path, email: &str) {
+    let mut conn = storage_of(data, "user").await;
+    let gone = sqlx::query(
+        "DELETE FROM kv WHERE bucket = 'users' AND key LIKE 'user:%' AND CAST(value AS TEXT) LIKE ?",
+    )
+    .bind(format!("%\"{email}\"%"))
+    .execute(&mut conn)
+    .await
+    .expect("delete");
+    assert_eq!(gone.rows_affected(), 1, "{email}'s user record was stored");
+}
+
 /// Everything is still there after a restart, old tokens still work, and card numbers
 /// never reach storage whole. A payment whose record was lost after its key was claimed
 /// is written again as soon as its key is looked up (as the order service's sweep does),
-/// so the id an order holds always reads.
+/// so the id an order holds always reads; a user whose record was lost after the email
+/// was claimed logs in from the claim, which writes the record back.
 async fn everything_is_kept_across_a_restart(
     data: &std::path::Path,
     ana_token: &str,
@@ -289,6 +305,7 @@ async fn everything_is_kept_across_a_restart(
     payment_id: &str,
 ) {
     lose_payment_record(data, payment_id).await;
+    lose_user_record(data, "ana@example.com").await;
     let panal = start(data);
     let shop = Shop {
         panal: &panal,
@@ -315,6 +332,11 @@ async fn everything_is_kept_across_a_restart(
         )
         .await;
     assert_eq!(s, StatusCode::OK);
+    let (s, me) = shop.get("/users/me", Some(ana_token)).await;
+    assert_eq!(
+        (s, &me["email"]),
+        (StatusCode::OK, &json!("ana@example.com"))
+    );
     drop(shop);
     panal.stop();
     // Card numbers never reach storage whole.

@@ -187,7 +187,9 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
         Payment::Unavailable => {
             // Nothing was sent to payment: the order is over, and its stock goes back.
             order.status = model::PAYMENT_FAILED.to_string();
-            bucket.set(&model::order_key(&order.id), &order.to_bytes()?)?;
+            if !reconcile::replace_pending(&bucket, &order)? {
+                return get(user_id, &order.id);
+            }
             reconcile::finish(&bucket, &order, !told_created);
             return Err(ApiError::new(
                 503,
@@ -203,14 +205,21 @@ fn create(req: &IncomingRequest, user_id: &str) -> ApiResult {
             // the payment under key `order-<id>` is known (see `reconcile`); marking it
             // only now, with every attempt over, keeps a reader from settling it early.
             order.payment_unknown = true;
-            bucket.set(&model::order_key(&order.id), &order.to_bytes()?)?;
+            if !reconcile::replace_pending(&bucket, &order)? {
+                return get(user_id, &order.id);
+            }
             return Err(ApiError::upstream("payment outcome unknown").with("order_id", order.id));
         }
     }
-    let record = order.to_bytes()?;
     // One retry: by now money may have moved, so losing this write is worth avoiding.
-    if bucket.set(&model::order_key(&order.id), &record).is_err() {
-        bucket.set(&model::order_key(&order.id), &record)?;
+    let stored = match reconcile::replace_pending(&bucket, &order) {
+        Ok(stored) => stored,
+        Err(_) => reconcile::replace_pending(&bucket, &order)?,
+    };
+    if !stored {
+        // The sweep or a read settled it meanwhile (this attempt was held up): that
+        // outcome stands, and with the key voided first it agrees with payment.
+        return get(user_id, &order.id);
     }
     // Stored: a failed order's stock goes back and the others are told. What fails of
     // that is left to the sweep, with the marker.

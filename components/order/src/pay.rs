@@ -207,45 +207,53 @@ pub fn not_sent(status: u16, answer: &Value) -> bool {
     status == 503 && answer.get("circuit").and_then(Value::as_str) == Some("open")
 }
 
-/// What payment knows of the order's key: `Some` when definite, with
-/// [`Payment::Refused`] standing for "never charged" (no payment under the key, which
-/// is final once no charge is in flight); `None` while payment cannot say.
-pub fn lookup(order_id: &str, total_cents: u64) -> Option<Payment> {
-    lookup_at(
-        &format!("{PAYMENT_URL}/by-key/{}", idempotency_key(order_id)),
-        order_id,
-        total_cents,
-    )
+/// What payment knows of the key of `user_id`'s order, made final: `Some` when definite,
+/// with [`Payment::Refused`] standing for "never charged". Payment answers with the
+/// charge under the key, or voids the key (410) so that no charge can land under it
+/// later: a charge still on its way (held up on a paused host, in a message) is then
+/// refused, and "never charged" cannot turn out wrong. `None` while payment cannot say.
+/// In-process only (`/internal`), so the sweep, which acts for no user, can ask too.
+pub fn lookup(user_id: &str, order_id: &str, total_cents: u64) -> Option<Payment> {
+    let base = PAYMENT_URL.trim_end_matches("/payments");
+    let url = format!(
+        "{base}/internal/void/{user_id}/{}",
+        idempotency_key(order_id)
+    );
+    let (status, body) = client::post(&url, "application/json", b"{}").ok()?;
+    let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    lookup_answer(status, &answer, order_id, total_cents)
 }
 
-/// [`lookup`] for `user_id`'s order, by the sweep, which acts for no user: payment's
-/// in-process route that names the user.
+/// What payment holds under the key of `user_id`'s order, read only (the key is not
+/// voided): how shipping's confirmation checks a paid order. Answers as [`lookup`].
 pub fn lookup_for(user_id: &str, order_id: &str, total_cents: u64) -> Option<Payment> {
     let base = PAYMENT_URL.trim_end_matches("/payments");
-    lookup_at(
-        &format!(
-            "{base}/internal/by-key/{user_id}/{}",
-            idempotency_key(order_id)
-        ),
-        order_id,
-        total_cents,
-    )
-}
-
-fn lookup_at(url: &str, order_id: &str, total_cents: u64) -> Option<Payment> {
-    let url = url.to_string();
+    let url = format!(
+        "{base}/internal/by-key/{user_id}/{}",
+        idempotency_key(order_id)
+    );
     let (status, body) = client::get(&url).ok()?;
     let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    lookup_answer(status, &answer, order_id, total_cents)
+}
+
+/// The meaning of payment's answer to [`lookup`] and [`lookup_for`] (pure).
+pub fn lookup_answer(
+    status: u16,
+    answer: &Value,
+    order_id: &str,
+    total_cents: u64,
+) -> Option<Payment> {
     match status {
-        404 => Some(Payment::Refused),
-        200 if !is_charge_of(&answer, order_id, total_cents) => {
+        404 | 410 => Some(Payment::Refused),
+        200 if !is_charge_of(answer, order_id, total_cents) => {
             // The key was claimed by another request (the caller's own POST /payments):
             // that payment is not this order's, and this order's charge, sent under the
             // same key, could only have been refused with 422.
             eprintln!("order: payment under the key of {order_id} is for another charge: {answer}");
             Some(Payment::Refused)
         }
-        200 => interpret_payment(200, &answer),
+        200 => interpret_payment(200, answer),
         _ => None,
     }
 }
@@ -315,6 +323,22 @@ mod tests {
             interpret_payment(200, &json!({"id":"p1","status":"?"})),
             None
         );
+    }
+
+    #[test]
+    fn a_void_or_missing_key_is_never_charged() {
+        for status in [404, 410] {
+            let answer = json!({"error": "void"});
+            assert_eq!(
+                lookup_answer(status, &answer, "o1", 5),
+                Some(Payment::Refused)
+            );
+        }
+        let own = json!({"id":"p1","order_id":"o1","amount_cents":5,"status":"captured"});
+        assert_eq!(lookup_answer(200, &own, "o1", 5), Some(captured()));
+        for status in [500, 503, 504] {
+            assert_eq!(lookup_answer(status, &Value::Null, "o1", 5), None);
+        }
     }
 
     #[test]

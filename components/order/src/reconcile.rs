@@ -40,7 +40,7 @@ pub fn settle(bucket: &Bucket, order: Order) -> Result<Order, ApiError> {
     if !order.payment_unknown || pay::route()? != Route::Http {
         return Ok(order);
     }
-    match pay::lookup(&order.id, order.total_cents) {
+    match pay::lookup(&order.user_id, &order.id, order.total_cents) {
         Some(outcome) => settle_with(bucket, order, &outcome),
         None => Ok(order),
     }
@@ -159,7 +159,7 @@ fn sweep_one(bucket: &Bucket, marker: &str, now: u64, after_secs: u64) -> Result
         return Ok(if done { Swept::Finished } else { Swept::Failed });
     }
     Ok(
-        match pay::lookup_for(&order.user_id, &order.id, order.total_cents) {
+        match pay::lookup(&order.user_id, &order.id, order.total_cents) {
             Some(outcome) => {
                 settle_with(bucket, order, &outcome)?;
                 Swept::Settled
@@ -188,18 +188,7 @@ fn settle_with(bucket: &Bucket, order: Order, outcome: &Payment) -> Result<Order
             settled.status = model::PAYMENT_FAILED.to_string();
         }
     }
-    let bytes = settled.to_bytes()?;
-    let won = kv::update(bucket, &model::order_key(&order.id), |current| {
-        let waiting = current
-            .and_then(|c| Order::from_bytes(c).ok())
-            .is_some_and(|o| o.status == model::PENDING);
-        Ok::<_, ApiError>(if waiting {
-            Step::Write(bytes.clone(), true)
-        } else {
-            Step::Keep(false)
-        })
-    })?;
-    if !won {
+    if !replace_pending(bucket, &settled)? {
         let current = bucket.get(&model::order_key(&order.id))?;
         return current.map_or(Ok(order), |b| Order::from_bytes(&b));
     }
@@ -212,6 +201,25 @@ fn settle_with(bucket: &Bucket, order: Order, outcome: &Payment) -> Result<Order
     // inbox takes an event id once, so telling again is harmless.
     finish(bucket, &settled, true);
     Ok(settled)
+}
+
+/// Stores `order` over its record only while that record is still `pending`: whether it
+/// did. Every writer of an order's outcome goes through here (the attempt that paid, the
+/// sweep, a read that settles), so an outcome once stored is never overwritten, even
+/// by an attempt that wakes up late (a paused host) holding an old answer.
+pub fn replace_pending(bucket: &Bucket, order: &Order) -> Result<bool, ApiError> {
+    let bytes = order.to_bytes()?;
+    let won = kv::update(bucket, &model::order_key(&order.id), |current| {
+        let waiting = current
+            .and_then(|c| Order::from_bytes(c).ok())
+            .is_some_and(|o| o.status == model::PENDING);
+        Ok::<_, ApiError>(if waiting {
+            Step::Write(bytes.clone(), true)
+        } else {
+            Step::Keep(false)
+        })
+    })?;
+    Ok(won)
 }
 
 /// What is still owed once `order`'s final status is stored: its holds settled at the

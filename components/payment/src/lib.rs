@@ -18,6 +18,12 @@
 //! - `GET /internal/by-key/{user_id}/{key}` → the same for `user_id`; in-process only
 //!   (no gateway route, and 403 without the host's `x-panal-caller`), for the order
 //!   service's sweep of stale orders, which runs on a timer for no user.
+//! - `POST /internal/void/{user_id}/{key}` → 200 with `user_id`'s payment under the key
+//!   if there is one; else the key is claimed void and the answer is 410: nothing was
+//!   charged under it, and nothing ever will be (a charge that arrives later under the
+//!   key, say from a request held up on a paused host, is refused with 409). In-process
+//!   only, like `by-key`: how the order service makes "no payment" final before it
+//!   settles an order as unpaid.
 //!
 //! The key is claimed by a compare-and-swap from absent whose value already holds the
 //! payment, so concurrent replays of one key agree on a single payment: nothing is ever
@@ -101,6 +107,10 @@ fn route(req: &IncomingRequest) -> ApiResult {
             panal_sdk::require_component(req)?;
             by_key(Some(user), key)
         }
+        (Method::Post, ["internal", "void", user, key]) => {
+            panal_sdk::require_component(req)?;
+            void(user, key)
+        }
         (_, ["payments"] | ["payments", _]) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::no_route()),
     }
@@ -159,9 +169,10 @@ fn charge(caller: &str, key: &str, request: &PaymentRequest) -> ApiResult {
 /// Answers a request whose key is already claimed: 200 with the claimed payment if the
 /// request matches the first one, 422 if not.
 fn replay(bucket: &Bucket, existing: &[u8], caller: &str, request: &PaymentRequest) -> ApiResult {
-    let claim: Claim = serde_json::from_slice(existing).map_err(|e| {
-        ApiError::internal("corrupt idempotency record").with("detail", e.to_string())
-    })?;
+    let claim = parse_claim(existing)?;
+    if claim.is_void() {
+        return Err(ApiError::new(409, VOID_MESSAGE));
+    }
     // The owner check keeps another user's payment out of reach even where `idem:` keys
     // could coincide (a caller id containing ':', or a record from before keys were per
     // caller, which has no owner).
@@ -201,14 +212,46 @@ fn by_key(caller: Option<&str>, key: &str) -> ApiResult {
     let Some(bytes) = bucket.get(&model::claim_key(caller, &key))? else {
         return Err(not_found());
     };
-    let claim: Claim = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::internal("corrupt idempotency record").with("detail", e.to_string())
-    })?;
-    if claim.payment.owner != caller {
-        return Err(not_found());
+    answer_claim(&bucket, &bytes, caller)
+}
+
+/// Makes "no payment under `caller`'s `key`" final: 200 with the payment if one was
+/// made, else 410 once the key is claimed void (by this call or an earlier one).
+fn void(caller: &str, key: &str) -> ApiResult {
+    let key = model::idempotency_key(Some(key.to_string()))?;
+    let bucket = open()?;
+    let claim_key = model::claim_key(caller, &key);
+    let void = Claim::void(caller, panal_sdk::time::now_rfc3339());
+    match kv::claim(&bucket, &claim_key, &to_bytes(&void)?)? {
+        None => Err(voided()),
+        Some(existing) => answer_claim(&bucket, &existing, caller),
     }
-    recorded(&bucket, &claim.payment)?;
+}
+
+/// The answer to a read of a claimed key: its payment (its record written first), 410
+/// for a void key, the unknown key's 404 for anyone but the owner.
+fn answer_claim(bucket: &Bucket, bytes: &[u8], caller: &str) -> ApiResult {
+    let claim = parse_claim(bytes)?;
+    if claim.payment.owner != caller {
+        return Err(ApiError::not_found("no payment under this key"));
+    }
+    if claim.is_void() {
+        return Err(voided());
+    }
+    recorded(bucket, &claim.payment)?;
     Ok((200, claim.payment.view()))
+}
+
+fn parse_claim(bytes: &[u8]) -> Result<Claim, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::internal("corrupt idempotency record").with("detail", e.to_string()))
+}
+
+const VOID_MESSAGE: &str =
+    "this Idempotency-Key is void: nothing was charged under it, and nothing will be";
+
+fn voided() -> ApiError {
+    ApiError::new(410, VOID_MESSAGE)
 }
 
 /// Without a caller, or for anyone but the owner, the answer is the unknown id's 404.

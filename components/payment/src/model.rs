@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 
 pub const CAPTURED: &str = "captured";
 pub const DECLINED: &str = "declined";
+/// The status of a void claim: no payment was made under its key, and none will be.
+pub const VOID: &str = "void";
 /// The mock processor declines cards ending in these digits.
 const DECLINE_SUFFIX: &str = "0002";
 pub const MAX_ORDER_ID_CHARS: usize = 200;
@@ -56,6 +58,31 @@ pub struct Claim {
     /// [`PaymentRequest::fingerprint`] of the request that made the claim.
     pub request_hash: String,
     pub payment: Payment,
+}
+
+impl Claim {
+    /// The claim that fences `caller`'s key: nothing was charged under it, and a charge
+    /// that arrives later (from a request that was stuck, say on a paused host) is
+    /// refused instead of captured. It holds no payment record.
+    pub fn void(caller: &str, now: String) -> Self {
+        Self {
+            request_hash: VOID.to_string(),
+            payment: Payment {
+                id: String::new(),
+                owner: caller.to_string(),
+                order_id: String::new(),
+                amount_cents: 0,
+                status: VOID.to_string(),
+                card_last4: String::new(),
+                created_at: now,
+            },
+        }
+    }
+
+    /// Whether this claim fences its key rather than holding a payment.
+    pub fn is_void(&self) -> bool {
+        self.payment.status == VOID
+    }
 }
 
 /// A validated `POST /payments` body.
@@ -299,6 +326,26 @@ mod tests {
             claim.request_hash,
             request("0000000000004242", 500).fingerprint()
         );
+    }
+
+    #[test]
+    fn void_claims_hold_no_payment() {
+        let void = Claim::void("u1", "2026-12-07T00:00:00Z".into());
+        assert!(void.is_void());
+        assert_eq!(void.payment.owner, "u1");
+        assert!(void.payment.id.is_empty() && void.payment.amount_cents == 0);
+        let request = request("4242424242424242", 100);
+        assert_ne!(void.request_hash, request.fingerprint());
+        let back: Claim = serde_json::from_slice(&serde_json::to_vec(&void).unwrap()).unwrap();
+        assert!(back.is_void());
+        let paid = Claim {
+            request_hash: request.fingerprint(),
+            payment: Payment {
+                status: CAPTURED.into(),
+                ..void.payment.clone()
+            },
+        };
+        assert!(!paid.is_void());
     }
 
     #[test]

@@ -12,9 +12,12 @@
 //! - `GET /users/{id}` → 200 `{id, email, name}` or 404.
 //!
 //! Storage (bucket `users`): `user:<id>` → the user record (JSON, with the Argon2id PHC
-//! hash), `email:<lowercased email>` → the owning user id. The email key is claimed with
-//! a compare-and-swap from absent before the user is written, so two concurrent
-//! registrations of one email cannot both succeed.
+//! hash), `email:<lowercased email>` → the same record (the owning user id alone in
+//! records from before). The email key is claimed with a compare-and-swap from absent
+//! whose value is the whole record, so two concurrent registrations of one email cannot
+//! both succeed, and a registration whose second write failed (storage lost mid-way, a
+//! host stopped) is still whole: login reads it from the claim and writes `user:<id>`
+//! back.
 //!
 //! Config: `jwt_secret` (required for login), `jwt_ttl_secs` (default 3600).
 
@@ -90,6 +93,19 @@ fn load_user(bucket: &Bucket, id: &str) -> Result<Option<User>, ApiError> {
     }
 }
 
+/// The user an `email:` claim names: the record it holds, written back to `user:<id>`
+/// when that write of its registration failed; or, in a claim from before claims held
+/// the record, the user under the id it holds.
+fn user_of_claim(bucket: &Bucket, claim: &[u8]) -> Result<Option<User>, ApiError> {
+    let Ok(user) = serde_json::from_slice::<User>(claim) else {
+        return load_user(bucket, &String::from_utf8_lossy(claim));
+    };
+    if !bucket.exists(&user_key(&user.id))? {
+        bucket.set(&user_key(&user.id), claim)?;
+    }
+    Ok(Some(user))
+}
+
 fn read_body(req: &IncomingRequest) -> Result<Vec<u8>, ApiError> {
     panal_sdk::read_body(req)
         .map_err(|e| ApiError::bad_request("could not read request body").with("detail", e))
@@ -114,14 +130,12 @@ fn register(req: &IncomingRequest) -> ApiResult {
         created_at: panal_sdk::time::now_rfc3339(),
     };
     let record = serde_json::to_vec(&user).map_err(|e| ApiError::internal(e.to_string()))?;
-    if kv::claim(&bucket, &email_key, user.id.as_bytes())?.is_some() {
+    if kv::claim(&bucket, &email_key, &record)?.is_some() {
         return Err(email_taken());
     }
-    if let Err(e) = bucket.set(&user_key(&user.id), &record) {
-        // Give the email back; nobody else can hold this claim, so a plain delete is safe.
-        let _ = bucket.delete(&email_key);
-        return Err(e.into());
-    }
+    // The claim is the registration; a failure here answers "unsure" (the retry gets
+    // 409, and login writes the record back).
+    bucket.set(&user_key(&user.id), &record)?;
     Ok((201, user.public()))
 }
 
@@ -136,7 +150,7 @@ fn login(req: &IncomingRequest) -> ApiResult {
     let ttl = jwt_ttl()?;
     let bucket = open()?;
     let user = match bucket.get(&validate::email_key(&email))? {
-        Some(id) => load_user(&bucket, &String::from_utf8_lossy(&id))?,
+        Some(claim) => user_of_claim(&bucket, &claim)?,
         None => None,
     };
     let client = guard::client_of(panal_sdk::header(req, panal_sdk::CLIENT_IP_HEADER).as_deref());

@@ -20,6 +20,13 @@ enum Answer {
     Unknown,
 }
 
+/// A change on its way: its answer comes from `task`.
+pub struct Sending {
+    change: Change,
+    deployed: Option<String>,
+    task: tokio::task::JoinHandle<Answer>,
+}
+
 /// Every change sent, in order.
 pub struct Changes {
     original: Vec<u8>,
@@ -53,13 +60,16 @@ impl Changes {
         (self.sent.len(), acked)
     }
 
-    /// Send `change` through its host (nothing when that host is down).
-    pub async fn send(&mut self, world: &World, change: Change) {
+    /// Send `change` through its host (nothing when that host is down), in a task of
+    /// its own: a change sent to a paused or cut-off host may wait for its answer
+    /// longer than the fault lasts, and must not hold back the heal. [`Self::answered`]
+    /// records what came of it.
+    pub fn send(&mut self, world: &World, change: Change) -> Option<Sending> {
         let (h, rollback) = match change {
             Change::Deploy(h) => (h, false),
             Change::Rollback(h) => (h, true),
         };
-        let Some(admin) = world.admin(h) else { return };
+        let admin = world.admin(h)?;
         let (req, deployed) = if rollback {
             let url = format!("{admin}/components/product/rollback");
             (self.http.post(url), None)
@@ -69,18 +79,31 @@ impl Changes {
             let url = format!("{admin}/components/product");
             (self.http.put(url).body(bytes), Some(version))
         };
-        let answer = match req.send().await {
-            Ok(r) if r.status().is_success() => {
-                let body: serde_json::Value = r.json().await.unwrap_or_default();
-                let said = body["version"]
-                    .as_str()
-                    .map(|v| v[..v.len().min(12)].to_string());
-                Answer::Acked(said.or_else(|| deployed.clone()))
+        let said_version = deployed.clone();
+        let task = tokio::spawn(async move {
+            match req.send().await {
+                Ok(r) if r.status().is_success() => {
+                    let body: serde_json::Value = r.json().await.unwrap_or_default();
+                    let said = body["version"]
+                        .as_str()
+                        .map(|v| v[..v.len().min(12)].to_string());
+                    Answer::Acked(said.or(said_version))
+                }
+                Ok(r) if r.status().is_client_error() => Answer::Refused,
+                _ => Answer::Unknown,
             }
-            Ok(r) if r.status().is_client_error() => Answer::Refused,
-            _ => Answer::Unknown,
-        };
-        self.sent.push((change, deployed, answer));
+        });
+        Some(Sending {
+            change,
+            deployed,
+            task,
+        })
+    }
+
+    /// Record what came of a change sent with [`Self::send`], once it is answered.
+    pub async fn answered(&mut self, sending: Sending) {
+        let answer = sending.task.await.unwrap_or(Answer::Unknown);
+        self.sent.push((sending.change, sending.deployed, answer));
     }
 
     /// The versions a host may serve after healing: the last acknowledged one (the

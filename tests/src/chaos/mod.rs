@@ -100,12 +100,13 @@ pub async fn run(settings: &Settings) -> Report {
         tokio::time::sleep_until((started + step.at).into()).await;
         step.fault.inject(&mut world).await;
         tokio::time::sleep(step.lasts / 2).await;
-        if let Some(change) = step.change {
-            changes.send(&world, change).await;
-        }
+        let sending = step.change.and_then(|change| changes.send(&world, change));
         tokio::time::sleep(step.lasts / 2).await;
         step.fault.heal(&mut world).await;
         let took = recovery(&world, &probe).await;
+        if let Some(sending) = sending {
+            changes.answered(sending).await;
+        }
         eprintln!("chaos: {step}: healed, served again after {took:?}");
         recoveries.push((step.fault.kind(), took));
     }
