@@ -21,9 +21,9 @@
 //! - `POST /internal/void/{user_id}/{key}` → 200 with `user_id`'s payment under the key
 //!   if there is one; else the key is claimed void and the answer is 410: nothing was
 //!   charged under it, and nothing ever will be (a charge that arrives later under the
-//!   key, say from a request held up on a paused host, is refused with 409). In-process
-//!   only, like `by-key`: how the order service makes "no payment" final before it
-//!   settles an order as unpaid.
+//!   key, say from a request held up on a paused host, is refused with 409). For the
+//!   order service only (403 for any other caller, and for requests through the
+//!   gateway): how it makes "no payment" final before it settles an order as unpaid.
 //!
 //! The key is claimed by a compare-and-swap from absent whose value already holds the
 //! payment, so concurrent replays of one key agree on a single payment: nothing is ever
@@ -107,8 +107,13 @@ fn route(req: &IncomingRequest) -> ApiResult {
             panal_sdk::require_component(req)?;
             by_key(Some(user), key)
         }
+        // A write that fails an order: the order service's alone, not every component
+        // that may read payments.
         (Method::Post, ["internal", "void", user, key]) => {
-            panal_sdk::require_component(req)?;
+            if panal_sdk::require_component(req)? != "order" {
+                return Err(ApiError::new(403, "forbidden")
+                    .with("reason", "only the order service voids a key"));
+            }
             void(user, key)
         }
         (_, ["payments"] | ["payments", _]) => Err(ApiError::method_not_allowed()),
