@@ -269,3 +269,30 @@ pub async fn storage_of(data: &std::path::Path, component: &str) -> sqlx::Sqlite
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// Removes payment `id`'s own record from the stopped host's SQLite file, leaving its
+/// key's claim: what a charge leaves when its storage fails between the two writes.
+pub async fn lose_payment_record(data: &std::path::Path, id: &str) {
+    let mut conn = storage_of(data, "payment").await;
+    let gone = sqlx::query("DELETE FROM kv WHERE bucket = 'payments' AND key = ?")
+        .bind(format!("payment:{id}"))
+        .execute(&mut conn)
+        .await
+        .expect("delete");
+    assert_eq!(gone.rows_affected(), 1, "payment:{id} was stored");
+}
+
+/// Loses the user record a registration writes after claiming its email, as storage
+/// failing between the two writes would (chaos seed 3, 30 minutes: the account's
+/// logins failed with 401 for good).
+pub async fn lose_user_record(data: &std::path::Path, email: &str) {
+    let mut conn = storage_of(data, "user").await;
+    let gone = sqlx::query(
+        "DELETE FROM kv WHERE bucket = 'users' AND key LIKE 'user:%' AND CAST(value AS TEXT) LIKE ?",
+    )
+    .bind(format!("%\"{email}\"%"))
+    .execute(&mut conn)
+    .await
+    .expect("delete");
+    assert_eq!(gone.rows_affected(), 1, "{email}'s user record was stored");
+}

@@ -6,7 +6,7 @@ use panal_tests::{base64_url, client, sign_hs256, Panal};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use panal_tests::shop::{manifest_on, start, storage_of, Shop, SECRET};
+use panal_tests::shop::{lose_payment_record, lose_user_record, manifest_on, start, Shop, SECRET};
 
 #[tokio::test]
 async fn the_whole_flow_through_the_gateway_survives_a_restart() {
@@ -264,33 +264,6 @@ async fn payments_are_idempotent_and_private(
     assert_eq!(s, StatusCode::CREATED, "{bobs}");
     assert_ne!(bobs["id"], first["id"]);
     payment_id
-}
-
-/// Removes payment `id`'s own record from the stopped host's SQLite file, leaving its
-/// key's claim: what a charge leaves when its storage fails between the two writes.
-async fn lose_payment_record(data: &std::path::Path, id: &str) {
-    let mut conn = storage_of(data, "payment").await;
-    let gone = sqlx::query("DELETE FROM kv WHERE bucket = 'payments' AND key = ?")
-        .bind(format!("payment:{id}"))
-        .execute(&mut conn)
-        .await
-        .expect("delete");
-    assert_eq!(gone.rows_affected(), 1, "payment:{id} was stored");
-}
-
-/// Loses the user record a registration writes after claiming its email, as storage
-/// failing between the two writes would (chaos seed 3, 30 minutes: the account's
-/// logins failed with 401 for good).
-async fn lose_user_record(data: &std::path::Path, email: &str) {
-    let mut conn = storage_of(data, "user").await;
-    let gone = sqlx::query(
-        "DELETE FROM kv WHERE bucket = 'users' AND key LIKE 'user:%' AND CAST(value AS TEXT) LIKE ?",
-    )
-    .bind(format!("%\"{email}\"%"))
-    .execute(&mut conn)
-    .await
-    .expect("delete");
-    assert_eq!(gone.rows_affected(), 1, "{email}'s user record was stored");
 }
 
 /// Everything is still there after a restart, old tokens still work, and card numbers
