@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `just bench` needs and does not share with the tests:
-#   - wrk, the load tool (Debian/Ubuntu: apt-get; macOS: brew);
+#   - wrk, the load tool, and valgrind, which counts instructions per request
+#     (Debian/Ubuntu: apt-get; macOS: brew, wrk only);
 #   - wasmtime-cli of the exact wasmtime version Panal links, built from crates.io into
 #     .bench/tools (only the `serve` command and what it needs), so `wasmtime serve` and
 #     Panal run the same engine.
@@ -29,6 +30,14 @@ if ! command -v wrk >/dev/null 2>&1; then
     fi
 fi
 echo "bench-tools: $(wrk --version 2>&1 | head -1)"
+
+if ! command -v callgrind_control >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "bench-tools: installing valgrind"
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get install -y valgrind >/dev/null
+fi
+command -v valgrind >/dev/null 2>&1 && echo "bench-tools: $(valgrind --version)"
 
 have="$("$TOOLS/bin/wasmtime" --version 2>/dev/null || true)"
 case "$have" in

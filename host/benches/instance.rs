@@ -56,6 +56,7 @@ fn benches(c: &mut Criterion) {
         .block_on(panal::server::load_registry(
             &manifest,
             data.path(),
+            Default::default(),
             panal::capabilities::Backends {
                 kv: Some(kv.clone()),
                 broker: None,

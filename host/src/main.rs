@@ -196,6 +196,15 @@ struct RunArgs {
     /// Default: half of the machine's memory (or of the cgroup limit).
     #[arg(long, env = "PANAL_GUEST_MEMORY_MB", value_parser = clap::value_parser!(u32).range(16..))]
     guest_memory_mb: Option<u32>,
+    /// Component instances alive at once, all components together (the pool's size).
+    /// Default: every component's `max_concurrency` added up, plus room for deploys.
+    #[arg(long, env = "PANAL_MAX_INSTANCES", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    max_instances: Option<u32>,
+    /// Address space reserved for each linear memory, MiB. Default 4096, which lets
+    /// compiled code skip bounds checks; lower it (to at least the largest
+    /// `memory_mb`) where address space is short (`ulimit -v`, valgrind).
+    #[arg(long, env = "PANAL_MEMORY_RESERVATION_MB", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    memory_reservation_mb: Option<u32>,
 }
 
 /// How the host proves itself to NATS (every connection: messaging, cluster,
@@ -362,6 +371,10 @@ impl RunArgs {
             cluster_auth,
             insecure_cluster: self.insecure_cluster,
             guest_memory_mb: self.guest_memory_mb,
+            pool: panal::runtime::engine::PoolOverrides {
+                max_instances: self.max_instances,
+                memory_reservation_mb: self.memory_reservation_mb,
+            },
             tls: self
                 .tls_cert
                 .zip(self.tls_key)

@@ -181,9 +181,18 @@ pub struct Start {
     data_dir: PathBuf,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    /// A command `panal` runs under (e.g. `valgrind --tool=callgrind`), if any.
+    under: Vec<String>,
 }
 
 impl Start {
+    /// Run `panal` under `command` (its program and arguments, `panal run …` after).
+    #[must_use]
+    pub fn under(mut self, command: &[&str]) -> Self {
+        self.under = command.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
     /// With these environment variables too.
     #[must_use]
     pub fn env(mut self, env: &[(&str, &str)]) -> Self {
@@ -216,7 +225,15 @@ impl Start {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        Panal::start_in(dir, &manifest_path, &self.data_dir, &env, &args)
+        let cmd = match self.under.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(panal_bin());
+                cmd
+            }
+            None => Command::new(panal_bin()),
+        };
+        Panal::start_in(dir, &manifest_path, &self.data_dir, cmd, &env, &args)
     }
 }
 
@@ -234,6 +251,7 @@ impl Panal {
             data_dir: data_dir.to_path_buf(),
             env: Vec::new(),
             args: Vec::new(),
+            under: Vec::new(),
         }
     }
 
@@ -246,15 +264,18 @@ impl Panal {
         }
     }
 
+    /// Start `cmd` (`panal`, or what it runs under) as `panal run` of the manifest at
+    /// `manifest_path`, with the test's `env` and extra `args`.
     fn start_in(
         dir: tempfile::TempDir,
         manifest_path: &Path,
         data_dir: &Path,
+        mut cmd: Command,
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Self {
         let log = dir.path().join("panal.log");
-        let mut child = Command::new(panal_bin())
+        let mut child = cmd
             .arg("run")
             .arg("--manifest")
             .arg(manifest_path)

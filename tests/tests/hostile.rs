@@ -3,11 +3,13 @@
 //! makes are capped, metadata a broker cannot carry is the guest's error, and on NATS a
 //! message JetStream will never take is dead-lettered out of the outbox instead of
 //! blocking every durable message behind it; an instance holds a bounded number of host
-//! resources; instances past the host-wide guest memory budget wait, then get 503.
+//! resources; instances past the host-wide guest memory budget wait, then get 503; the
+//! pool's size and address space are the operator's to set, and a setting that cannot
+//! work is refused at start.
 
 use std::time::Duration;
 
-use panal_tests::{client, component, eventually, NatsServer, Panal};
+use panal_tests::{client, component, eventually, refused, NatsServer, Panal};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -326,4 +328,42 @@ async fn instances_past_the_guest_memory_budget_wait_then_get_503() {
         log.contains("limit hit: the host's guest memory budget"),
         "{log}"
     );
+}
+
+/// `--max-instances` and `--memory-reservation-mb` size the pool for a host short of
+/// address space: a reservation below the largest `memory_mb` is refused at start,
+/// naming both; with one instance in the pool, a second request while the first holds
+/// it gets 503 naming the instance limit, and is served again once the first ends.
+#[tokio::test]
+async fn the_pool_is_the_operators_to_size() {
+    let manifest = format!(
+        "version = 1\n[components.p]\nsource = \"{}\"\nroutes = [\"/p\"]\nkeyvalue = [\"b\"]\n",
+        component("probe")
+    );
+    let err = refused(&manifest, &[], &["--memory-reservation-mb", "64"]);
+    assert!(
+        err.contains("--memory-reservation-mb 64 is below") && err.contains("128 MiB"),
+        "{err}"
+    );
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::with(&manifest, data.path())
+        .args(&["--max-instances", "1", "--memory-reservation-mb", "128"])
+        .start();
+    let c = client();
+    let holder = tokio::spawn({
+        let (c, url) = (c.clone(), panal.at("/p/grow?pages=1&hold_ms=2000"));
+        async move { c.get(url).send().await.expect("get").status() }
+    });
+    let full = eventually(Duration::from_secs(5), || async {
+        let resp = c.get(panal.at("/p/config")).send().await.expect("get");
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        (status == StatusCode::SERVICE_UNAVAILABLE).then_some(body)
+    })
+    .await
+    .expect("a second instance does not fit the pool");
+    assert!(full.contains("instance limit"), "{full}");
+    assert_eq!(holder.await.expect("task"), StatusCode::OK);
+    let ok = c.get(panal.at("/p/config")).send().await.expect("get");
+    assert_eq!(ok.status(), StatusCode::OK);
 }

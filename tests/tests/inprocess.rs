@@ -66,6 +66,7 @@ limits = {{ timeout_ms = 300 }}
         cluster_auth: Default::default(),
         insecure_cluster: false,
         guest_memory_mb: None,
+        pool: Default::default(),
         tls: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

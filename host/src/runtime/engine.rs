@@ -56,6 +56,39 @@ pub struct PoolSize {
     pub instances: u32,
     /// The largest linear memory any one instance may have (MiB).
     pub max_memory_mb: u64,
+    /// Address space reserved per linear memory (MiB); `None`: wasmtime's 4 GiB, which
+    /// lets compiled code skip most bounds checks.
+    pub reservation_mb: Option<u64>,
+}
+
+/// What the operator sets on the pool (`--max-instances`, `--memory-reservation-mb`),
+/// for hosts with little address space (`ulimit -v`, valgrind, 39-bit address spaces).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolOverrides {
+    /// Component instances alive at once, instead of what the manifest adds up to.
+    pub max_instances: Option<u32>,
+    /// Address space reserved per linear memory, MiB.
+    pub memory_reservation_mb: Option<u32>,
+}
+
+/// A pool setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error(
+        "--memory-reservation-mb {reservation_mb} is below the largest memory a component \
+         may grow to ({max_memory_mb} MiB: the largest `limits.memory_mb`, at least the \
+         default 128): raise it, or lower `memory_mb`"
+    )]
+    /// Memories could not grow to their `memory_mb` in so little address space.
+    ReservationTooSmall {
+        /// What the operator asked for.
+        reservation_mb: u64,
+        /// The largest memory a component may grow to.
+        max_memory_mb: u64,
+    },
+    /// More instances than the pool can reserve address space for, or none.
+    #[error("--max-instances must be between 1 and {MAX_INSTANCES}, not {0}")]
+    Instances(u32),
 }
 
 impl PoolSize {
@@ -94,7 +127,28 @@ impl PoolSize {
         Self {
             instances: u32::try_from(instances).unwrap_or(MAX_INSTANCES),
             max_memory_mb,
+            reservation_mb: None,
         }
+    }
+
+    /// This size with the operator's `overrides` applied, or why they cannot work.
+    pub fn with(mut self, overrides: PoolOverrides) -> Result<Self, PoolError> {
+        if let Some(n) = overrides.max_instances {
+            if n == 0 || n > MAX_INSTANCES {
+                return Err(PoolError::Instances(n));
+            }
+            self.instances = n;
+        }
+        if let Some(mb) = overrides.memory_reservation_mb.map(u64::from) {
+            if mb < self.max_memory_mb {
+                return Err(PoolError::ReservationTooSmall {
+                    reservation_mb: mb,
+                    max_memory_mb: self.max_memory_mb,
+                });
+            }
+            self.reservation_mb = Some(mb);
+        }
+        Ok(self)
     }
 }
 
@@ -120,6 +174,9 @@ pub fn new_engine(size: PoolSize) -> anyhow::Result<Engine> {
         .wasm_component_model_async(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if let Some(mb) = size.reservation_mb {
+        config.memory_reservation(mb << 20);
+    }
     Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot configure the wasm engine: {e}"))
 }
 

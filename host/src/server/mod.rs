@@ -25,7 +25,7 @@ use crate::manifest::{Manifest, MessagingBackend, Storage};
 use crate::registry::store::DeployStore;
 use crate::registry::Registry;
 use crate::runtime::budget::MemoryBudget;
-use crate::runtime::engine::{new_engine, Compiler, EpochTicker, PoolSize};
+use crate::runtime::engine::{new_engine, Compiler, EpochTicker, PoolOverrides, PoolSize};
 use start::{Host, Plan, Serving};
 
 /// How long a start waits for NATS before serving anyway (and catching up later).
@@ -66,6 +66,8 @@ pub struct RunOptions {
     pub insecure_cluster: bool,
     /// The host-wide guest memory budget, MiB (default: half of the machine's).
     pub guest_memory_mb: Option<u32>,
+    /// The operator's settings of the instance pool.
+    pub pool: PoolOverrides,
     /// Serve the gateway over HTTPS with these files (overrides `[gateway.tls]`).
     pub tls: Option<crate::manifest::TlsFiles>,
 }
@@ -84,10 +86,14 @@ fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
 pub async fn load_registry(
     manifest: &Manifest,
     data_dir: &Path,
+    pool: PoolOverrides,
     backends: Backends,
     deployments: Option<DeployStore>,
 ) -> anyhow::Result<(Arc<Registry>, EpochTicker)> {
-    let engine = new_engine(PoolSize::for_manifest(manifest))?;
+    let size = PoolSize::for_manifest(manifest)
+        .with(pool)
+        .map_err(|e| Refused(e.to_string()))?;
+    let engine = new_engine(size)?;
     let ticker = EpochTicker::start(&engine);
     let compiler = Compiler::new(&engine, data_dir.join("cache"))?;
     let (registry, stats) = Registry::load(manifest, compiler, backends, deployments)
@@ -107,7 +113,14 @@ pub async fn load_registry(
 /// Validate the manifest and compile and link every component, serving nothing.
 pub async fn check(manifest: &Path, data_dir: &Path) -> anyhow::Result<()> {
     let manifest = load_manifest(manifest)?;
-    let (registry, _ticker) = load_registry(&manifest, data_dir, Backends::default(), None).await?;
+    let (registry, _ticker) = load_registry(
+        &manifest,
+        data_dir,
+        PoolOverrides::default(),
+        Backends::default(),
+        None,
+    )
+    .await?;
     println!(
         "{}: ok ({} components: {})",
         manifest.path.display(),

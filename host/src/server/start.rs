@@ -112,6 +112,7 @@ impl Host {
         let (registry, ticker) = load_registry(
             &plan.manifest,
             &opts.data_dir,
+            opts.pool,
             backends.clone(),
             Some(deployments),
         )

@@ -5,13 +5,14 @@
 //! Environment: `BENCH_SECS` (per load run, default 5), `BENCH_CONNS` (default
 //! `1,16,64`), `PANAL_WASMTIME` (a `wasmtime` binary; default `.bench/tools/bin/wasmtime`,
 //! which `scripts/bench-tools.sh` installs; only the `local` section needs it),
-//! `BENCH_ONLY` (comma-separated sections: local, messaging, shop, cluster, startup,
-//! swap).
+//! `BENCH_ONLY` (comma-separated sections: local, instructions, messaging, shop,
+//! cluster, startup, swap).
 //!
 //! Writes the generated part of BENCHMARKS.md and `docs/benchmarks.png`.
 
 mod chart;
 mod cluster;
+mod instructions;
 mod load;
 mod nats;
 mod report;
@@ -65,13 +66,16 @@ async fn main() {
                 .expect("BENCH_CONNS: numbers, comma-separated")
         })
         .collect();
-    let only = env_or("BENCH_ONLY", "local,messaging,shop,cluster,startup,swap");
+    let only = env_or(
+        "BENCH_ONLY",
+        "local,instructions,messaging,shop,cluster,startup,swap",
+    );
     let run = |s: &str| only.split(',').any(|o| o.trim() == s);
     let wasmtime = std::env::var_os("PANAL_WASMTIME")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join(".bench/tools/bin/wasmtime"));
     assert!(
-        !run("local") || wasmtime.is_file(),
+        !(run("local") || run("instructions")) || wasmtime.is_file(),
         "{} is missing: run scripts/bench-tools.sh (or `just bench`)",
         wasmtime.display()
     );
@@ -84,6 +88,10 @@ async fn main() {
     };
     if run("local") {
         scenarios::local(&mut b);
+    }
+    if run("instructions") {
+        println!("instructions: per request at c=1, under callgrind");
+        instructions::run(&mut b).await;
     }
     if run("messaging") {
         scenarios::messaging(&mut b).await;

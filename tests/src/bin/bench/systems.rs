@@ -13,6 +13,13 @@ pub struct Server {
     pub command: String,
 }
 
+impl Server {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -71,12 +78,25 @@ fn spawn(mut cmd: Command, announce_on_stderr: bool, command: String) -> Server 
 
 /// `wasmtime serve` of `wasm` with its defaults (one fresh instance per request).
 pub fn wasmtime_serve(wasmtime: &Path, wasm: &str, extra: &[&str]) -> Server {
-    let mut cmd = Command::new(wasmtime);
+    wasmtime_serve_under(&[], wasmtime, wasm, extra)
+}
+
+/// [`wasmtime_serve`] run under `under` (a program and its arguments, e.g. valgrind).
+pub fn wasmtime_serve_under(under: &[&str], wasmtime: &Path, wasm: &str, extra: &[&str]) -> Server {
+    let mut cmd = match under.split_first() {
+        Some((program, rest)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(rest).arg(wasmtime);
+            cmd
+        }
+        None => Command::new(wasmtime),
+    };
     cmd.args(["serve", "--addr", "127.0.0.1:0"])
         .args(extra)
         .arg(wasm);
     let shown = format!(
-        "wasmtime serve --addr 127.0.0.1:0 {}{wasm}",
+        "{}wasmtime serve --addr 127.0.0.1:0 {}{wasm}",
+        under.iter().map(|a| format!("{a} ")).collect::<String>(),
         extra.iter().map(|a| format!("{a} ")).collect::<String>()
     );
     spawn(cmd, true, shown)
