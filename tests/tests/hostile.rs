@@ -351,19 +351,26 @@ async fn the_pool_is_the_operators_to_size() {
         .start();
     let c = client();
     let holder = tokio::spawn({
-        let (c, url) = (c.clone(), panal.at("/p/grow?pages=1&hold_ms=2000"));
+        let (c, url) = (c.clone(), panal.at("/p/grow?pages=1&hold_ms=3000"));
         async move { c.get(url).send().await.expect("get").status() }
     });
-    let full = eventually(Duration::from_secs(5), || async {
-        let resp = c.get(panal.at("/p/config")).send().await.expect("get");
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        (status == StatusCode::SERVICE_UNAVAILABLE).then_some(body)
+    // Nothing else is sent until the holder's instance runs: it alone takes the pool.
+    let running = "panal_requests_in_flight{component=\"p\"} 1";
+    eventually(Duration::from_secs(10), || async {
+        panal.metrics().await.contains(running).then_some(())
     })
     .await
-    .expect("a second instance does not fit the pool");
-    assert!(full.contains("instance limit"), "{full}");
+    .expect("the holder runs");
+    let full = c.get(panal.at("/p/config")).send().await.expect("get");
+    assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = full.text().await.expect("body");
+    assert!(body.contains("instance limit"), "{body}");
     assert_eq!(holder.await.expect("task"), StatusCode::OK);
-    let ok = c.get(panal.at("/p/config")).send().await.expect("get");
-    assert_eq!(ok.status(), StatusCode::OK);
+    // The holder's instance goes back to the pool just after its answer is written.
+    eventually(Duration::from_secs(5), || async {
+        let resp = c.get(panal.at("/p/config")).send().await.expect("get");
+        (resp.status() == StatusCode::OK).then_some(())
+    })
+    .await
+    .expect("served again once the holder ended");
 }
