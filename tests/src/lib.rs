@@ -157,6 +157,16 @@ pub fn refused(manifest: &str, env: &[(&str, &str)], args: &[&str]) -> String {
     stderr
 }
 
+/// `program`, or `program` run under `under` (a wrapper and its arguments: valgrind).
+pub fn command_under<S: AsRef<str>>(under: &[S], program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let Some((wrapper, rest)) = under.split_first() else {
+        return Command::new(program);
+    };
+    let mut cmd = Command::new(wrapper.as_ref());
+    cmd.args(rest.iter().map(AsRef::as_ref)).arg(program);
+    cmd
+}
+
 /// The cluster key every host the harness starts has (`PANAL_CLUSTER_KEY`), unless
 /// the test gives another.
 pub const CLUSTER_KEY: &str = "test-cluster-key-0123456789abcdef-0123456789";
@@ -181,15 +191,14 @@ pub struct Start {
     data_dir: PathBuf,
     env: Vec<(String, String)>,
     args: Vec<String>,
-    /// A command `panal` runs under (e.g. `valgrind --tool=callgrind`), if any.
-    under: Vec<String>,
+    under: Vec<String>, // a wrapper `panal` runs under (e.g. valgrind), if any
 }
 
 impl Start {
     /// Run `panal` under `command` (its program and arguments, `panal run …` after).
     #[must_use]
-    pub fn under(mut self, command: &[&str]) -> Self {
-        self.under = command.iter().map(|a| a.to_string()).collect();
+    pub fn under<S: AsRef<str>>(mut self, command: &[S]) -> Self {
+        self.under = command.iter().map(|a| a.as_ref().to_string()).collect();
         self
     }
 
@@ -225,15 +234,8 @@ impl Start {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let cmd = match self.under.split_first() {
-            Some((program, rest)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(rest).arg(panal_bin());
-                cmd
-            }
-            None => Command::new(panal_bin()),
-        };
-        Panal::start_in(dir, &manifest_path, &self.data_dir, cmd, &env, &args)
+        let under = command_under(&self.under, panal_bin());
+        Panal::start_in(dir, &manifest_path, &self.data_dir, under, &env, &args)
     }
 }
 
@@ -264,8 +266,7 @@ impl Panal {
         }
     }
 
-    /// Start `cmd` (`panal`, or what it runs under) as `panal run` of the manifest at
-    /// `manifest_path`, with the test's `env` and extra `args`.
+    /// `cmd` (`panal` or its wrapper) as `panal run` of `manifest_path`, plus `env`, `args`.
     fn start_in(
         dir: tempfile::TempDir,
         manifest_path: &Path,

@@ -47,6 +47,20 @@ const SERVE_POOL: [&str; 12] = [
     "pooling-total-tables=512",
 ];
 
+/// Each scenario: its name, the path Panal serves it at (see [`manifest`]), and the
+/// component, path and extra flags `wasmtime serve` gets for it.
+const SCENARIOS: [(&str, &str, &str, &str, &[&str]); 3] = [
+    ("hello", "/hello", "minimal", "/hello", &[]),
+    (
+        "hello-reuse",
+        "/reuse",
+        "minimal",
+        "/hello",
+        &["--max-instance-reuse-count", "1000"],
+    ),
+    ("hello-p3", "/p3/x", "hello_p3", "/p3/x", &["-Scli"]),
+];
+
 fn manifest() -> String {
     let minimal = component("minimal");
     format!(
@@ -93,7 +107,6 @@ pub async fn run(b: &mut Bench) {
         .start()
         .stop();
     let under = callgrind(&dir, "panal");
-    let under: Vec<&str> = under.iter().map(String::as_str).collect();
     let panal = Panal::with(&manifest(), data.path())
         .args(&PANAL_POOL)
         .under(&under)
@@ -103,33 +116,17 @@ pub async fn run(b: &mut Bench) {
         under.join(" "),
         PANAL_POOL.join(" ")
     ));
-    let mut per_request = Vec::new();
-    for (scenario, path) in [
-        ("hello", "/hello"),
-        ("hello-reuse", "/reuse"),
-        ("hello-p3", "/p3/x"),
-    ] {
-        let n = count(panal.pid(), &dir, "panal", &panal.at(path)).await;
-        per_request.push((scenario, n));
+    let mut counted = Vec::new();
+    for (_, path, ..) in SCENARIOS {
+        counted.push(count(panal.pid(), &dir, "panal", &panal.at(path)).await);
     }
     drop(panal);
-    let serve = [
-        ("hello", "minimal", "/hello", &[][..]),
-        (
-            "hello-reuse",
-            "minimal",
-            "/hello",
-            &["--max-instance-reuse-count", "1000"][..],
-        ),
-        ("hello-p3", "hello_p3", "/p3/x", &["-Scli"][..]),
-    ];
-    for ((scenario, wasm, path, extra), (_, (panal_n, panal_reset))) in
-        serve.into_iter().zip(per_request)
+    for ((scenario, _, wasm, path, extra), (panal_n, panal_reset)) in
+        SCENARIOS.into_iter().zip(counted)
     {
         let name = format!("serve-{scenario}");
-        let under = callgrind(&dir, &name);
-        let under: Vec<&str> = under.iter().map(String::as_str).collect();
         let args: Vec<&str> = SERVE_POOL.iter().chain(extra).copied().collect();
+        let under = callgrind(&dir, &name);
         let server = systems::wasmtime_serve_under(&under, &b.wasmtime, &component(wasm), &args);
         b.started(&server.command);
         let (serve_n, serve_reset) =

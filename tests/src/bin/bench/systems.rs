@@ -78,25 +78,26 @@ fn spawn(mut cmd: Command, announce_on_stderr: bool, command: String) -> Server 
 
 /// `wasmtime serve` of `wasm` with its defaults (one fresh instance per request).
 pub fn wasmtime_serve(wasmtime: &Path, wasm: &str, extra: &[&str]) -> Server {
-    wasmtime_serve_under(&[], wasmtime, wasm, extra)
+    wasmtime_serve_under::<&str>(&[], wasmtime, wasm, extra)
 }
 
 /// [`wasmtime_serve`] run under `under` (a program and its arguments, e.g. valgrind).
-pub fn wasmtime_serve_under(under: &[&str], wasmtime: &Path, wasm: &str, extra: &[&str]) -> Server {
-    let mut cmd = match under.split_first() {
-        Some((program, rest)) => {
-            let mut cmd = Command::new(program);
-            cmd.args(rest).arg(wasmtime);
-            cmd
-        }
-        None => Command::new(wasmtime),
-    };
+pub fn wasmtime_serve_under<S: AsRef<str>>(
+    under: &[S],
+    wasmtime: &Path,
+    wasm: &str,
+    extra: &[&str],
+) -> Server {
+    let mut cmd = panal_tests::command_under(under, wasmtime);
     cmd.args(["serve", "--addr", "127.0.0.1:0"])
         .args(extra)
         .arg(wasm);
     let shown = format!(
         "{}wasmtime serve --addr 127.0.0.1:0 {}{wasm}",
-        under.iter().map(|a| format!("{a} ")).collect::<String>(),
+        under
+            .iter()
+            .map(|a| format!("{} ", a.as_ref()))
+            .collect::<String>(),
         extra.iter().map(|a| format!("{a} ")).collect::<String>()
     );
     spawn(cmd, true, shown)
