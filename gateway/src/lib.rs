@@ -8,6 +8,7 @@
 //! - [`ratelimit`]: token buckets per route, by client IP and by verified user.
 //! - [`aggregate`]: composite routes answered by fanning out to several components.
 //! - [`conn`]: connection caps (total, per IP) and header, idle and body timeouts.
+//! - [`access`]: the access log, one record per answered request.
 //! - [`server`]: the gateway's request handling; `accept`: the accept loop of the
 //!   public and the admin listener, with graceful shutdown.
 //! - [`tls`]: HTTPS (rustls, ALPN h2 and http/1.1), a certificate reloaded when renewed.
@@ -17,6 +18,7 @@
 //! crate testable on its own.
 
 mod accept;
+pub mod access;
 pub mod aggregate;
 pub mod auth;
 pub mod conn;

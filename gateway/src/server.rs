@@ -48,6 +48,8 @@ pub struct Gateway {
     limits: ConnLimits,
     /// Told of every request (traces), when set.
     observer: Option<Arc<dyn crate::Observer>>,
+    /// Takes the access records, when set; else they are `tracing` events.
+    access: Option<Arc<dyn crate::access::AccessLog>>,
     /// HTTPS, when the gateway has a certificate.
     tls: Option<crate::tls::Acceptor>,
     /// The roles the operator granted each account (none without it).
@@ -72,6 +74,7 @@ impl Gateway {
             openapi: None,
             limits: ConnLimits::default(),
             observer: None,
+            access: None,
             tls: None,
             roles: None,
         }
@@ -114,6 +117,13 @@ impl Gateway {
     #[must_use]
     pub fn with_observer(mut self, observer: Arc<dyn crate::Observer>) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Hand the access records to `log` instead of `tracing`.
+    #[must_use]
+    pub fn with_access_log(mut self, log: Arc<dyn crate::access::AccessLog>) -> Self {
+        self.access = Some(log);
         self
     }
 
@@ -160,20 +170,17 @@ impl Gateway {
         {
             resp = request_timeout(body_timeout);
         }
-        // The access log, one event per request (no span: its cost was most of the
-        // gateway's); `panal::access` lines are buffered by the host's logger.
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        tracing::info!(
-            target: "panal::access",
-            id = %id.to_str().unwrap_or("-"),
-            %method,
-            path = %uri.path(),
-            component = %served.component,
-            route = %served.route,
-            status = resp.status().as_u16(),
+        let access = crate::access::Access {
+            id: id.to_str().unwrap_or("-"),
+            method: method.as_str(),
+            path: uri.path(),
+            component: &served.component,
+            route: &served.route,
+            status: resp.status().as_u16(),
             micros,
-            "answered"
-        );
+        };
+        crate::access::record(self.access.as_deref(), &access);
         if let Some(observed) = observed {
             observed.finish(resp.status(), &served.component, &served.route);
         }

@@ -128,6 +128,26 @@ parts = {{ profile = {{ component = "user", path = "/users/me" }}, orders = {{ c
     )
 }
 
+/// `manifest` without component `name`: its section gone, and its name gone from every
+/// `outbound` list, and no OpenAPI document (it documents every component's routes):
+/// the bench's shop without the shipping service.
+pub fn without(manifest: &str, name: &str) -> String {
+    let section = format!("[components.{name}]");
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in manifest.lines() {
+        if line.starts_with('[') {
+            skipping = line.trim() == section;
+        }
+        if !skipping && !line.starts_with("openapi =") {
+            let line = line.replace(&format!(", \"{name}\""), "");
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The account the operator makes the shop's admin in tests.
 pub const ADMIN: &str = "shop-admin";
 

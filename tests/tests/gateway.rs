@@ -102,7 +102,44 @@ async fn request_ids_are_kept_or_made_and_reach_the_component() {
     let nf = c.get(panal.at("/nowhere")).send().await.expect("get");
     assert!(nf.headers().contains_key("x-request-id"));
     let log = panal.stop();
-    assert!(log.contains("id=client-id-42"), "{log}");
+    // One access line per request, in the log's line format.
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains("panal::access: answered") && l.contains(needle))
+            .unwrap_or_else(|| panic!("no access line with {needle}:\n{log}"))
+            .to_string()
+    };
+    let given = line("id=client-id-42 ");
+    let (stamp, rest) = given.split_once("  INFO ").expect("a level");
+    assert!(
+        stamp.len() == 27 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+        "RFC 3339 UTC with microseconds: {stamp}"
+    );
+    let micros = rest
+        .strip_prefix(
+            "panal::access: answered id=client-id-42 method=GET path=/hello \
+             component=hello route=/hello status=200 micros=",
+        )
+        .unwrap_or_else(|| panic!("the access line's fields: {rest}"));
+    assert!(micros.parse::<u64>().is_ok(), "{micros}");
+    let nowhere = line("path=/nowhere ");
+    assert!(
+        nowhere.contains(" component= route= status=404 micros="),
+        "{nowhere}"
+    );
+}
+
+#[tokio::test]
+async fn the_access_log_follows_rust_log() {
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::with(&manifest(), data.path())
+        .env(&[("RUST_LOG", "info,panal::access=off")])
+        .start();
+    let ok = client().get(panal.at("/hello")).send().await.expect("get");
+    assert_eq!(ok.status(), 200);
+    let log = panal.stop();
+    assert!(!log.contains("panal::access"), "{log}");
+    assert!(log.contains("component ready"), "other lines stay: {log}");
 }
 
 #[tokio::test]

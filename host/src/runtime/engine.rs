@@ -263,6 +263,7 @@ impl Compiler {
             // A read-only data dir costs speed on the next start, not correctness.
             tracing::warn!(path = %path.display(), %err, "cannot write the compile cache");
         }
+        give_back_free_memory();
         Ok((component, Compiled::Fresh))
     }
 
@@ -284,6 +285,19 @@ impl Compiler {
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, path)?;
         Ok(())
+    }
+}
+
+/// Return the allocator's free memory to the kernel. Compiling (Cranelift, on several
+/// threads) frees hundreds of MB that glibc keeps in its per-thread arenas for good:
+/// the shop with its Python service held 345 MB after a cold start, 86 MB after this.
+fn give_back_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: `malloc_trim` only releases free pages of glibc's own arenas, under their
+    // locks; no memory in use moves.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

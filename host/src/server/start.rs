@@ -186,6 +186,9 @@ impl Host {
         if crate::traces::enabled() {
             gateway = gateway.with_observer(Arc::new(crate::traces::GatewaySpans));
         }
+        if let Some(log) = crate::logging::access_log() {
+            gateway = gateway.with_access_log(log);
+        }
         if let Some(files) = opts.tls.as_ref().or(manifest.gateway.tls.as_ref()) {
             let acceptor = panal_gateway::tls::acceptor(&files.cert, &files.key)
                 .map_err(|e| Refused(e.to_string()))?;

@@ -280,20 +280,84 @@ end
 
 /// `POST /orders` end to end: price, reserve, charge, store, publish, file the events.
 pub async fn shop(b: &mut Bench) {
-    let data = tempfile::tempdir().expect("tmp");
-    let panal = shop::start(data.path());
-    let lua = orders_lua(&panal).await;
-    let url = panal.at("/orders");
-    println!("shop: POST /orders end to end, {SHOPPERS} users and products picked at random");
-    let req = Request {
-        method: "POST",
-        url: &url,
-        headers: &[("content-type", "application/json")],
-        body: None,
-        lua: Some(&lua),
-    };
-    b.load("shop", "panal", &req);
-    panal.stop();
+    println!("shop: POST /orders end to end, {SHOPPERS} users and products picked at random, with and without the (Python) shipping service");
+    let with = shop::manifest();
+    let without = shop::without(&with, "shipping");
+    for (system, manifest) in [("with-shipping", with), ("without-shipping", without)] {
+        let data = tempfile::tempdir().expect("tmp");
+        let panal = Panal::with(&manifest, data.path())
+            .env(&[("PANAL_TEST_JWT_SECRET", shop::SECRET)])
+            .start();
+        let lua = orders_lua(&panal).await;
+        let url = panal.at("/orders");
+        let req = Request {
+            method: "POST",
+            url: &url,
+            headers: &[("content-type", "application/json")],
+            body: None,
+            lua: Some(&lua),
+        };
+        b.report.other(
+            &format!("shop {system}: RSS idle"),
+            mb(rss_kib(panal.pid())),
+        );
+        b.load("shop", system, &req);
+        b.report.other(
+            &format!("shop {system}: RSS after the load"),
+            mb(rss_kib(panal.pid())),
+        );
+        if system == "with-shipping" {
+            let lag = quiet(&panal, "shipping").await;
+            b.report.other(
+                "shop with-shipping: shipping's last delivery after the load",
+                format!("{lag:.1} s"),
+            );
+        }
+        panal.stop();
+    }
+    b.report.rps_ratios(
+        "shop",
+        "with-shipping",
+        "without-shipping",
+        Some(Target::AtLeast(0.9)),
+    );
+}
+
+/// The resident set of process `pid`, in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+pub fn mb(kib: u64) -> String {
+    format!("{:.0} MB", kib as f64 / 1024.0)
+}
+
+/// Seconds from now to the last message delivery to `component`: its delivered and
+/// failed counts are read until they have not moved for two seconds (its backlog of
+/// durable deliveries worked through).
+async fn quiet(panal: &Panal, component: &str) -> f64 {
+    let begun = std::time::Instant::now();
+    let prefix = format!("panal_messaging_operations_total{{component=\"{component}\"");
+    let (mut last, mut moved) = (u64::MAX, begun);
+    while moved.elapsed() < std::time::Duration::from_secs(2) {
+        let text = panal.metrics().await;
+        let handled: u64 = text
+            .lines()
+            .filter(|l| l.starts_with(&prefix) && !l.contains("op=\"publish\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        if handled != last {
+            (last, moved) = (handled, std::time::Instant::now());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    moved.duration_since(begun).as_secs_f64()
 }
 
 /// `panal run` of the shop to its first 200, with an empty compile cache and a warm one.

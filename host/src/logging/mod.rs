@@ -2,14 +2,18 @@
 //! carry a component's stdout/stderr into the log, one event per line, tagged with the
 //! component's name and the request id and trace id of the request it serves.
 //!
-//! Access-log lines (target [`ACCESS`], one per request) are buffered and written
-//! together every [`FLUSH_EVERY`], or sooner when the buffer fills: a `write(2)` per
-//! request under the stderr lock was the gateway's largest cost. Every other line is
-//! written at once, after the buffered ones, so the log keeps its order; [`flush`]
-//! empties the buffer on exit.
+//! Access-log lines (target [`ACCESS`], one per request) are formatted without the
+//! subscriber ([`access_log`], `access.rs`), buffered and written together every
+//! [`FLUSH_EVERY`], or sooner when the buffer fills: a `write(2)` per request under the
+//! stderr lock was the gateway's largest cost. Every other line is written at once,
+//! after the buffered ones, so the log keeps its order; [`flush`] empties the buffer on
+//! exit.
+
+mod access;
 
 use std::io::Write;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -20,7 +24,7 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 /// The target of the one line per request the gateway logs.
-pub const ACCESS: &str = "panal::access";
+pub const ACCESS: &str = panal_gateway::access::TARGET;
 /// How long an access-log line may wait in the buffer.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Written at once when the buffer grows past this.
@@ -28,6 +32,9 @@ const BUFFER_MAX: usize = 64 << 10;
 
 /// Access-log lines not yet written.
 static BUFFERED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Whether [`init`] installed this module's subscriber (so its buffer gets flushed).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Install the global subscriber. Logs go to stderr so stdout stays free for tools.
 pub fn init() {
@@ -39,6 +46,7 @@ pub fn init() {
         .with_ansi(false)
         .try_init();
     if installed.is_ok() {
+        INSTALLED.store(true, Ordering::Release);
         let _ = std::thread::Builder::new()
             .name("panal-log".into())
             .spawn(|| loop {
@@ -46,6 +54,14 @@ pub fn init() {
                 flush();
             });
     }
+}
+
+/// What the gateway hands its access records to: lines into the buffer when [`init`]
+/// installed the subscriber, else `None` (they stay `tracing` events).
+pub fn access_log() -> Option<Arc<dyn panal_gateway::access::AccessLog>> {
+    INSTALLED
+        .load(Ordering::Acquire)
+        .then(|| Arc::new(access::AccessLines) as Arc<_>)
 }
 
 /// Write the buffered access-log lines now.
@@ -58,6 +74,13 @@ fn write_out(buffered: &mut Vec<u8>) {
     if !buffered.is_empty() {
         let _ = std::io::stderr().lock().write_all(buffered);
         buffered.clear();
+    }
+}
+
+/// Lines were added to the buffer: write it out when it is full.
+fn written(buffered: &mut Vec<u8>) {
+    if buffered.len() > BUFFER_MAX {
+        write_out(buffered);
     }
 }
 
@@ -88,9 +111,7 @@ impl Write for Line {
         let mut buffered = BUFFERED.lock();
         if self.buffered {
             buffered.extend_from_slice(buf);
-            if buffered.len() > BUFFER_MAX {
-                write_out(&mut buffered);
-            }
+            written(&mut buffered);
         } else {
             // The lines before it first, while holding the buffer: the order holds.
             write_out(&mut buffered);
