@@ -3,6 +3,9 @@
 //!
 //! - `GET .../kv/{key}`: one `get` and one `set` of `key` in bucket `default` (the
 //!   value is a decimal counter, bumped), answered 200 with the new value.
+//! - `GET .../chain/{key}`: one `get` of `key`, then, when config `next` names a
+//!   component, the same request to it by name; answered 200 with the value (`-` when
+//!   absent), then a space and the next one's answer.
 //! - `POST .../publish/{subject}`: the request body published on `subject`, 204.
 //! - messages: a request (a message with a reply subject) is answered with its own
 //!   data; anything else is dropped.
@@ -22,6 +25,7 @@ impl panal_sdk::wasi::exports::http::incoming_handler::Guest for Bench {
         let tail: Vec<&str> = segments.iter().map(String::as_str).collect();
         match (request.method(), tail.as_slice()) {
             (Method::Get, [.., "kv", key]) => kv(out, key),
+            (Method::Get, [.., "chain", key]) => chain(out, key),
             (Method::Post, [.., "publish", subject]) => publish(&request, out, subject),
             _ => panal_sdk::error(out, 404, "no such bench endpoint"),
         }
@@ -42,6 +46,26 @@ fn kv(out: ResponseOutparam, key: &str) {
         Ok(value) => panal_sdk::bytes(out, 200, "text/plain", value.as_bytes()),
         Err(e) => panal_sdk::error(out, 500, &format!("{e:?}")),
     }
+}
+
+fn chain(out: ResponseOutparam, key: &str) {
+    let mut body = match store::open("default").and_then(|bucket| bucket.get(key)) {
+        Ok(value) => value.unwrap_or_else(|| b"-".to_vec()),
+        Err(e) => return panal_sdk::error(out, 500, &format!("{e:?}")),
+    };
+    if let Ok(Some(next)) = panal_sdk::config::store::get("next") {
+        match panal_sdk::client::get(&format!("http://{next}/chain/{key}")) {
+            Ok((200, rest)) => {
+                body.push(b' ');
+                body.extend(rest);
+            }
+            Ok((status, _)) => {
+                return panal_sdk::error(out, 502, &format!("{next} answered {status}"))
+            }
+            Err(e) => return panal_sdk::error(out, 502, &e),
+        }
+    }
+    panal_sdk::bytes(out, 200, "text/plain", &body);
 }
 
 fn publish(request: &IncomingRequest, out: ResponseOutparam, subject: &str) {

@@ -4,6 +4,11 @@
 //! - `native hello`: 200 `hello`, the ceiling for any host;
 //! - `native kv DIR`: `GET .../kv/{key}` does one get and one set through Panal's own
 //!   SQLite backend (the same WAL file setup a component gets), answered with the value;
+//! - `native chain DIR [NEXT_URL]`: `GET .../chain/{key}` does one get through the same
+//!   SQLite backend, then, given `NEXT_URL`, `GET NEXT_URL/chain/{key}` over loopback
+//!   HTTP (one pooled client); answered with the value (`-` when absent), a space and
+//!   the next one's answer: a service of the classic deployment the `chain` scenario
+//!   compares Panal with;
 //! - `native publish NATS_URL`: `POST .../publish/{subject}` publishes the body with one
 //!   shared async-nats client, 204.
 //!
@@ -25,6 +30,7 @@ use panal::capabilities::keyvalue::{sqlite::SqliteBackend, KvBackend, KvStore};
 enum Handler {
     Hello,
     Kv(Arc<dyn KvStore>),
+    Chain(Arc<dyn KvStore>, Option<(reqwest::Client, String)>),
     Publish(async_nats::Client),
 }
 
@@ -59,6 +65,10 @@ impl Handler {
                     Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                 }
             }
+            Self::Chain(store, next) => match chain(&**store, next.as_ref(), &last).await {
+                Ok(body) => text(StatusCode::OK, body),
+                Err(e) => text(StatusCode::BAD_GATEWAY, e.to_string()),
+            },
             Self::Publish(nats) => {
                 let body = match req.into_body().collect().await {
                     Ok(b) => b.to_bytes(),
@@ -73,6 +83,32 @@ impl Handler {
     }
 }
 
+async fn chain(
+    store: &dyn KvStore,
+    next: Option<&(reqwest::Client, String)>,
+    key: &str,
+) -> anyhow::Result<Vec<u8>> {
+    let mut body = store
+        .get("default", key)
+        .await?
+        .unwrap_or_else(|| b"-".to_vec());
+    if let Some((client, url)) = next {
+        let resp = client.get(format!("{url}/chain/{key}")).send().await?;
+        anyhow::ensure!(resp.status() == 200, "{url} answered {}", resp.status());
+        body.push(b' ');
+        body.extend(resp.bytes().await?);
+    }
+    Ok(body)
+}
+
+/// A component's storage in `dir`, as the host opens it (quota included).
+async fn storage(dir: String) -> anyhow::Result<Arc<dyn KvStore>> {
+    let backend = SqliteBackend::new(PathBuf::from(dir))?;
+    let limits =
+        panal::capabilities::keyvalue::quota::KvLimits::of(&panal::manifest::Limits::default());
+    Ok(backend.namespace("native", limits).await?)
+}
+
 async fn handler(args: &[String]) -> anyhow::Result<Handler> {
     let arg = |i: usize, what: &str| {
         args.get(i)
@@ -81,16 +117,18 @@ async fn handler(args: &[String]) -> anyhow::Result<Handler> {
     };
     Ok(match args.first().map(String::as_str) {
         Some("hello") => Handler::Hello,
-        Some("kv") => {
-            let backend = SqliteBackend::new(PathBuf::from(arg(1, "DIR")?))?;
-            // The same path a component's storage takes, quota included.
-            let limits = panal::capabilities::keyvalue::quota::KvLimits::of(
-                &panal::manifest::Limits::default(),
-            );
-            Handler::Kv(backend.namespace("native", limits).await?)
+        Some("kv") => Handler::Kv(storage(arg(1, "DIR")?).await?),
+        Some("chain") => {
+            let next = match args.get(2) {
+                Some(url) => Some((reqwest::Client::builder().no_proxy().build()?, url.clone())),
+                None => None,
+            };
+            Handler::Chain(storage(arg(1, "DIR")?).await?, next)
         }
         Some("publish") => Handler::Publish(async_nats::connect(arg(1, "NATS_URL")?).await?),
-        _ => anyhow::bail!("usage: native hello | kv DIR | publish NATS_URL"),
+        _ => {
+            anyhow::bail!("usage: native hello | kv DIR | chain DIR [NEXT_URL] | publish NATS_URL")
+        }
     })
 }
 

@@ -5,11 +5,12 @@
 //! Environment: `BENCH_SECS` (per load run, default 5), `BENCH_CONNS` (default
 //! `1,16,64`), `PANAL_WASMTIME` (a `wasmtime` binary; default `.bench/tools/bin/wasmtime`,
 //! which `scripts/bench-tools.sh` installs; only the `local` section needs it),
-//! `BENCH_ONLY` (comma-separated sections: local, instructions, messaging, shop,
-//! cluster, startup, swap).
+//! `BENCH_ONLY` (comma-separated sections: local, instructions, chain, messaging,
+//! shop, cluster, startup, swap).
 //!
 //! Writes the generated part of BENCHMARKS.md and `docs/benchmarks.png`.
 
+mod chain;
 mod chart;
 mod cluster;
 mod instructions;
@@ -68,7 +69,7 @@ async fn main() {
         .collect();
     let only = env_or(
         "BENCH_ONLY",
-        "local,instructions,messaging,shop,cluster,startup,swap",
+        "local,instructions,chain,messaging,shop,cluster,startup,swap",
     );
     let run = |s: &str| only.split(',').any(|o| o.trim() == s);
     let wasmtime = std::env::var_os("PANAL_WASMTIME")
@@ -92,6 +93,9 @@ async fn main() {
     if run("instructions") {
         println!("instructions: per request at c=1, under callgrind");
         instructions::run(&mut b).await;
+    }
+    if run("chain") {
+        chain::run(&mut b);
     }
     if run("messaging") {
         scenarios::messaging(&mut b).await;
