@@ -7,11 +7,14 @@
 //! - `GET /ANY/config/KEY` → `KEY = VALUE`, `KEY unset`, or `config failed: ERROR`.
 //! - `GET /ANY/publish/SUBJECT` → `published to SUBJECT` (wasi:messaging producer,
 //!   data `from p3`), or `publish failed: ERROR`.
+//! - `GET /ANY/chain/KEY` → one `get` of KEY in bucket `default` (`-` when absent), then,
+//!   when config `next` names a component, the same request sent to it by name with
+//!   `wasi:http/client`, its answer after a space (the `chain` scenario of `just bench`).
 //! - `GET /ANY/headers` → the request's headers, `name: value` a line, sorted (what a
 //!   middleware in front of it passed on).
 //! - any other → 404 `no such path`.
 
-use wasip3::http::types::{ErrorCode, Fields, Request, Response};
+use wasip3::http::types::{ErrorCode, Fields, Request, Response, Scheme};
 use wasip3::wit_future;
 
 wasip3::http::service::export!(ProbeP3);
@@ -57,6 +60,41 @@ fn use_imports(tail: &str) -> Option<String> {
     })
 }
 
+/// `chain/KEY`: the value of KEY, then the next link's answer to the same `path`.
+async fn chain(key: &str, path: &str) -> (u16, String) {
+    let value = match keyvalue::store::open("default").and_then(|bucket| bucket.get(key)) {
+        Ok(Some(v)) => String::from_utf8_lossy(&v).into_owned(),
+        Ok(None) => "-".to_string(),
+        Err(e) => return (500, format!("kv failed: {e:?}")),
+    };
+    let Ok(Some(next)) = config::store::get("next") else {
+        return (200, value);
+    };
+    match get(&next, path).await {
+        Ok((200, body)) => (200, format!("{value} {}", String::from_utf8_lossy(&body))),
+        Ok((status, _)) => (502, format!("{next} answered {status}")),
+        Err(e) => (502, format!("{next} failed: {e:?}")),
+    }
+}
+
+/// `GET http://target/path` through `wasi:http/client`: its status and whole body.
+async fn get(target: &str, path: &str) -> Result<(u16, Vec<u8>), ErrorCode> {
+    let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+    drop(trailers_tx);
+    let (request, _sent) = Request::new(Fields::new(), None, trailers_rx, None);
+    let bad = |()| ErrorCode::InternalError(Some(format!("cannot address {target}{path}")));
+    request.set_scheme(Some(&Scheme::Http)).map_err(bad)?;
+    request.set_authority(Some(target)).map_err(bad)?;
+    request.set_path_with_query(Some(path)).map_err(bad)?;
+    let response = wasip3::http::client::send(request).await?;
+    let status = response.get_status_code();
+    let (read_tx, read_rx) = wit_future::new(|| Ok(()));
+    let (body, _trailers) = Response::consume_body(response, read_rx);
+    let bytes = body.collect().await;
+    drop(read_tx);
+    Ok((status, bytes))
+}
+
 /// `name: value` lines, sorted.
 fn headers_of(request: &Request) -> String {
     let mut lines: Vec<String> = request
@@ -78,6 +116,7 @@ impl wasip3::exports::http::handler::Guest for ProbeP3 {
             .split_once('/')
             .map_or("", |(_, tail)| tail);
         let (status, text) = match use_imports(tail) {
+            None if tail.starts_with("chain/") => chain(&tail["chain/".len()..], &path).await,
             Some(text) => (200, text),
             None if tail == "headers" => (200, headers_of(&request)),
             None => (404, "no such path".to_string()),

@@ -1,6 +1,7 @@
 //! The `chain` scenario: the classic microservice deployment as the baseline. Three
 //! services, each doing one keyvalue read and calling the next (the last answers):
-//! on Panal as components calling each other by name in-process, and as three native
+//! on Panal as components calling each other by name in-process (fresh instances, kept
+//! ones, and WASI 0.3 concurrent ones), and as three native
 //! hyper processes over loopback HTTP, each with its own SQLite file, which is what a
 //! team would run without Panal.
 
@@ -14,11 +15,12 @@ use crate::systems;
 /// The services of the chain, first to last.
 const LINKS: [&str; 3] = ["chain-a", "chain-b", "chain-c"];
 
-/// The chain as `bench` components: each reads `default`, then calls the next by name.
-/// `limits` (a TOML inline table's fields, or empty) applies to every link.
-fn manifest(prefix: &str, limits: &str) -> String {
-    let bench = component("bench");
-    let mut toml = String::from("version = 1\n");
+/// The chain as components of `source` (`bench`, or `probe_p3` for WASI 0.3): each
+/// reads `default`, then calls the next by name. `limits` (a TOML inline table's fields,
+/// or empty) applies to every link.
+fn manifest(prefix: &str, source: &str, limits: &str) -> String {
+    let bench = component(source);
+    let mut toml = String::new();
     for (i, link) in LINKS.iter().enumerate() {
         let name = format!("{prefix}{link}");
         toml += &format!("\n[components.{name}]\nsource = \"{bench}\"\nkeyvalue = [\"default\"]\n");
@@ -36,14 +38,17 @@ fn manifest(prefix: &str, limits: &str) -> String {
     toml
 }
 
-/// Panal (fresh instances, and instances kept for 1000 requests) against three native
-/// services.
+/// Panal (fresh instances, instances kept for 1000 requests, WASI 0.3 with its
+/// defaults) against three native services.
 pub fn run(b: &mut Bench) {
     println!("chain: 3 services, each one keyvalue read and a call to the next");
     let data = tempfile::tempdir().expect("tmp");
-    let both =
-        manifest("", "") + &manifest("reuse-", "reuse = 1000").replacen("version = 1\n", "", 1);
-    let panal = Panal::start(&both, data.path());
+    let all = [
+        manifest("", "bench", ""),
+        manifest("reuse-", "bench", "reuse = 1000"),
+        manifest("p3-", "probe_p3", ""),
+    ];
+    let panal = Panal::start(&format!("version = 1\n{}", all.concat()), data.path());
     b.started("panal run (chain-a -> chain-b -> chain-c, `bench` components calling by name; manifest in tests/src/bin/bench/chain.rs)");
     let mut natives: Vec<systems::Server> = Vec::new();
     for (i, link) in LINKS.iter().enumerate().rev() {
@@ -66,6 +71,11 @@ pub fn run(b: &mut Bench) {
         "panal-reuse",
         &Request::get(&panal.at("/reuse-chain/chain/k")),
     );
+    b.load(
+        "chain",
+        "panal-p3",
+        &Request::get(&panal.at("/p3-chain/chain/k")),
+    );
     let first = natives.last().expect("three native services");
     let url = format!("{}/chain/k", first.url);
     b.load("chain", "native-services", &Request::get(&url));
@@ -74,6 +84,8 @@ pub fn run(b: &mut Bench) {
     let at_least = |x| Some(Target::AtLeast(x));
     b.report
         .rps_ratios("chain", "panal", "native-services", at_least(1.0));
-    b.report
-        .rps_ratios("chain", "panal-reuse", "native-services", at_least(1.0));
+    for panal in ["panal-reuse", "panal-p3"] {
+        b.report
+            .rps_ratios("chain", panal, "native-services", at_least(1.0));
+    }
 }
