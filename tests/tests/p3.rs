@@ -45,7 +45,21 @@ limits = {{ timeout_ms = 1500, concurrent = 4, idle_ms = 60000 }}
 source = "{hello_p3}"
 routes = ["/fresh"]
 limits = {{ reuse = 1 }}
+
+# A chain of the bench's `chain` scenario: a 0.3 link calling a 0.2 one by name.
+[components.p3-link]
+source = "{probe_p3}"
+routes = ["/p3-chain"]
+keyvalue = ["default"]
+outbound = ["bench-link"]
+config = {{ next = "bench-link" }}
+
+[components.bench-link]
+source = "{bench}"
+routes = ["/bench-link"]
+keyvalue = ["default"]
 "#,
+        bench = component("bench"),
         hello = component("hello"),
         hello_p3 = component("hello_p3"),
         probe_p3 = component("probe_p3"),
@@ -293,5 +307,35 @@ async fn a_0_3_instance_serves_many_requests_at_once_each_in_its_own_context() {
     }
     let (status, _) = get(&panal, "/short/count").await;
     assert_eq!(status, 200);
+    panal.stop();
+}
+
+#[tokio::test]
+async fn a_chain_link_reads_its_storage_and_calls_the_next_by_name() {
+    let data = tempfile::tempdir().expect("tmp");
+    let panal = Panal::start(&manifest(), data.path());
+    let c = client();
+    let chain = || async {
+        let resp = c
+            .get(panal.at("/p3-chain/chain/k"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), 200);
+        resp.text().await.expect("body")
+    };
+    assert_eq!(chain().await, "- -", "neither link has k yet");
+    let bumped = c.get(panal.at("/p3-chain/kv/k")).send().await.expect("get");
+    assert_eq!(bumped.text().await.expect("body"), "k = 1");
+    assert_eq!(chain().await, "1 -", "the first link's own storage");
+    for _ in 0..2 {
+        let bumped = c
+            .get(panal.at("/bench-link/kv/k"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(bumped.status(), 200);
+    }
+    assert_eq!(chain().await, "1 2", "the second link's own storage");
     panal.stop();
 }
