@@ -106,7 +106,7 @@ async fn storage(dir: String) -> anyhow::Result<Arc<dyn KvStore>> {
     let backend = SqliteBackend::new(PathBuf::from(dir))?;
     let limits =
         panal::capabilities::keyvalue::quota::KvLimits::of(&panal::manifest::Limits::default());
-    Ok(backend.namespace("native", limits).await?)
+    backend.namespace("native", limits).await
 }
 
 async fn handler(args: &[String]) -> anyhow::Result<Handler> {
