@@ -37,7 +37,8 @@ impl std::fmt::Display for Timestamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
         let secs = since.as_secs();
-        let (year, month, day) = civil(i64::try_from(secs / 86_400).unwrap_or(0));
+        let days = i64::try_from(secs / 86_400).unwrap_or(0);
+        let (year, month, day) = panal_nats::service::civil_from_days(days);
         let of_day = secs % 86_400;
         write!(
             f,
@@ -48,20 +49,6 @@ impl std::fmt::Display for Timestamp {
             since.subsec_micros()
         )
     }
-}
-
-/// The Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

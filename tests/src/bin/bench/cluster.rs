@@ -7,7 +7,7 @@ use panal_tests::postgres::Postgres;
 use panal_tests::{component, shop, NatsServer, Panal};
 
 use crate::load::Request;
-use crate::scenarios::{orders_lua, Bench};
+use crate::scenarios::{orders_lua, orders_request, Bench};
 
 /// `probe` and `near` (hello) on host A, `hello` on host B.
 fn calls_manifest(nats: &str) -> String {
@@ -165,13 +165,7 @@ pub async fn shop(b: &mut Bench) {
             .collect();
         let lua = orders_lua(&panals[0]).await;
         let url = panals[0].at("/orders");
-        let req = Request {
-            method: "POST",
-            url: &url,
-            headers: &[("content-type", "application/json")],
-            body: None,
-            lua: Some(&lua),
-        };
+        let req = orders_request(&url, &lua);
         b.load("shop-hosts", system, &req);
         drop(panals);
         pg.drop_database(&db).await;

@@ -245,6 +245,17 @@ const SHOPPERS: usize = 16;
 
 /// A wrk script placing orders on the shop behind `panal`: [`SHOPPERS`] users and
 /// products are made first, and each order picks one of each at random.
+/// `POST url` with the order bodies and tokens of `lua` (from [`orders_lua`]).
+pub fn orders_request<'a>(url: &'a str, lua: &'a str) -> Request<'a> {
+    Request {
+        method: "POST",
+        url,
+        headers: &[("content-type", "application/json")],
+        body: None,
+        lua: Some(lua),
+    }
+}
+
 pub async fn orders_lua(panal: &Panal) -> String {
     let s = shop::Shop { panal, c: client() };
     let mut tokens = Vec::new();
@@ -290,13 +301,7 @@ pub async fn shop(b: &mut Bench) {
             .start();
         let lua = orders_lua(&panal).await;
         let url = panal.at("/orders");
-        let req = Request {
-            method: "POST",
-            url: &url,
-            headers: &[("content-type", "application/json")],
-            body: None,
-            lua: Some(&lua),
-        };
+        let req = orders_request(&url, &lua);
         b.report.other(
             &format!("shop {system}: RSS idle"),
             mb(rss_kib(panal.pid())),
