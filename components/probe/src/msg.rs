@@ -100,8 +100,6 @@ pub fn handle(message: types::Message) -> Result<(), types::Error> {
             "probe asked to fail on {subject}"
         )));
     }
-    atomics::increment(&bucket, &format!("count:{subject}"), 1)
-        .map_err(|e| types::Error::Other(format!("{e:?}")))?;
     // How many messages this instance has handled, this one included: 1 in a fresh
     // instance, more in one the host kept (`limits.reuse`).
     let seen = HANDLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -122,6 +120,9 @@ pub fn handle(message: types::Message) -> Result<(), types::Error> {
             &format!("meta:{subject}"),
             serde_json::Value::Object(meta).to_string().as_bytes(),
         )
+        .map_err(|e| types::Error::Other(format!("{e:?}")))?;
+    // The count last: tests wait for it, then read what the message left.
+    atomics::increment(&bucket, &format!("count:{subject}"), 1)
         .map_err(|e| types::Error::Other(format!("{e:?}")))?;
     // Replies go to the reply subject, which needs no publish grant.
     let mut reply = b"echo:".to_vec();
